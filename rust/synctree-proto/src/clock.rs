@@ -1,0 +1,125 @@
+//! Hybrid logical clock stamps (uhlc) for events: monotonic per server and causally
+//! ordered across servers, because every server observes the stamps it applies.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// An HLC timestamp plus the id of the server that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Stamp {
+    pub hlc: uhlc::Timestamp,
+    pub origin: u64,
+}
+
+/// A stamp from another server is too far ahead of our physical clock.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("timestamp from server {origin} is ahead of this server's clock by more than the allowed {max_delta_ms} ms: {detail}")]
+pub struct ClockError {
+    pub origin: u64,
+    pub max_delta_ms: u64,
+    pub detail: String,
+}
+
+/// One server's hybrid logical clock.
+pub struct Clock {
+    hlc: uhlc::HLC,
+    origin: u64,
+    max_delta: Duration,
+}
+
+impl Clock {
+    /// Default bound on how far ahead a remote stamp may be (uhlc's default is 500 ms).
+    pub const DEFAULT_MAX_DELTA: Duration = Duration::from_millis(500);
+
+    /// A clock for server `origin` on the system's physical clock.
+    pub fn new(origin: u64, max_delta: Duration) -> Self {
+        Self::with_physical(origin, max_delta, uhlc::system_time_clock)
+    }
+
+    /// A clock whose physical time comes from `physical` (simulation, tests).
+    pub fn with_physical(origin: u64, max_delta: Duration, physical: fn() -> uhlc::NTP64) -> Self {
+        let mut builder = uhlc::HLCBuilder::new()
+            .with_max_delta(max_delta)
+            .with_clock(physical);
+        // uhlc ids must be non-zero; server ids are too, but stay total.
+        if let Ok(id) = uhlc::ID::try_from(origin.max(1)) {
+            builder = builder.with_id(id);
+        }
+        Clock {
+            hlc: builder.build(),
+            origin,
+            max_delta,
+        }
+    }
+
+    /// The id of the server this clock belongs to.
+    pub fn origin(&self) -> u64 {
+        self.origin
+    }
+
+    /// A new stamp, strictly greater than every stamp made or observed before.
+    pub fn stamp(&self) -> Stamp {
+        Stamp {
+            hlc: self.hlc.new_timestamp(),
+            origin: self.origin,
+        }
+    }
+
+    /// Advances this clock past a stamp seen from another server.
+    pub fn observe(&self, stamp: &Stamp) -> Result<(), ClockError> {
+        self.hlc
+            .update_with_timestamp(&stamp.hlc)
+            .map_err(|e| ClockError {
+                origin: stamp.origin,
+                max_delta_ms: self.max_delta.as_millis() as u64,
+                detail: e.to_string(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monotonic_per_server() {
+        let clock = Clock::new(7, Clock::DEFAULT_MAX_DELTA);
+        let mut last = clock.stamp();
+        for _ in 0..100_000 {
+            let next = clock.stamp();
+            assert!(next > last, "{next:?} <= {last:?}");
+            assert_eq!(next.origin, 7);
+            last = next;
+        }
+    }
+
+    #[test]
+    fn observing_orders_causally() {
+        let a = Clock::new(1, Clock::DEFAULT_MAX_DELTA);
+        let b = Clock::new(2, Clock::DEFAULT_MAX_DELTA);
+        for _ in 0..1000 {
+            let sent = a.stamp();
+            b.observe(&sent).expect("clocks are in sync");
+            let reply = b.stamp();
+            assert!(reply.hlc > sent.hlc);
+            a.observe(&reply).expect("clocks are in sync");
+            assert!(a.stamp().hlc > reply.hlc);
+        }
+    }
+
+    fn far_future() -> uhlc::NTP64 {
+        let now = uhlc::system_time_clock();
+        now + uhlc::NTP64::from(Duration::from_secs(60))
+    }
+
+    #[test]
+    fn refuses_stamps_beyond_max_delta() {
+        let skewed = Clock::with_physical(3, Clock::DEFAULT_MAX_DELTA, far_future);
+        let local = Clock::new(4, Clock::DEFAULT_MAX_DELTA);
+        let err = local
+            .observe(&skewed.stamp())
+            .expect_err("60 s ahead must be refused");
+        assert_eq!(err.origin, 3);
+        assert!(err.to_string().contains("server 3"), "{err}");
+    }
+}

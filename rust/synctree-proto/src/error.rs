@@ -1,0 +1,24 @@
+//! Why an op was refused. Refused ops change nothing; the message names the problem.
+
+use serde::{Deserialize, Serialize};
+
+/// A deterministic refusal of an op by the shadow tree. Every replica refuses the same ops.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ApplyError {
+    #[error("parent node '{0}' does not exist in the synced tree")]
+    UnknownParent(String),
+    #[error("node '{0}' does not exist in the synced tree")]
+    UnknownPath(String),
+    #[error("parent '{parent}' already has a child named '{name}'")]
+    DuplicateName { parent: String, name: String },
+    #[error("invalid node name '{name}': {reason}")]
+    InvalidName { name: String, reason: String },
+    #[error("invalid node path '{path}': {reason}")]
+    InvalidPath { path: String, reason: String },
+    #[error("invalid property name '{name}': {reason}")]
+    InvalidProperty { name: String, reason: String },
+    #[error("the SyncedTree root itself cannot be despawned or changed")]
+    RootNotAllowed,
+    #[error("scene path must not be empty")]
+    EmptyScene,
+}

@@ -1,0 +1,35 @@
+//! The replicated-tree model of synctree. No I/O, no async, no Godot.
+//!
+//! ```text
+//!   Op (spawn / despawn / set property)      Event { stamp: HLC + origin, id, op }
+//!        │  validated + stamped by a server        │ encoded with rmp-serde (codec)
+//!        ▼                                         ▼
+//!   ShadowTree::apply(&op) ──► Effect (what the live scene tree must do)
+//!        │                     or ApplyError (nothing changed)
+//!        ▼
+//!   ShadowTree::dump() ──► canonical text, equal on every replica at the same index
+//! ```
+//!
+//! Every replica applies the same committed events in the same order, so the shadow tree
+//! and the effects it yields are deterministic. The Godot layer turns effects into
+//! `add_child` / `queue_free` / `set` on the main thread.
+
+mod clock;
+mod codec;
+mod dump;
+mod effect;
+mod error;
+mod op;
+mod path;
+mod tree;
+mod value;
+
+pub use clock::{Clock, ClockError, Stamp};
+pub use codec::{decode, encode, CodecError};
+pub use dump::{write_node_header, write_property};
+pub use effect::Effect;
+pub use error::ApplyError;
+pub use op::{Batch, Event, Op, OpId, OpOutcome};
+pub use path::{join, split_parent, validate_name, validate_path, validate_property, ROOT};
+pub use tree::{NodeView, ShadowTree};
+pub use value::{Value, ValueKind};

@@ -1,0 +1,65 @@
+//! Ops, the events that carry them through the log, and their outcomes.
+
+use crate::{ApplyError, Stamp, Value};
+use serde::{Deserialize, Serialize};
+
+/// A change to the synced tree. Paths are relative to the SyncedTree root (`""`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// Instance `scene` (a `res://` PackedScene path, or a class name such as `Node2D`) as a
+    /// child named `name` of `parent`, then set `props` on it, in order.
+    Spawn {
+        parent: String,
+        name: String,
+        scene: String,
+        props: Vec<(String, Value)>,
+    },
+    /// Remove the node at `path` and its whole subtree.
+    Despawn { path: String },
+    /// Set `property` of the node at `path`.
+    SetProperty {
+        path: String,
+        property: String,
+        value: Value,
+    },
+}
+
+impl Op {
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Spawn { .. } => "spawn",
+            Op::Despawn { .. } => "despawn",
+            Op::SetProperty { .. } => "set_property",
+        }
+    }
+}
+
+/// Identifies one op proposal across the cluster: the proposing server and its sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct OpId {
+    pub origin: u64,
+    pub seq: u64,
+}
+
+/// An op as it travels through the log: stamped by the proposing server's HLC.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: OpId,
+    pub stamp: Stamp,
+    pub op: Op,
+}
+
+/// What one Raft log entry carries: the events a server proposed in one frame (or that
+/// arrived together), applied in order. Each event succeeds or fails on its own.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    pub events: Vec<Event>,
+}
+
+/// The committed outcome of one event: applied, or refused with the reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpOutcome {
+    pub id: OpId,
+    pub result: Result<(), ApplyError>,
+}

@@ -1,0 +1,362 @@
+//! The shadow tree: the committed state of the synced subtree, without Godot.
+//!
+//! It validates each op, applies it deterministically and yields the [`Effect`] the live
+//! scene must carry out. Refused ops leave it unchanged.
+
+use crate::path::{join, validate_name, validate_path, validate_property};
+use crate::{dump, ApplyError, Effect, Op, Value};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+const ROOT_KEY: u64 = 0;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Node {
+    name: String,
+    scene: String,
+    props: BTreeMap<String, Value>,
+    children: Vec<u64>,
+    by_name: HashMap<String, u64>,
+}
+
+impl Node {
+    fn new(name: String, scene: String) -> Self {
+        Node {
+            name,
+            scene,
+            props: BTreeMap::new(),
+            children: Vec::new(),
+            by_name: HashMap::new(),
+        }
+    }
+}
+
+/// The replicated tree below a SyncedTree. Equal on every replica at the same log index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowTree {
+    nodes: HashMap<u64, Node>,
+    next_key: u64,
+}
+
+/// A read-only view of one node, for walking the tree.
+pub struct NodeView<'a> {
+    pub path: String,
+    pub depth: usize,
+    pub name: &'a str,
+    pub scene: &'a str,
+    pub props: &'a BTreeMap<String, Value>,
+}
+
+impl Default for ShadowTree {
+    fn default() -> Self {
+        let mut nodes = HashMap::new();
+        nodes.insert(ROOT_KEY, Node::new(String::new(), String::new()));
+        ShadowTree {
+            nodes,
+            next_key: ROOT_KEY + 1,
+        }
+    }
+}
+
+impl ShadowTree {
+    /// An empty tree: only the SyncedTree root.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of synced nodes (the root not counted).
+    pub fn len(&self) -> usize {
+        self.nodes.len() - 1
+    }
+
+    /// True when no node is synced.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lookup(&self, path: &str) -> Option<u64> {
+        if path.is_empty() {
+            return Some(ROOT_KEY);
+        }
+        let mut key = ROOT_KEY;
+        for part in path.split('/') {
+            key = *self.nodes.get(&key)?.by_name.get(part)?;
+        }
+        Some(key)
+    }
+
+    /// True if a node exists at `path` (the root, `""`, always does).
+    pub fn contains(&self, path: &str) -> bool {
+        self.lookup(path).is_some()
+    }
+
+    /// The scene a node was spawned from.
+    pub fn scene_of(&self, path: &str) -> Option<&str> {
+        let key = self.lookup(path).filter(|k| *k != ROOT_KEY)?;
+        self.nodes.get(&key).map(|n| n.scene.as_str())
+    }
+
+    /// The committed value of a synced property, if it was ever set.
+    pub fn get(&self, path: &str, property: &str) -> Option<&Value> {
+        let key = self.lookup(path)?;
+        self.nodes.get(&key)?.props.get(property)
+    }
+
+    /// Validates and applies one op. On error nothing changed.
+    pub fn apply(&mut self, op: &Op) -> Result<Effect, ApplyError> {
+        match op {
+            Op::Spawn {
+                parent,
+                name,
+                scene,
+                props,
+            } => self.spawn(parent, name, scene, props),
+            Op::Despawn { path } => self.despawn(path),
+            Op::SetProperty {
+                path,
+                property,
+                value,
+            } => self.set(path, property, value),
+        }
+    }
+
+    fn spawn(
+        &mut self,
+        parent: &str,
+        name: &str,
+        scene: &str,
+        props: &[(String, Value)],
+    ) -> Result<Effect, ApplyError> {
+        validate_path(parent)?;
+        validate_name(name)?;
+        if scene.is_empty() {
+            return Err(ApplyError::EmptyScene);
+        }
+        for (prop, _) in props {
+            validate_property(prop)?;
+        }
+        let parent_key = self
+            .lookup(parent)
+            .ok_or_else(|| ApplyError::UnknownParent(parent.to_owned()))?;
+        if self.nodes[&parent_key].by_name.contains_key(name) {
+            return Err(ApplyError::DuplicateName {
+                parent: parent.to_owned(),
+                name: name.to_owned(),
+            });
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        let mut node = Node::new(name.to_owned(), scene.to_owned());
+        for (prop, value) in props {
+            node.props.insert(prop.clone(), value.clone());
+        }
+        self.nodes.insert(key, node);
+        if let Some(p) = self.nodes.get_mut(&parent_key) {
+            p.children.push(key);
+            p.by_name.insert(name.to_owned(), key);
+        }
+        Ok(Effect::Spawned {
+            parent: parent.to_owned(),
+            name: name.to_owned(),
+            scene: scene.to_owned(),
+            props: props.to_vec(),
+        })
+    }
+
+    fn despawn(&mut self, path: &str) -> Result<Effect, ApplyError> {
+        validate_path(path)?;
+        let key = self
+            .lookup(path)
+            .ok_or_else(|| ApplyError::UnknownPath(path.to_owned()))?;
+        if key == ROOT_KEY {
+            return Err(ApplyError::RootNotAllowed);
+        }
+        let parent_path = crate::split_parent(path).map(|(p, _)| p).unwrap_or("");
+        let parent_key = self.lookup(parent_path).unwrap_or(ROOT_KEY);
+        let mut stack = vec![key];
+        let mut name = String::new();
+        while let Some(k) = stack.pop() {
+            if let Some(node) = self.nodes.remove(&k) {
+                if k == key {
+                    name = node.name;
+                }
+                stack.extend(node.children);
+            }
+        }
+        if let Some(p) = self.nodes.get_mut(&parent_key) {
+            p.by_name.remove(&name);
+            p.children.retain(|c| *c != key);
+        }
+        Ok(Effect::Despawned {
+            path: path.to_owned(),
+        })
+    }
+
+    fn set(&mut self, path: &str, property: &str, value: &Value) -> Result<Effect, ApplyError> {
+        validate_path(path)?;
+        validate_property(property)?;
+        let key = self
+            .lookup(path)
+            .ok_or_else(|| ApplyError::UnknownPath(path.to_owned()))?;
+        if key == ROOT_KEY {
+            return Err(ApplyError::RootNotAllowed);
+        }
+        if let Some(node) = self.nodes.get_mut(&key) {
+            node.props.insert(property.to_owned(), value.clone());
+        }
+        Ok(Effect::PropertySet {
+            path: path.to_owned(),
+            property: property.to_owned(),
+            value: value.clone(),
+        })
+    }
+
+    /// Visits every node in tree order (pre-order, children in order).
+    pub fn walk(&self, mut visit: impl FnMut(&NodeView<'_>)) {
+        let mut stack: Vec<(u64, String, usize)> = Vec::new();
+        if let Some(root) = self.nodes.get(&ROOT_KEY) {
+            for child in root.children.iter().rev() {
+                stack.push((*child, String::new(), 0));
+            }
+        }
+        while let Some((key, parent_path, depth)) = stack.pop() {
+            let Some(node) = self.nodes.get(&key) else {
+                continue;
+            };
+            let path = join(&parent_path, &node.name);
+            for child in node.children.iter().rev() {
+                stack.push((*child, path.clone(), depth + 1));
+            }
+            visit(&NodeView {
+                path,
+                depth,
+                name: &node.name,
+                scene: &node.scene,
+                props: &node.props,
+            });
+        }
+    }
+
+    /// The effects that build this tree from an empty SyncedTree, parents first.
+    pub fn to_effects(&self) -> Vec<Effect> {
+        let mut effects = Vec::with_capacity(self.len());
+        self.walk(|n| {
+            let parent = crate::split_parent(&n.path)
+                .map(|(p, _)| p.to_owned())
+                .unwrap_or_default();
+            effects.push(Effect::Spawned {
+                parent,
+                name: n.name.to_owned(),
+                scene: n.scene.to_owned(),
+                props: n
+                    .props
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            });
+        });
+        effects
+    }
+
+    /// The canonical dump (see [`crate::write_node_header`]).
+    pub fn dump(&self) -> String {
+        let mut out = String::new();
+        self.walk(|n| {
+            dump::write_node_header(&mut out, n.depth, n.name, n.scene);
+            for (prop, value) in n.props {
+                dump::write_property(&mut out, n.depth, prop, value);
+            }
+        });
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spawn(parent: &str, name: &str) -> Op {
+        Op::Spawn {
+            parent: parent.into(),
+            name: name.into(),
+            scene: "Node".into(),
+            props: vec![],
+        }
+    }
+
+    #[test]
+    fn refused_ops_change_nothing() {
+        let mut t = ShadowTree::new();
+        t.apply(&spawn("", "A")).expect("spawn A");
+        let before = t.clone();
+        assert_eq!(
+            t.apply(&spawn("", "A")),
+            Err(ApplyError::DuplicateName {
+                parent: "".into(),
+                name: "A".into()
+            })
+        );
+        assert_eq!(
+            t.apply(&spawn("X", "B")),
+            Err(ApplyError::UnknownParent("X".into()))
+        );
+        assert_eq!(
+            t.apply(&Op::Despawn { path: "".into() }),
+            Err(ApplyError::RootNotAllowed)
+        );
+        assert_eq!(t, before);
+    }
+
+    #[test]
+    fn despawn_removes_subtree_and_keeps_order() {
+        let mut t = ShadowTree::new();
+        for op in [
+            spawn("", "A"),
+            spawn("A", "B"),
+            spawn("A/B", "C"),
+            spawn("", "D"),
+        ] {
+            t.apply(&op).expect("spawn");
+        }
+        assert_eq!(t.len(), 4);
+        t.apply(&Op::Despawn { path: "A".into() }).expect("despawn");
+        assert_eq!(t.len(), 1);
+        assert!(!t.contains("A/B/C"));
+        t.apply(&spawn("", "A")).expect("name is free again");
+        assert_eq!(t.dump(), "D (Node)\nA (Node)\n");
+    }
+
+    #[test]
+    fn effects_rebuild_an_equal_tree() {
+        let mut t = ShadowTree::new();
+        t.apply(&spawn("", "A")).expect("spawn");
+        t.apply(&spawn("A", "B")).expect("spawn");
+        t.apply(&Op::SetProperty {
+            path: "A/B".into(),
+            property: "hp".into(),
+            value: Value::Int(3),
+        })
+        .expect("set");
+        let mut rebuilt = ShadowTree::new();
+        for effect in t.to_effects() {
+            let Effect::Spawned {
+                parent,
+                name,
+                scene,
+                props,
+            } = effect
+            else {
+                panic!("only spawns")
+            };
+            rebuilt
+                .apply(&Op::Spawn {
+                    parent,
+                    name,
+                    scene,
+                    props,
+                })
+                .expect("rebuild");
+        }
+        assert_eq!(rebuilt.dump(), t.dump());
+    }
+}
