@@ -1,0 +1,25 @@
+//! openraft glue for synctree: the type config, a durable log store on redb, and the
+//! state machine that applies committed batches to the shadow tree.
+//!
+//! ```text
+//!  client_write(Batch) ─► openraft ─► LogStore (redb: logs, vote, committed; fsync per append)
+//!                                  └► StateMachine::apply ─► ShadowTree::apply per event
+//!                                        │                        │
+//!                                        ▼                        ▼
+//!                                 BatchResponse (outcomes)   Applied { index, effects } ─► bounded
+//!                                                            channel to the Godot main thread
+//! ```
+//! Snapshots (the whole shadow tree) are stored in the same database, so a restarted server
+//! rebuilds its state from the last snapshot plus the committed log after it.
+
+mod log_store;
+mod state_machine;
+mod store;
+mod types;
+
+pub use log_store::LogStore;
+pub use state_machine::{Applied, SharedState, StateMachine};
+pub use store::{open, Durability, Storage, StoreError};
+pub use types::{BatchResponse, NodeId, Raft, TypeConfig};
+
+pub use openraft;

@@ -1,0 +1,208 @@
+//! The Raft log and vote, durable in redb.
+//!
+//! Every mutating call is one redb write transaction committed with the store's durability
+//! (fsync by default) before openraft is told the IO completed; calls are serialised by
+//! openraft, as its storage contract asks.
+
+use crate::store::{Storage, KEY_COMMITTED, KEY_PURGED, KEY_VOTE, LOGS, META};
+use crate::types::{NodeId, TypeConfig};
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{
+    AnyError, Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote,
+};
+use redb::{ReadableDatabase, ReadableTable};
+use serde::{de::DeserializeOwned, Serialize};
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+
+/// The Raft log store of one server. Cloning shares the database.
+#[derive(Clone)]
+pub struct LogStore {
+    storage: Storage,
+}
+
+impl LogStore {
+    /// A log store over an opened [`Storage`].
+    pub fn new(storage: Storage) -> Self {
+        LogStore { storage }
+    }
+
+    fn write<T>(
+        &self,
+        err: fn(AnyError) -> StorageIOError<NodeId>,
+        body: impl FnOnce(&redb::WriteTransaction) -> Result<T, redb::Error>,
+    ) -> Result<T, StorageError<NodeId>> {
+        let run = || -> Result<T, AnyError> {
+            let mut txn = self
+                .storage
+                .db
+                .begin_write()
+                .map_err(|e| AnyError::new(&e))?;
+            txn.set_durability(self.storage.durability)
+                .map_err(|e| AnyError::new(&e))?;
+            let out = body(&txn).map_err(|e| AnyError::new(&e))?;
+            txn.commit().map_err(|e| AnyError::new(&e))?;
+            Ok(out)
+        };
+        run().map_err(|e| err(e).into())
+    }
+
+    fn get_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError<NodeId>> {
+        let fail = |e: &dyn std::error::Error| -> StorageError<NodeId> {
+            StorageIOError::read(AnyError::error(format!(
+                "reading '{key}' from the Raft database: {e}"
+            )))
+            .into()
+        };
+        let txn = self.storage.db.begin_read().map_err(|e| fail(&e))?;
+        let table = txn.open_table(META).map_err(|e| fail(&e))?;
+        match table.get(key).map_err(|e| fail(&e))? {
+            Some(bytes) => decode(bytes.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn put_meta<T: Serialize>(
+        &self,
+        key: &'static str,
+        value: &T,
+        err: fn(AnyError) -> StorageIOError<NodeId>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let bytes = encode(value)?;
+        self.write(err, |txn| {
+            txn.open_table(META)?.insert(key, bytes.as_slice())?;
+            Ok(())
+        })
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError<NodeId>> {
+    rmp_serde::to_vec(value).map_err(|e| StorageIOError::write(AnyError::new(&e)).into())
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError<NodeId>> {
+    rmp_serde::from_slice(bytes).map_err(|e| {
+        StorageIOError::read(AnyError::error(format!(
+            "corrupt record in the Raft database: {e}"
+        )))
+        .into()
+    })
+}
+
+fn read_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::read_logs(AnyError::new(&e)).into()
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => Bound::Included(*i),
+            Bound::Excluded(i) => Bound::Excluded(*i),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(i) => Bound::Included(*i),
+            Bound::Excluded(i) => Bound::Excluded(*i),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let txn = self.storage.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(LOGS).map_err(read_err)?;
+        let mut out = Vec::new();
+        for item in table.range::<u64>((start, end)).map_err(read_err)? {
+            let (_, bytes) = item.map_err(read_err)?;
+            out.push(decode(bytes.value())?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let last_purged_log_id: Option<LogId<NodeId>> = self.get_meta(KEY_PURGED)?;
+        let txn = self.storage.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(LOGS).map_err(read_err)?;
+        let last = match table.last().map_err(read_err)? {
+            Some((_, bytes)) => Some(decode::<Entry<TypeConfig>>(bytes.value())?.log_id),
+            None => None,
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id: last.or(last_purged_log_id),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.put_meta(KEY_VOTE, vote, StorageIOError::write_vote)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        self.get_meta(KEY_VOTE)
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        self.put_meta(KEY_COMMITTED, &committed, StorageIOError::write)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        Ok(self
+            .get_meta::<Option<LogId<NodeId>>>(KEY_COMMITTED)?
+            .flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let encoded = entries
+            .into_iter()
+            .map(|e| Ok((e.log_id.index, encode(&e)?)))
+            .collect::<Result<Vec<_>, StorageError<NodeId>>>()?;
+        let result = self.write(StorageIOError::write_logs, |txn| {
+            let mut table = txn.open_table(LOGS)?;
+            for (index, bytes) in &encoded {
+                table.insert(*index, bytes.as_slice())?;
+            }
+            Ok(())
+        });
+        match &result {
+            Ok(()) => callback.log_io_completed(Ok(())),
+            Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
+        }
+        result
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.write(StorageIOError::write_logs, |txn| {
+            let mut table = txn.open_table(LOGS)?;
+            table.retain_in(log_id.index.., |_, _| false)?;
+            Ok(())
+        })
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let bytes = encode(&Some(log_id))?;
+        self.write(StorageIOError::write_logs, |txn| {
+            txn.open_table(META)?.insert(KEY_PURGED, bytes.as_slice())?;
+            let mut table = txn.open_table(LOGS)?;
+            table.retain_in(..=log_id.index, |_, _| false)?;
+            Ok(())
+        })
+    }
+}

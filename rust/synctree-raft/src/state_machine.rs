@@ -1,0 +1,272 @@
+//! The state machine: applies committed batches to the shadow tree, answers each event's
+//! outcome, and streams the resulting effects, in log order, to whoever drives the live
+//! scene tree (a bounded channel: a slow main thread slows applying, never reorders it).
+
+use crate::log_store::{decode, encode};
+use crate::store::{Storage, KEY_SNAPSHOT, META};
+use crate::types::{BatchResponse, NodeId, TypeConfig};
+use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{
+    AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder,
+    StorageError, StorageIOError, StoredMembership,
+};
+use redb::ReadableDatabase;
+use serde::{Deserialize, Serialize};
+use std::io::Cursor;
+use std::sync::{Arc, RwLock};
+use synctree_proto::{Clock, Effect, OpOutcome, ShadowTree};
+use tokio::sync::mpsc;
+
+/// What the live tree must do, in log order.
+#[derive(Debug, Clone)]
+pub enum Applied {
+    /// Apply these effects; afterwards the live tree is at log index `index`.
+    Effects { index: u64, effects: Vec<Effect> },
+    /// Replace the whole synced subtree by `tree` (start-up from a snapshot, or a snapshot
+    /// installed from the leader); afterwards the live tree is at `index`.
+    Reset { index: u64, tree: ShadowTree },
+}
+
+/// The committed state, readable by the runtime (linearizable reads) while Raft applies.
+#[derive(Debug, Default)]
+pub struct SharedState {
+    pub tree: ShadowTree,
+    pub last_applied: Option<LogId<NodeId>>,
+    pub membership: StoredMembership<NodeId, BasicNode>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    data: Vec<u8>,
+}
+
+/// The synctree state machine of one server.
+pub struct StateMachine {
+    shared: Arc<RwLock<SharedState>>,
+    storage: Storage,
+    applied_tx: mpsc::Sender<Applied>,
+    clock: Option<Arc<Clock>>,
+    snapshot_count: u64,
+}
+
+fn sm_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
+    StorageIOError::read_state_machine(AnyError::error(e.to_string())).into()
+}
+
+impl StateMachine {
+    /// Opens the state machine over `storage`, restoring the last stored snapshot. The
+    /// live tree is told to reset to it first thing, so a restarted server rebuilds its scene.
+    /// Applied stamps advance `clock`, so later local stamps follow every applied event.
+    pub async fn open(
+        storage: Storage,
+        applied_tx: mpsc::Sender<Applied>,
+        clock: Option<Arc<Clock>>,
+    ) -> Result<(StateMachine, Arc<RwLock<SharedState>>), StorageError<NodeId>> {
+        let mut state = SharedState::default();
+        if let Some(snap) = read_snapshot(&storage)? {
+            state.tree = decode(&snap.data)?;
+            state.last_applied = snap.meta.last_log_id;
+            state.membership = snap.meta.last_membership.clone();
+        }
+        let index = state.last_applied.map(|l| l.index).unwrap_or(0);
+        let _ = applied_tx
+            .send(Applied::Reset {
+                index,
+                tree: state.tree.clone(),
+            })
+            .await;
+        let shared = Arc::new(RwLock::new(state));
+        let sm = StateMachine {
+            shared: shared.clone(),
+            storage,
+            applied_tx,
+            clock,
+            snapshot_count: 0,
+        };
+        Ok((sm, shared))
+    }
+
+    fn state(&self) -> std::sync::RwLockReadGuard<'_, SharedState> {
+        self.shared.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn state_mut(&self) -> std::sync::RwLockWriteGuard<'_, SharedState> {
+        self.shared.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn store_snapshot(&self, snap: &StoredSnapshot) -> Result<(), StorageError<NodeId>> {
+        let bytes = encode(snap)?;
+        let fail = |e: &dyn std::error::Error| -> StorageError<NodeId> {
+            StorageIOError::write_snapshot(
+                Some(snap.meta.signature()),
+                AnyError::error(e.to_string()),
+            )
+            .into()
+        };
+        let mut txn = self.storage.db.begin_write().map_err(|e| fail(&e))?;
+        txn.set_durability(self.storage.durability)
+            .map_err(|e| fail(&e))?;
+        txn.open_table(META)
+            .map_err(|e| fail(&e))?
+            .insert(KEY_SNAPSHOT, bytes.as_slice())
+            .map_err(|e| fail(&e))?;
+        txn.commit().map_err(|e| fail(&e))
+    }
+}
+
+fn read_snapshot(storage: &Storage) -> Result<Option<StoredSnapshot>, StorageError<NodeId>> {
+    let txn = storage.db.begin_read().map_err(sm_err)?;
+    let table = txn.open_table(META).map_err(sm_err)?;
+    match table.get(KEY_SNAPSHOT).map_err(sm_err)? {
+        Some(bytes) => Ok(Some(decode(bytes.value())?)),
+        None => Ok(None),
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>>
+    {
+        let s = self.state();
+        Ok((s.last_applied, s.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchResponse>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut responses = Vec::new();
+        let mut effects = Vec::new();
+        let mut last_index = None;
+        {
+            let mut s = self.state_mut();
+            for entry in entries {
+                last_index = Some(entry.log_id.index);
+                s.last_applied = Some(entry.log_id);
+                let mut response = BatchResponse::default();
+                match entry.payload {
+                    EntryPayload::Blank => {}
+                    EntryPayload::Membership(m) => {
+                        s.membership = StoredMembership::new(Some(entry.log_id), m);
+                    }
+                    EntryPayload::Normal(batch) => {
+                        response.outcomes.reserve(batch.events.len());
+                        for event in batch.events {
+                            if let Some(clock) = &self.clock {
+                                if let Err(e) = clock.observe(&event.stamp) {
+                                    tracing::warn!("{e}");
+                                }
+                            }
+                            let result = s.tree.apply(&event.op).map(|effect| effects.push(effect));
+                            response.outcomes.push(OpOutcome {
+                                id: event.id,
+                                result,
+                            });
+                        }
+                    }
+                }
+                responses.push(response);
+            }
+        }
+        if let Some(index) = last_index {
+            // The receiver is gone only when the server is shutting down.
+            let _ = self
+                .applied_tx
+                .send(Applied::Effects { index, effects })
+                .await;
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.snapshot_count += 1;
+        SnapshotBuilder {
+            sm: StateMachine {
+                shared: self.shared.clone(),
+                storage: self.storage.clone(),
+                applied_tx: self.applied_tx.clone(),
+                clock: self.clock.clone(),
+                snapshot_count: self.snapshot_count,
+            },
+        }
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let data = snapshot.into_inner();
+        let tree: ShadowTree = decode(&data).map_err(|e| {
+            StorageError::from(StorageIOError::read_snapshot(
+                Some(meta.signature()),
+                AnyError::error(e.to_string()),
+            ))
+        })?;
+        self.store_snapshot(&StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        })?;
+        {
+            let mut s = self.state_mut();
+            s.tree = tree.clone();
+            s.last_applied = meta.last_log_id;
+            s.membership = meta.last_membership.clone();
+        }
+        let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
+        let _ = self.applied_tx.send(Applied::Reset { index, tree }).await;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        Ok(read_snapshot(&self.storage)?.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}
+
+/// Builds a snapshot of the shadow tree at the last applied index and stores it durably.
+pub struct SnapshotBuilder {
+    sm: StateMachine,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let (data, last_log_id, last_membership) = {
+            let s = self.sm.state();
+            (encode(&s.tree)?, s.last_applied, s.membership.clone())
+        };
+        let snapshot_id = match last_log_id {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.sm.snapshot_count),
+            None => format!("empty-{}", self.sm.snapshot_count),
+        };
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership,
+            snapshot_id,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        self.sm.store_snapshot(&stored)?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        })
+    }
+}

@@ -1,0 +1,30 @@
+//! The openraft type configuration of a synctree Raft group.
+
+use openraft::{BasicNode, Entry, TokioRuntime};
+use serde::{Deserialize, Serialize};
+use std::io::Cursor;
+use synctree_proto::{Batch, OpOutcome};
+
+/// Servers are numbered by the operator (`--synctree-id`), never 0.
+pub type NodeId = u64;
+
+/// What applying one [`Batch`] produced: an outcome per event, in order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BatchResponse {
+    pub outcomes: Vec<OpOutcome>,
+}
+
+openraft::declare_raft_types!(
+    /// The Raft types of one synctree shard.
+    pub TypeConfig:
+        D = Batch,
+        R = BatchResponse,
+        NodeId = NodeId,
+        Node = BasicNode,
+        Entry = Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = TokioRuntime,
+);
+
+/// A Raft node of a synctree shard.
+pub type Raft = openraft::Raft<TypeConfig>;
