@@ -123,6 +123,8 @@ mod tests {
     fn batch_round_trips() {
         let clock = Clock::new(2, Clock::DEFAULT_MAX_DELTA);
         let batch = Batch {
+            origin: 2,
+            seq: 1,
             events: every_value()
                 .into_iter()
                 .enumerate()

@@ -50,10 +50,17 @@ pub struct Event {
     pub op: Op,
 }
 
-/// What one Raft log entry carries: the events a server proposed in one frame (or that
-/// arrived together), applied in order. Each event succeeds or fails on its own.
+/// What one Raft log entry carries: the events a server proposed together, applied in
+/// order. Each event succeeds or fails on its own.
+///
+/// `origin` and `seq` make retries idempotent: a server has at most one batch in flight and
+/// its `seq` only grows (it is the batch's HLC time), so the state machine applies a batch
+/// whose `seq` it has already seen from `origin` only once and answers the retry with the
+/// first outcome.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Batch {
+    pub origin: u64,
+    pub seq: u64,
     pub events: Vec<Event>,
 }
 

@@ -14,17 +14,28 @@ use redb::{ReadableDatabase, ReadableTable};
 use serde::{de::DeserializeOwned, Serialize};
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// The Raft log store of one server. Cloning shares the database.
 #[derive(Clone)]
 pub struct LogStore {
     storage: Storage,
+    committed: Arc<AtomicU64>,
 }
 
 impl LogStore {
     /// A log store over an opened [`Storage`].
     pub fn new(storage: Storage) -> Self {
-        LogStore { storage }
+        LogStore {
+            storage,
+            committed: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The highest log index known committed, as openraft last reported it (for status).
+    pub fn committed_index(&self) -> Arc<AtomicU64> {
+        self.committed.clone()
     }
 
     fn write<T>(
@@ -148,17 +159,39 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.get_meta(KEY_VOTE)
     }
 
+    /// The committed index is a hint (openraft can always learn it again), so it is written
+    /// without its own fsync: it becomes durable with the next synced append.
     async fn save_committed(
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        self.put_meta(KEY_COMMITTED, &committed, StorageIOError::write)
+        self.committed
+            .fetch_max(committed.map(|c| c.index).unwrap_or(0), Ordering::Relaxed);
+        let bytes = encode(&committed)?;
+        let run = || -> Result<(), AnyError> {
+            let mut txn = self
+                .storage
+                .db
+                .begin_write()
+                .map_err(|e| AnyError::new(&e))?;
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| AnyError::new(&e))?;
+            txn.open_table(META)
+                .map_err(|e| AnyError::new(&e))?
+                .insert(KEY_COMMITTED, bytes.as_slice())
+                .map_err(|e| AnyError::new(&e))?;
+            txn.commit().map_err(|e| AnyError::new(&e))
+        };
+        run().map_err(|e| StorageIOError::write(e).into())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        Ok(self
+        let committed = self
             .get_meta::<Option<LogId<NodeId>>>(KEY_COMMITTED)?
-            .flatten())
+            .flatten();
+        self.committed
+            .fetch_max(committed.map(|c| c.index).unwrap_or(0), Ordering::Relaxed);
+        Ok(committed)
     }
 
     async fn append<I>(

@@ -12,6 +12,7 @@ use openraft::{
 };
 use redb::ReadableDatabase;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::sync::{Arc, RwLock};
 use synctree_proto::{Clock, Effect, OpOutcome, ShadowTree};
@@ -31,8 +32,20 @@ pub enum Applied {
 #[derive(Debug, Default)]
 pub struct SharedState {
     pub tree: ShadowTree,
+    pub sessions: Sessions,
     pub last_applied: Option<LogId<NodeId>>,
     pub membership: StoredMembership<NodeId, BasicNode>,
+}
+
+/// Per proposing server: the `seq` of its last applied batch and that batch's outcomes, so a
+/// retried batch is answered, not applied twice.
+pub type Sessions = BTreeMap<u64, (u64, Vec<OpOutcome>)>;
+
+/// What a snapshot holds besides its meta.
+#[derive(Serialize, Deserialize)]
+struct SnapshotData {
+    tree: ShadowTree,
+    sessions: Sessions,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -65,7 +78,9 @@ impl StateMachine {
     ) -> Result<(StateMachine, Arc<RwLock<SharedState>>), StorageError<NodeId>> {
         let mut state = SharedState::default();
         if let Some(snap) = read_snapshot(&storage)? {
-            state.tree = decode(&snap.data)?;
+            let data: SnapshotData = decode(&snap.data)?;
+            state.tree = data.tree;
+            state.sessions = data.sessions;
             state.last_applied = snap.meta.last_log_id;
             state.membership = snap.meta.last_membership.clone();
         }
@@ -155,6 +170,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         s.membership = StoredMembership::new(Some(entry.log_id), m);
                     }
                     EntryPayload::Normal(batch) => {
+                        if let Some((seq, outcomes)) = s.sessions.get(&batch.origin) {
+                            if batch.seq <= *seq {
+                                // A retry of a batch already applied: answer, change nothing.
+                                if batch.seq == *seq {
+                                    response.outcomes = outcomes.clone();
+                                }
+                                responses.push(response);
+                                continue;
+                            }
+                        }
                         response.outcomes.reserve(batch.events.len());
                         for event in batch.events {
                             if let Some(clock) = &self.clock {
@@ -208,7 +233,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
         let data = snapshot.into_inner();
-        let tree: ShadowTree = decode(&data).map_err(|e| {
+        let decoded: SnapshotData = decode(&data).map_err(|e| {
             StorageError::from(StorageIOError::read_snapshot(
                 Some(meta.signature()),
                 AnyError::error(e.to_string()),
@@ -220,12 +245,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         })?;
         {
             let mut s = self.state_mut();
-            s.tree = tree.clone();
+            s.tree = decoded.tree.clone();
+            s.sessions = decoded.sessions;
             s.last_applied = meta.last_log_id;
             s.membership = meta.last_membership.clone();
         }
         let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
-        let _ = self.applied_tx.send(Applied::Reset { index, tree }).await;
+        let _ = self
+            .applied_tx
+            .send(Applied::Reset {
+                index,
+                tree: decoded.tree,
+            })
+            .await;
         Ok(())
     }
 
@@ -248,7 +280,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let (data, last_log_id, last_membership) = {
             let s = self.sm.state();
-            (encode(&s.tree)?, s.last_applied, s.membership.clone())
+            let data = SnapshotData {
+                tree: s.tree.clone(),
+                sessions: s.sessions.clone(),
+            };
+            (encode(&data)?, s.last_applied, s.membership.clone())
         };
         let snapshot_id = match last_log_id {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.sm.snapshot_count),

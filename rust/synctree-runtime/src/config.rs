@@ -1,0 +1,181 @@
+//! How a server is configured: identity, addresses, storage, security, Raft timing.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use synctree_net::MemNetwork;
+use synctree_raft::NodeId;
+
+/// Where the Raft state lives.
+#[derive(Debug, Clone)]
+pub enum StorageMode {
+    /// `dir/raft.redb`, fsync'd on every append unless `fsync` is false (benchmarks only:
+    /// a crash can then lose acknowledged writes).
+    Dir { dir: PathBuf, fsync: bool },
+    /// Nothing on disk; for tests. A restart loses everything.
+    InMemory,
+}
+
+/// How servers authenticate each other.
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    /// CA and this node's certificate from a folder made by `synctree certs`.
+    Dir(PathBuf),
+    /// Development: generate (or reuse) a cluster CA and certificates in this folder.
+    Dev(PathBuf),
+}
+
+/// How servers reach each other.
+#[derive(Clone)]
+pub enum TransportMode {
+    /// QUIC with mutual TLS, listening on `listen`.
+    Quic { listen: SocketAddr, tls: TlsSource },
+    /// The in-memory network of a test.
+    Mem(MemNetwork),
+}
+
+impl std::fmt::Debug for TransportMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransportMode::Quic { listen, tls } => {
+                write!(f, "Quic {{ listen: {listen}, tls: {tls:?} }}")
+            }
+            TransportMode::Mem(_) => f.write_str("Mem"),
+        }
+    }
+}
+
+/// Raft timing. Defaults suit a LAN or loopback; raise them across data centres.
+#[derive(Debug, Clone)]
+pub struct RaftTuning {
+    pub heartbeat: Duration,
+    pub election_min: Duration,
+    pub election_max: Duration,
+    /// Build a snapshot (and purge the log) after this many applied entries.
+    pub snapshot_every: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning {
+            heartbeat: Duration::from_millis(50),
+            election_min: Duration::from_millis(150),
+            election_max: Duration::from_millis(300),
+            snapshot_every: 10_000,
+        }
+    }
+}
+
+/// Everything a server needs to start.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub id: NodeId,
+    /// The other voters, with their addresses (`host:port`).
+    pub peers: Vec<(NodeId, SocketAddr)>,
+    pub storage: StorageMode,
+    pub transport: TransportMode,
+    pub tuning: RaftTuning,
+    /// How long a proposal or read may wait for a leader before it fails.
+    pub request_timeout: Duration,
+    /// Bound of the channel of applied effects to the live tree, in apply batches.
+    pub applied_capacity: usize,
+}
+
+impl ServerConfig {
+    /// A config with defaults for everything but identity, peers, storage and transport.
+    pub fn new(
+        id: NodeId,
+        peers: Vec<(NodeId, SocketAddr)>,
+        storage: StorageMode,
+        transport: TransportMode,
+    ) -> Self {
+        ServerConfig {
+            id,
+            peers,
+            storage,
+            transport,
+            tuning: RaftTuning::default(),
+            request_timeout: Duration::from_secs(5),
+            applied_capacity: 1024,
+        }
+    }
+}
+
+/// A configuration value could not be understood.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("invalid {what} '{value}': {reason}")]
+pub struct ConfigError {
+    pub what: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+/// Parses `2@127.0.0.1:7002,3@127.0.0.1:7003` (empty means no peers).
+pub fn parse_peers(text: &str) -> Result<Vec<(NodeId, SocketAddr)>, ConfigError> {
+    let err = |value: &str, reason: String| ConfigError {
+        what: "peer",
+        value: value.to_owned(),
+        reason,
+    };
+    let mut peers = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, addr) = item.split_once('@').ok_or_else(|| {
+            err(
+                item,
+                "expected <id>@<host>:<port>, e.g. 2@127.0.0.1:7002".into(),
+            )
+        })?;
+        let id = parse_id(id).map_err(|e| err(item, e.reason))?;
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|e| err(item, format!("bad address: {e}")))?;
+        if peers.iter().any(|(p, _)| *p == id) {
+            return Err(err(item, format!("node id {id} is listed twice")));
+        }
+        peers.push((id, addr));
+    }
+    Ok(peers)
+}
+
+/// Parses a server id: a positive integer.
+pub fn parse_id(text: &str) -> Result<NodeId, ConfigError> {
+    let err = |reason: &str| ConfigError {
+        what: "node id",
+        value: text.to_owned(),
+        reason: reason.to_owned(),
+    };
+    match text.trim().parse::<NodeId>() {
+        Ok(0) => Err(err("node ids start at 1")),
+        Ok(id) => Ok(id),
+        Err(_) => Err(err("expected a positive integer")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_refuse_nonsense() {
+        let peers = parse_peers("2@127.0.0.1:7002, 3@127.0.0.1:7003").expect("valid");
+        assert_eq!(peers.len(), 2);
+        assert_eq!(peers[1].0, 3);
+        assert!(parse_peers("").expect("empty").is_empty());
+        assert!(parse_peers("2:127.0.0.1:7002")
+            .unwrap_err()
+            .reason
+            .contains("expected <id>@"));
+        assert!(parse_peers("0@127.0.0.1:1")
+            .unwrap_err()
+            .reason
+            .contains("start at 1"));
+        assert!(parse_peers("2@nowhere")
+            .unwrap_err()
+            .reason
+            .contains("bad address"));
+        assert!(parse_peers("2@127.0.0.1:1,2@127.0.0.1:2")
+            .unwrap_err()
+            .reason
+            .contains("twice"));
+    }
+}

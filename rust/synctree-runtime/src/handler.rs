@@ -1,0 +1,60 @@
+//! Serves requests from peers: Raft RPCs, forwarded proposals and read-index requests.
+
+use crate::rpc::{ForwardError, Rpc, RpcReply, MAX_RPC_BYTES};
+use crate::server::Inner;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use std::sync::{Arc, OnceLock};
+use synctree_net::{Handler, HandlerError, NodeId};
+
+/// The transport's handler. It exists before the Raft node (the transport must be up to
+/// build it), so it holds the node in a cell filled once start-up completes.
+#[derive(Default)]
+pub(crate) struct RpcHandler {
+    pub(crate) inner: OnceLock<Arc<Inner>>,
+}
+
+impl Handler for RpcHandler {
+    fn handle(
+        &self,
+        from: NodeId,
+        body: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, HandlerError>> {
+        let inner = self.inner.get().cloned();
+        async move {
+            let Some(inner) = inner else {
+                return Err(HandlerError::Failed("server is still starting".into()));
+            };
+            if body.len() > MAX_RPC_BYTES {
+                return Err(HandlerError::Malformed(format!(
+                    "request of {} bytes exceeds the limit of {MAX_RPC_BYTES}",
+                    body.len()
+                )));
+            }
+            let rpc: Rpc = rmp_serde::from_slice(&body).map_err(|e| {
+                HandlerError::Malformed(format!("undecodable request from node {from}: {e}"))
+            })?;
+            let reply = serve(&inner, rpc).await;
+            rmp_serde::to_vec(&reply)
+                .map_err(|e| HandlerError::Failed(format!("cannot encode reply: {e}")))
+        }
+        .boxed()
+    }
+}
+
+async fn serve(inner: &Inner, rpc: Rpc) -> RpcReply {
+    match rpc {
+        Rpc::AppendEntries(req) => RpcReply::AppendEntries(inner.raft.append_entries(req).await),
+        Rpc::Vote(req) => RpcReply::Vote(inner.raft.vote(req).await),
+        Rpc::InstallSnapshot(req) => {
+            RpcReply::InstallSnapshot(inner.raft.install_snapshot(req).await)
+        }
+        Rpc::Propose(batch) => RpcReply::Propose(inner.write_local(batch).await),
+        Rpc::ReadIndex => RpcReply::ReadIndex(inner.read_index_local().await),
+    }
+}
+
+/// Maps a local openraft refusal to what a forwarding peer needs to know.
+pub(crate) fn not_leader(leader: Option<NodeId>) -> ForwardError {
+    ForwardError::NotLeader { leader }
+}

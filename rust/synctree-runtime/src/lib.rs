@@ -1,0 +1,31 @@
+//! The synctree server runtime: owns a tokio runtime, runs the Raft group over the
+//! transport, batches and forwards proposals, serves linearizable reads, and hands
+//! committed effects to the thread that owns the live scene tree.
+//!
+//! ```text
+//!  main thread                         tokio (this crate)
+//!  ───────────                         ──────────────────
+//!  submit(op) ─► stamp (HLC) ─► queue ─► batcher: one batch in flight per server
+//!                                          ├─ leader here: raft.client_write(batch)
+//!                                          └─ else: Rpc::Propose ─► leader (QUIC)
+//!  poll_completions() ◄──────── outcome per op (with the log index it committed at)
+//!  try_recv_applied() ◄──────── Applied { index, effects } from the state machine, in order
+//!  status() ◄────────────────── openraft metrics
+//! ```
+//! Nothing here touches Godot: the main thread polls, never blocks on Raft.
+
+mod config;
+mod handler;
+mod network;
+mod proposer;
+mod rpc;
+mod server;
+
+pub use config::{
+    parse_id, parse_peers, ConfigError, RaftTuning, ServerConfig, StorageMode, TlsSource,
+    TransportMode,
+};
+pub use proposer::{Completion, Done};
+pub use server::{Server, StartError, Status};
+pub use synctree_net::MemNetwork;
+pub use synctree_raft::{Applied, NodeId};

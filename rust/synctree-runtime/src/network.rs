@@ -1,0 +1,113 @@
+//! openraft's network, carried by a [`Transport`] (QUIC in servers, in-memory in tests).
+
+use crate::rpc::{Rpc, RpcReply};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use std::sync::Arc;
+use synctree_net::{NetError, Transport};
+use synctree_raft::{NodeId, TypeConfig};
+
+/// Makes one [`PeerClient`] per replication target; they share the transport.
+#[derive(Clone)]
+pub struct NetworkFactory {
+    pub(crate) transport: Arc<dyn Transport>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        if let Ok(addr) = node.addr.parse() {
+            self.transport.set_peer(target, addr);
+        }
+        PeerClient {
+            target,
+            transport: self.transport.clone(),
+        }
+    }
+}
+
+/// Sends Raft RPCs to one peer.
+pub struct PeerClient {
+    target: NodeId,
+    transport: Arc<dyn Transport>,
+}
+
+type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
+
+impl PeerClient {
+    async fn call<E: std::error::Error>(
+        &self,
+        rpc: Rpc,
+        option: &RPCOption,
+    ) -> Result<RpcReply, RpcErr<E>> {
+        let body = rmp_serde::to_vec(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let bytes = self
+            .transport
+            .request(self.target, body, option.hard_ttl())
+            .await
+            .map_err(|e| match e {
+                NetError::Unreachable { .. }
+                | NetError::UnknownPeer(_)
+                | NetError::Shutdown { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+                _ => RPCError::Network(NetworkError::new(&e)),
+            })?;
+        rmp_serde::from_slice(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+    }
+
+    fn unexpected<E: std::error::Error>(&self, reply: &RpcReply) -> RpcErr<E> {
+        let msg = format!(
+            "node {} answered with the wrong reply kind: {reply:?}",
+            self.target
+        );
+        RPCError::Network(NetworkError::new(&std::io::Error::other(msg)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        match self.call(Rpc::AppendEntries(rpc), &option).await? {
+            RpcReply::AppendEntries(r) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        match self.call(Rpc::InstallSnapshot(rpc), &option).await? {
+            RpcReply::InstallSnapshot(r) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr> {
+        match self.call(Rpc::Vote(rpc), &option).await? {
+            RpcReply::Vote(r) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            other => Err(self.unexpected(&other)),
+        }
+    }
+}

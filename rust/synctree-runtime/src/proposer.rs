@@ -1,0 +1,273 @@
+//! Turns queued requests into Raft proposals and reads.
+//!
+//! Writes are grouped: everything queued while the previous batch was in flight becomes the
+//! next batch (one log entry), and a server has at most one batch in flight, so its ops
+//! commit in the order they were made. A batch goes to the local Raft node if it leads, else
+//! it is forwarded to the leader; refusals and unreachable leaders are retried until the
+//! request timeout. Retries are safe: the state machine applies a batch once per
+//! `(origin, seq)`.
+
+use crate::handler::not_leader;
+use crate::rpc::{Committed, ForwardError, Rpc, RpcReply};
+use crate::server::Inner;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use std::sync::Arc;
+use std::time::Duration;
+use synctree_proto::{Batch, Event, Value};
+use synctree_raft::NodeId;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Most events in one log entry.
+const MAX_BATCH_EVENTS: usize = 8192;
+
+/// What [`Inner::route`] carries to the leader.
+enum Routed {
+    Write(Batch),
+    ReadIndex,
+}
+
+enum RoutedOk {
+    Committed(Committed),
+    ReadIndex(u64),
+}
+
+/// A request queued by the main thread.
+pub(crate) enum Submission {
+    Write {
+        ticket: u64,
+        event: Event,
+    },
+    Read {
+        ticket: u64,
+        path: String,
+        property: String,
+    },
+}
+
+/// A finished request, identified by the ticket `submit` returned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub ticket: u64,
+    pub result: Result<Done, String>,
+}
+
+/// What a successful request produced. `index` is the log index the live tree must have
+/// applied before the requester is told, so it observes its own write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Done {
+    Write { index: u64 },
+    Read { index: u64, value: Option<Value> },
+}
+
+pub(crate) async fn run(
+    inner: Arc<Inner>,
+    mut rx: mpsc::UnboundedReceiver<Submission>,
+    done: std::sync::mpsc::Sender<Completion>,
+) {
+    let mut batch_seq = 0u64;
+    while let Some(first) = rx.recv().await {
+        let mut writes: Vec<(u64, Event)> = Vec::new();
+        let mut next = Some(first);
+        while let Some(sub) = next.take() {
+            match sub {
+                Submission::Write { ticket, event } => writes.push((ticket, event)),
+                Submission::Read {
+                    ticket,
+                    path,
+                    property,
+                } => {
+                    let inner = inner.clone();
+                    let done = done.clone();
+                    tokio::spawn(async move {
+                        let result = inner.read(&path, &property).await;
+                        let _ = done.send(Completion { ticket, result });
+                    });
+                }
+            }
+            if writes.len() < MAX_BATCH_EVENTS {
+                next = rx.try_recv().ok();
+            }
+        }
+        if writes.is_empty() {
+            continue;
+        }
+        // Batch seqs only grow, across restarts too: the HLC time of the batch's last event.
+        let last = writes
+            .last()
+            .map(|(_, e)| e.stamp.hlc.get_time().as_u64())
+            .unwrap_or(0);
+        batch_seq = batch_seq.max(last).max(batch_seq + 1);
+        let tickets: Vec<u64> = writes.iter().map(|(t, _)| *t).collect();
+        let batch = Batch {
+            origin: inner.id,
+            seq: batch_seq,
+            events: writes.into_iter().map(|(_, e)| e).collect(),
+        };
+        match inner.propose(batch).await {
+            Ok(committed) => {
+                for (ticket, outcome) in tickets.into_iter().zip(committed.outcomes) {
+                    let result = match outcome.result {
+                        Ok(()) => Ok(Done::Write {
+                            index: committed.index,
+                        }),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = done.send(Completion { ticket, result });
+                }
+            }
+            Err(e) => {
+                for ticket in tickets {
+                    let _ = done.send(Completion {
+                        ticket,
+                        result: Err(e.clone()),
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((5u64 << attempt.min(4)).min(50))
+}
+
+impl Inner {
+    /// Proposes on this node, which must be the leader.
+    pub(crate) async fn write_local(&self, batch: Batch) -> Result<Committed, ForwardError> {
+        match self.raft.client_write(batch).await {
+            Ok(resp) => Ok(Committed {
+                index: resp.log_id.index,
+                outcomes: resp.data.outcomes,
+            }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(not_leader(f.leader_id))
+            }
+            Err(e) => Err(ForwardError::Failed(e.to_string())),
+        }
+    }
+
+    /// The read index, confirmed by a quorum; this node must be the leader.
+    pub(crate) async fn read_index_local(&self) -> Result<u64, ForwardError> {
+        match self.raft.get_read_log_id().await {
+            Ok((read, _applied)) => Ok(read.map(|l| l.index).unwrap_or(0)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(not_leader(f.leader_id))
+            }
+            Err(e) => Err(ForwardError::Failed(e.to_string())),
+        }
+    }
+
+    fn known_leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    async fn local(&self, req: &Routed) -> Result<RoutedOk, ForwardError> {
+        match req {
+            Routed::Write(batch) => self
+                .write_local(batch.clone())
+                .await
+                .map(RoutedOk::Committed),
+            Routed::ReadIndex => self.read_index_local().await.map(RoutedOk::ReadIndex),
+        }
+    }
+
+    /// Runs `req` here if this node leads, else forwards it to the leader; retries while
+    /// there is no leader or the leader moves, until the request timeout.
+    async fn route(&self, req: Routed) -> Result<RoutedOk, String> {
+        let what = match req {
+            Routed::Write(_) => "write",
+            Routed::ReadIndex => "read",
+        };
+        let deadline = Instant::now() + self.request_timeout;
+        let mut last_problem = String::from("no leader is known");
+        for attempt in 0.. {
+            let result = match self.known_leader() {
+                Some(l) if l == self.id => self.local(&req).await,
+                Some(l) => self.forward(l, &req, deadline, &mut last_problem).await,
+                None => Err(ForwardError::NotLeader { leader: None }),
+            };
+            match result {
+                Ok(v) => return Ok(v),
+                Err(ForwardError::Failed(msg)) => return Err(msg),
+                Err(ForwardError::NotLeader { .. }) => {}
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+        Err(format!(
+            "no leader reachable: {what} not confirmed within {} ms ({last_problem}); \
+             a quorum of servers must be up and connected",
+            self.request_timeout.as_millis()
+        ))
+    }
+
+    async fn forward(
+        &self,
+        leader: NodeId,
+        req: &Routed,
+        deadline: Instant,
+        last_problem: &mut String,
+    ) -> Result<RoutedOk, ForwardError> {
+        let rpc = match req {
+            Routed::Write(batch) => Rpc::Propose(batch.clone()),
+            Routed::ReadIndex => Rpc::ReadIndex,
+        };
+        let body = rmp_serde::to_vec(&rpc)
+            .map_err(|e| ForwardError::Failed(format!("cannot encode request: {e}")))?;
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        let bytes = match self.transport.request(leader, body, left).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                *last_problem = format!("leader {leader} unreachable: {e}");
+                return Err(ForwardError::NotLeader { leader: None });
+            }
+        };
+        match rmp_serde::from_slice::<RpcReply>(&bytes) {
+            Ok(RpcReply::Propose(r)) => r.map(RoutedOk::Committed),
+            Ok(RpcReply::ReadIndex(r)) => r.map(RoutedOk::ReadIndex),
+            Ok(other) => Err(ForwardError::Failed(format!(
+                "leader {leader} sent an unexpected reply: {other:?}"
+            ))),
+            Err(e) => Err(ForwardError::Failed(format!(
+                "leader {leader} sent an undecodable reply: {e}"
+            ))),
+        }
+    }
+
+    /// Commits `batch` through the leader, wherever it is.
+    pub(crate) async fn propose(&self, batch: Batch) -> Result<Committed, String> {
+        match self.route(Routed::Write(batch)).await? {
+            RoutedOk::Committed(c) => Ok(c),
+            RoutedOk::ReadIndex(_) => Err("internal error: a write was answered as a read".into()),
+        }
+    }
+
+    /// A linearizable read: get a read index from the leader, wait until this node applied
+    /// it, then read the committed tree.
+    pub(crate) async fn read(&self, path: &str, property: &str) -> Result<Done, String> {
+        let index = match self.route(Routed::ReadIndex).await? {
+            RoutedOk::ReadIndex(i) => i,
+            RoutedOk::Committed(_) => {
+                return Err("internal error: a read was answered as a write".into())
+            }
+        };
+        self.raft
+            .wait(Some(self.request_timeout))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map_err(|e| format!("this server did not catch up to read index {index}: {e}"))?;
+        let s = self.shared.read().unwrap_or_else(|p| p.into_inner());
+        if !s.tree.contains(path) {
+            return Err(format!("node '{path}' does not exist in the synced tree"));
+        }
+        Ok(Done::Read {
+            index,
+            value: s.tree.get(path, property).cloned(),
+        })
+    }
+}

@@ -1,0 +1,53 @@
+//! Messages between servers, encoded with rmp-serde inside one transport request each.
+
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use synctree_proto::{Batch, OpOutcome};
+use synctree_raft::{NodeId, TypeConfig};
+
+/// Largest request a server accepts from a peer (a snapshot chunk is at most 3 MiB).
+pub const MAX_RPC_BYTES: usize = 64 << 20;
+
+/// A request from one server to another.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Rpc {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A follower forwards a batch its clients proposed; the leader proposes it.
+    Propose(Batch),
+    /// A follower asks the leader for a read index (leadership confirmed by a quorum).
+    ReadIndex,
+}
+
+/// Why the leader did not take a forwarded proposal or read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ForwardError {
+    /// The receiver is not the leader; here is who it thinks is.
+    NotLeader { leader: Option<NodeId> },
+    /// Anything else, with the reason.
+    Failed(String),
+}
+
+/// A committed proposal: its log index and one outcome per event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Committed {
+    pub index: u64,
+    pub outcomes: Vec<OpOutcome>,
+}
+
+/// The answer to an [`Rpc`], variant for variant.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RpcReply {
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    InstallSnapshot(
+        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
+    ),
+    Propose(Result<Committed, ForwardError>),
+    ReadIndex(Result<u64, ForwardError>),
+}

@@ -1,0 +1,255 @@
+//! In-process three-node clusters over the in-memory network: forwarding, restarts,
+//! leader changes, refusals and the "no quorum" error.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use synctree_proto::{Effect, Op, ShadowTree, Value};
+use synctree_runtime::{
+    Applied, Completion, Done, MemNetwork, Server, ServerConfig, StorageMode, TransportMode,
+};
+
+fn addr(id: u64) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7000 + id as u16))
+}
+
+fn start(id: u64, net: &MemNetwork, dir: &Path) -> Server {
+    let peers = (1..=3).filter(|p| *p != id).map(|p| (p, addr(p))).collect();
+    let storage = StorageMode::Dir {
+        dir: dir.join(format!("n{id}")),
+        fsync: true,
+    };
+    let mut cfg = ServerConfig::new(id, peers, storage, TransportMode::Mem(net.clone()));
+    cfg.request_timeout = Duration::from_secs(2);
+    Server::start(cfg).expect("server starts")
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn leader_of(servers: &[&Server]) -> u64 {
+    let mut leader = 0;
+    wait_until("a leader all agree on", || {
+        let ls: Vec<_> = servers.iter().map(|s| s.status().leader).collect();
+        leader = ls[0].unwrap_or(0);
+        leader != 0
+            && ls.iter().all(|l| *l == Some(leader))
+            && servers.iter().any(|s| s.status().is_leader)
+    });
+    leader
+}
+
+fn complete(server: &Server, ticket: u64) -> Result<Done, String> {
+    let mut got = None;
+    let mut buf: Vec<Completion> = Vec::new();
+    wait_until("a completion", || {
+        server.poll_completions(&mut buf);
+        if let Some(c) = buf.iter().find(|c| c.ticket == ticket) {
+            got = Some(c.result.clone());
+        }
+        got.is_some()
+    });
+    got.expect("completion")
+}
+
+fn spawn(name: &str) -> Op {
+    Op::Spawn {
+        parent: String::new(),
+        name: name.into(),
+        scene: "Node".into(),
+        props: vec![],
+    }
+}
+
+fn set(path: &str, v: i64) -> Op {
+    Op::SetProperty {
+        path: path.into(),
+        property: "hp".into(),
+        value: Value::Int(v),
+    }
+}
+
+fn read(server: &Server, path: &str) -> Option<Value> {
+    match complete(server, server.submit_read(path.into(), "hp".into())) {
+        Ok(Done::Read { value, .. }) => value,
+        other => panic!("read failed: {other:?}"),
+    }
+}
+
+/// Drains a server's applied stream into a mirror tree, as the Godot layer does.
+fn drain(server: &Server, mirror: &mut ShadowTree, applied: &mut u64) {
+    while let Some(a) = server.try_recv_applied() {
+        match a {
+            Applied::Reset { index, tree } => {
+                *mirror = tree;
+                *applied = index;
+            }
+            Applied::Effects { index, effects } => {
+                for e in effects {
+                    let op = match e {
+                        Effect::Spawned {
+                            parent,
+                            name,
+                            scene,
+                            props,
+                        } => Op::Spawn {
+                            parent,
+                            name,
+                            scene,
+                            props,
+                        },
+                        Effect::Despawned { path } => Op::Despawn { path },
+                        Effect::PropertySet {
+                            path,
+                            property,
+                            value,
+                        } => Op::SetProperty {
+                            path,
+                            property,
+                            value,
+                        },
+                    };
+                    mirror.apply(&op).expect("committed effects apply cleanly");
+                }
+                *applied = index;
+            }
+        }
+    }
+}
+
+#[test]
+fn follower_write_is_forwarded_and_applied_everywhere() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let net = MemNetwork::new();
+    let servers: Vec<Server> = (1..=3).map(|i| start(i, &net, dir.path())).collect();
+    let refs: Vec<&Server> = servers.iter().collect();
+    let leader = leader_of(&refs);
+    let follower = servers
+        .iter()
+        .find(|s| s.id() != leader)
+        .expect("a follower");
+    let done = complete(follower, follower.submit(spawn("A"))).expect("spawn through a follower");
+    let Done::Write { index } = done else {
+        panic!("write expected")
+    };
+    complete(follower, follower.submit(set("A", 7))).expect("set");
+    for s in &servers {
+        assert_eq!(read(s, "A"), Some(Value::Int(7)), "read on node {}", s.id());
+    }
+    let mut mirrors = vec![(ShadowTree::new(), 0u64); 3];
+    wait_until("all live mirrors applied the writes", || {
+        for (s, (m, i)) in servers.iter().zip(mirrors.iter_mut()) {
+            drain(s, m, i);
+        }
+        mirrors
+            .iter()
+            .all(|(m, i)| *i > index && m.get("A", "hp") == Some(&Value::Int(7)))
+    });
+}
+
+#[test]
+fn refused_ops_name_the_problem_and_change_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let net = MemNetwork::new();
+    let servers: Vec<Server> = (1..=3).map(|i| start(i, &net, dir.path())).collect();
+    let refs: Vec<&Server> = servers.iter().collect();
+    leader_of(&refs);
+    let s = &servers[0];
+    complete(s, s.submit(spawn("A"))).expect("first spawn");
+    let dup = complete(s, s.submit(spawn("A"))).expect_err("duplicate");
+    assert!(dup.contains("already has a child named 'A'"), "{dup}");
+    let missing = complete(s, s.submit(set("Nope", 1))).expect_err("unknown path");
+    assert!(missing.contains("'Nope' does not exist"), "{missing}");
+    let err =
+        complete(s, s.submit_read("Nope".into(), "hp".into())).expect_err("read of unknown node");
+    assert!(err.contains("'Nope' does not exist"), "{err}");
+    assert_eq!(read(&servers[2], "A"), None, "A has no synced hp");
+}
+
+#[test]
+fn restarted_follower_catches_up_from_its_data_dir() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let net = MemNetwork::new();
+    let mut servers: Vec<Option<Server>> =
+        (1..=3).map(|i| Some(start(i, &net, dir.path()))).collect();
+    let leader = leader_of(&servers.iter().flatten().collect::<Vec<_>>());
+    let lead = servers
+        .iter()
+        .flatten()
+        .find(|s| s.id() == leader)
+        .expect("leader");
+    complete(lead, lead.submit(spawn("A"))).expect("spawn");
+    for v in 0..50 {
+        complete(lead, lead.submit(set("A", v))).expect("set");
+    }
+    let victim = (1..=3).find(|i| *i != leader).expect("follower id");
+    let slot = (victim - 1) as usize;
+    servers[slot].take().expect("running").shutdown();
+    net.unregister(victim);
+    let lead = servers
+        .iter()
+        .flatten()
+        .find(|s| s.id() == leader)
+        .expect("leader");
+    for v in 50..100 {
+        complete(lead, lead.submit(set("A", v))).expect("set while a follower is down");
+    }
+    servers[slot] = Some(start(victim, &net, dir.path()));
+    let back = servers[slot].as_ref().expect("restarted");
+    let mut mirror = ShadowTree::new();
+    let mut applied = 0;
+    wait_until("the restarted follower's live mirror to catch up", || {
+        drain(back, &mut mirror, &mut applied);
+        mirror.get("A", "hp") == Some(&Value::Int(99))
+    });
+    assert_eq!(read(back, "A"), Some(Value::Int(99)));
+}
+
+#[test]
+fn leader_crash_elects_a_new_leader_and_keeps_acknowledged_writes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let net = MemNetwork::new();
+    let mut servers: Vec<Option<Server>> =
+        (1..=3).map(|i| Some(start(i, &net, dir.path()))).collect();
+    let old = leader_of(&servers.iter().flatten().collect::<Vec<_>>());
+    let any = servers.iter().flatten().next().expect("server");
+    complete(any, any.submit(spawn("A"))).expect("spawn");
+    complete(any, any.submit(set("A", 1))).expect("set before crash");
+    servers[(old - 1) as usize]
+        .take()
+        .expect("leader")
+        .shutdown();
+    net.unregister(old);
+    let rest: Vec<&Server> = servers.iter().flatten().collect();
+    let new = leader_of(&rest);
+    assert_ne!(new, old);
+    complete(rest[0], rest[0].submit(set("A", 2))).expect("write after failover");
+    for s in &rest {
+        assert_eq!(read(s, "A"), Some(Value::Int(2)));
+    }
+}
+
+#[test]
+fn minority_side_refuses_writes_with_no_leader_error() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let net = MemNetwork::new();
+    let servers: Vec<Server> = (1..=3).map(|i| start(i, &net, dir.path())).collect();
+    leader_of(&servers.iter().collect::<Vec<_>>());
+    net.isolate(3);
+    // Node 3 may still believe in the old leader for a moment; either way the write fails.
+    let err = complete(&servers[2], servers[2].submit(spawn("Lonely"))).expect_err("no quorum");
+    assert!(err.contains("no leader reachable"), "{err}");
+    net.heal(3);
+    let rest: Vec<&Server> = servers.iter().collect();
+    leader_of(&rest);
+    assert!(complete(
+        &servers[0],
+        servers[0].submit_read("Lonely".into(), "hp".into())
+    )
+    .is_err());
+}
