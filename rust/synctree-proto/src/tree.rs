@@ -96,6 +96,12 @@ impl ShadowTree {
         self.nodes.get(&key).map(|n| n.scene.as_str())
     }
 
+    /// Every synced property of the node at `path`, sorted by name.
+    pub fn props_of(&self, path: &str) -> Option<&BTreeMap<String, Value>> {
+        let key = self.lookup(path)?;
+        self.nodes.get(&key).map(|n| &n.props)
+    }
+
     /// The committed value of a synced property, if it was ever set.
     pub fn get(&self, path: &str, property: &str) -> Option<&Value> {
         let key = self.lookup(path)?;

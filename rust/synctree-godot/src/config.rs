@@ -1,0 +1,124 @@
+//! Where a SyncedTree's configuration comes from: command-line user args (after `--`) win,
+//! then the node's exported properties, then project settings under `synctree/...`.
+
+use godot::classes::{Os, ProjectSettings};
+use godot::prelude::*;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use synctree_runtime::{
+    parse_id, parse_peers, MemNetwork, ServerConfig, StorageMode, TlsSource, TransportMode,
+};
+
+/// The exported properties of a SyncedTree, as plain values.
+pub struct Exported {
+    pub node_id: i64,
+    pub listen_address: String,
+    pub peers: String,
+    pub data_dir: String,
+    pub in_memory: bool,
+    pub fsync: bool,
+    pub certs_dir: String,
+    pub dev_certs_dir: String,
+}
+
+fn user_args() -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for arg in Os::singleton().get_cmdline_user_args().as_slice() {
+        let arg = arg.to_string();
+        if let Some(rest) = arg.strip_prefix("--synctree-") {
+            let (k, v) = rest.split_once('=').unwrap_or((rest, "true"));
+            out.insert(k.to_owned(), v.to_owned());
+        }
+    }
+    out
+}
+
+fn setting(name: &str) -> Option<String> {
+    let ps = ProjectSettings::singleton();
+    let key = format!("synctree/{name}");
+    if !ps.has_setting(&key) {
+        return None;
+    }
+    let v = ps.get_setting(&key);
+    let s = v.stringify().to_string();
+    (!s.is_empty() && s != "0" && !v.is_nil()).then_some(s)
+}
+
+fn globalize(path: &str) -> PathBuf {
+    PathBuf::from(
+        ProjectSettings::singleton()
+            .globalize_path(path)
+            .to_string(),
+    )
+}
+
+fn parse_bool(what: &str, v: &str) -> Result<bool, String> {
+    match v {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("invalid {what} '{v}': expected true or false")),
+    }
+}
+
+/// Resolves the server configuration. Errors name the setting and the bad value.
+pub fn resolve(e: &Exported) -> Result<ServerConfig, String> {
+    let args = user_args();
+    let pick = |arg: &str, exported: &str, setting_name: &str| -> Option<String> {
+        args.get(arg)
+            .cloned()
+            .or_else(|| (!exported.is_empty()).then(|| exported.to_owned()))
+            .or_else(|| setting(setting_name))
+    };
+    let id_text = pick("id", &if e.node_id > 0 { e.node_id.to_string() } else { String::new() }, "network/node_id")
+        .ok_or("no server id: pass --synctree-id=N, set node_id on the SyncedTree, or set synctree/network/node_id")?;
+    let id = parse_id(&id_text).map_err(|e| e.to_string())?;
+    let peers = parse_peers(&pick("peers", &e.peers, "network/peers").unwrap_or_default())
+        .map_err(|e| e.to_string())?;
+    let listen_text = pick("listen", &e.listen_address, "network/listen_address")
+        .unwrap_or_else(|| "127.0.0.1:0".into());
+    let listen: SocketAddr = listen_text
+        .parse()
+        .map_err(|err| format!("invalid listen address '{listen_text}': {err}"))?;
+
+    let in_memory = match args.get("in-memory") {
+        Some(v) => parse_bool("--synctree-in-memory", v)?,
+        None => e.in_memory,
+    };
+    let fsync = match args.get("fsync") {
+        Some(v) => parse_bool("--synctree-fsync", v)?,
+        None => match setting("storage/fsync") {
+            Some(v) => parse_bool("synctree/storage/fsync", &v)?,
+            None => e.fsync,
+        },
+    };
+    let storage = if in_memory {
+        StorageMode::InMemory
+    } else {
+        let dir = pick("data-dir", &e.data_dir, "storage/data_dir")
+            .unwrap_or_else(|| format!("user://synctree/{id}"));
+        StorageMode::Dir {
+            dir: globalize(&dir),
+            fsync,
+        }
+    };
+
+    let certs =
+        pick("certs", &e.certs_dir, "security/certs_dir").map(|d| TlsSource::Dir(globalize(&d)));
+    let dev = pick("dev-certs", &e.dev_certs_dir, "security/dev_certs_dir")
+        .map(|d| TlsSource::Dev(globalize(&d)));
+    let transport = match certs.or(dev) {
+        Some(tls) => TransportMode::Quic { listen, tls },
+        None if peers.is_empty() => {
+            godot_print!("synctree: server {id} has no peers and no certificates: running as a one-server cluster without a network endpoint");
+            TransportMode::Mem(MemNetwork::new())
+        }
+        None => {
+            return Err(format!(
+                "server {id} has peers but no certificates: set synctree/security/certs_dir (made by `synctree certs`) \
+                 or, for development only, --synctree-dev-certs=DIR"
+            ))
+        }
+    };
+    Ok(ServerConfig::new(id, peers, storage, transport))
+}

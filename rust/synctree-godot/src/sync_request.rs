@@ -1,0 +1,72 @@
+//! `SyncRequest`: the handle GDScript awaits for one synced operation.
+
+use godot::prelude::*;
+
+/// The outcome of one `SyncedTree` call, delivered later.
+///
+/// `completed` is always emitted from a later `SyncedTree._process`, never inside the call,
+/// so `await tree.set_synced(...).completed` right after the call is safe. A write completes
+/// once it is committed by a quorum and applied to this server's live scene tree.
+///
+/// ```gdscript
+/// var req := $World.set_synced(^"Player", &"health", 90)
+/// var outcome = await req.completed   # [ok, result_or_error]
+/// if not req.ok:
+///     push_error(req.error)
+/// ```
+#[derive(GodotClass)]
+#[class(base=RefCounted, init)]
+pub struct SyncRequest {
+    base: Base<RefCounted>,
+    /// True once the request finished, successfully or not.
+    #[var]
+    done: bool,
+    /// True if the request succeeded (valid once `done`).
+    #[var]
+    ok: bool,
+    /// The value read by `read_synced`; null for writes and failures.
+    #[var]
+    result: Variant,
+    /// Why the request failed; empty on success.
+    #[var]
+    error: GString,
+    /// What was asked, for messages: e.g. `set_synced(Player, health)`.
+    #[var]
+    pub(crate) description: GString,
+}
+
+#[godot_api]
+impl SyncRequest {
+    /// Emitted once: `ok`, then the read value (reads), null (writes) or the error text.
+    #[signal]
+    fn completed(ok: bool, result: Variant);
+}
+
+impl SyncRequest {
+    pub(crate) fn new(description: &str) -> Gd<SyncRequest> {
+        let mut req = SyncRequest::new_gd();
+        req.bind_mut().description = description.into();
+        req
+    }
+
+    /// Records the outcome and emits `completed`.
+    pub(crate) fn finish(this: &mut Gd<SyncRequest>, outcome: Result<Variant, String>) {
+        let (ok, payload) = {
+            let mut r = this.bind_mut();
+            r.done = true;
+            match outcome {
+                Ok(v) => {
+                    r.ok = true;
+                    r.result = v.clone();
+                    (true, v)
+                }
+                Err(e) => {
+                    r.ok = false;
+                    r.error = GString::from(e.as_str());
+                    (false, GString::from(e.as_str()).to_variant())
+                }
+            }
+        };
+        this.signals().completed().emit(ok, &payload);
+    }
+}

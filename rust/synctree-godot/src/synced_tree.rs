@@ -1,0 +1,542 @@
+//! `SyncedTree`: the node that roots a replicated subtree.
+
+use crate::config::{self, Exported};
+use crate::live::{self, LiveTree};
+use crate::sync_request::SyncRequest;
+use crate::variant::{from_value, to_value};
+use godot::classes::{INode, Node};
+use godot::prelude::*;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use synctree_proto::{validate_name, validate_path, validate_property, Effect, Op};
+use synctree_runtime::{Applied, Completion, Done, Server, Status};
+
+/// Roots a scene subtree that is kept identical, in the same order, on every server of a
+/// synctree cluster (Raft over QUIC). Nodes below it are addressed by paths relative to it.
+///
+/// Writes (`spawn`, `despawn`, `set_synced`) and linearizable reads (`read_synced`) return a
+/// [SyncRequest]; `await request.completed`. Committed changes from every server are applied
+/// to this node's children each frame, in log order, at most `max_effects_per_frame` per frame.
+///
+/// Configuration: command-line user args win (`-- --synctree-id=1
+/// --synctree-listen=127.0.0.1:7001 --synctree-peers=2@127.0.0.1:7002,3@127.0.0.1:7003
+/// --synctree-data-dir=DIR --synctree-certs=DIR | --synctree-dev-certs=DIR
+/// --synctree-fsync=true --synctree-in-memory=false`), then the exported properties, then
+/// project settings under `synctree/`.
+#[derive(GodotClass)]
+#[class(base=Node, init)]
+pub struct SyncedTree {
+    base: Base<Node>,
+    /// This server's id in the cluster (positive). 0: take it from args or project settings.
+    #[export]
+    node_id: i64,
+    /// QUIC address to listen on, e.g. `0.0.0.0:7001`.
+    #[export]
+    listen_address: GString,
+    /// The other servers: `2@10.0.0.2:7001,3@10.0.0.3:7001`.
+    #[export]
+    peers: GString,
+    /// Where the Raft log, vote and snapshots live. Default `user://synctree/<id>`.
+    #[export]
+    data_dir: GString,
+    /// Keep the Raft state in memory only (tests): a restart forgets everything.
+    #[export]
+    in_memory: bool,
+    /// fsync each log append before acknowledging it. Turn off only for benchmarks.
+    #[export]
+    #[init(val = true)]
+    fsync: bool,
+    /// Folder with `ca.pem` and `node-<id>.pem/.key` from `synctree certs`.
+    #[export]
+    certs_dir: GString,
+    /// DEVELOPMENT ONLY: generate a cluster CA and certificates in this folder.
+    #[export]
+    dev_certs_dir: GString,
+    /// Start the server when the node enters the tree.
+    #[export]
+    #[init(val = true)]
+    autostart: bool,
+    /// At most this many committed effects are applied per frame; the rest wait, in order.
+    #[export]
+    #[init(val = 4096)]
+    max_effects_per_frame: i64,
+
+    server: Option<Server>,
+    #[init(val = LiveTree::new())]
+    live: LiveTree,
+    /// Requests sent to the runtime, by ticket.
+    requests: HashMap<u64, Gd<SyncRequest>>,
+    /// Finished in Raft, waiting for the live tree to reach their log index.
+    waiting: BTreeMap<u64, Vec<(Gd<SyncRequest>, Variant)>>,
+    /// Failed at call time; reported next frame so `await` works.
+    failed_now: Vec<(Gd<SyncRequest>, String)>,
+    /// Effects being applied, and the log index reached once they are all applied.
+    current: Option<(u64, VecDeque<Effect>)>,
+    live_index: u64,
+    /// Scenes of nodes spawned from here but maybe not applied yet, for property checks.
+    pending_scenes: HashMap<String, String>,
+    last_status: Status,
+    completions: Vec<Completion>,
+}
+
+fn rel_path(path: &NodePath) -> Result<String, String> {
+    let s = path.to_string();
+    let s = s.strip_prefix("./").unwrap_or(&s);
+    if s == "." || s.is_empty() {
+        return Ok(String::new());
+    }
+    if s.starts_with('/') {
+        return Err(format!(
+            "path '{s}' must be relative to the SyncedTree, not absolute"
+        ));
+    }
+    if s.contains(':') {
+        return Err(format!(
+            "path '{s}' must name a node, not a property (no ':')"
+        ));
+    }
+    validate_path(s).map_err(|e| e.to_string())?;
+    Ok(s.to_owned())
+}
+
+#[godot_api]
+impl INode for SyncedTree {
+    fn ready(&mut self) {
+        if self.autostart {
+            self.start();
+        }
+    }
+
+    fn process(&mut self, _delta: f64) {
+        self.pump();
+    }
+
+    fn exit_tree(&mut self) {
+        self.stop();
+    }
+}
+
+#[godot_api]
+impl SyncedTree {
+    /// A node was spawned in the live tree (from any server).
+    #[signal]
+    fn node_spawned(path: NodePath, node: Gd<Node>);
+    /// A node was despawned from the live tree.
+    #[signal]
+    fn node_despawned(path: NodePath);
+    /// A committed property value was applied to the live tree.
+    #[signal]
+    fn property_applied(path: NodePath, property: StringName, value: Variant);
+    /// The Raft leader changed (0: none known).
+    #[signal]
+    fn leader_changed(leader_id: i64);
+    /// Leader, term or membership changed; the argument is `status()`.
+    #[signal]
+    fn status_changed(status: VarDictionary);
+
+    /// Starts this server (done automatically in `_ready` when `autostart`). Returns false
+    /// and reports the error if the configuration is invalid or the server cannot start.
+    #[func]
+    fn start(&mut self) -> bool {
+        if self.server.is_some() {
+            return true;
+        }
+        let exported = Exported {
+            node_id: self.node_id,
+            listen_address: self.listen_address.to_string(),
+            peers: self.peers.to_string(),
+            data_dir: self.data_dir.to_string(),
+            in_memory: self.in_memory,
+            fsync: self.fsync,
+            certs_dir: self.certs_dir.to_string(),
+            dev_certs_dir: self.dev_certs_dir.to_string(),
+        };
+        let cfg = match config::resolve(&exported) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                godot_error!("SyncedTree: cannot start: {e}");
+                return false;
+            }
+        };
+        let id = cfg.id;
+        match Server::start(cfg) {
+            Ok(server) => {
+                if let Some(addr) = server.local_addr() {
+                    godot_print!("synctree: server {id} listening on {addr} (QUIC)");
+                }
+                self.node_id = id as i64;
+                self.server = Some(server);
+                true
+            }
+            Err(e) => {
+                godot_error!("SyncedTree: server {id} cannot start: {e}");
+                false
+            }
+        }
+    }
+
+    /// Stops this server. Committed state stays in its data directory.
+    #[func]
+    fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+        }
+        let pending: Vec<_> = self.requests.drain().map(|(_, r)| r).collect();
+        for mut req in pending {
+            SyncRequest::finish(
+                &mut req,
+                Err("the SyncedTree server stopped before the request completed".into()),
+            );
+        }
+    }
+
+    /// True while the server runs.
+    #[func]
+    fn is_running(&self) -> bool {
+        self.server.is_some()
+    }
+
+    /// Spawns an instance of `scene` (a `res://` PackedScene path or a Node class name such as
+    /// `Node2D`) named `name` under `parent` (relative to this node; `^"."` for this node),
+    /// then sets `props` on it, everywhere, in commit order.
+    #[func]
+    fn spawn(
+        &mut self,
+        parent: NodePath,
+        name: StringName,
+        scene: GString,
+        props: VarDictionary,
+    ) -> Gd<SyncRequest> {
+        let desc = format!("spawn({parent}, {name}, {scene})");
+        let op = (|| {
+            let parent = rel_path(&parent)?;
+            let name = name.to_string();
+            validate_name(&name).map_err(|e| e.to_string())?;
+            let scene = scene.to_string();
+            self.live.scenes.check(&scene)?;
+            let mut list = Vec::new();
+            for (k, v) in props.iter_shared() {
+                let key = match k.get_type() {
+                    VariantType::STRING | VariantType::STRING_NAME => k.to_string(),
+                    _ => return Err(format!("property names in props must be Strings, got {k}")),
+                };
+                validate_property(&key).map_err(|e| e.to_string())?;
+                if !self.live.scenes.has_property(&scene, &key) {
+                    return Err(format!("scene '{scene}' has no property '{key}'"));
+                }
+                let value = to_value(&v).map_err(|e| format!("property '{key}': {e}"))?;
+                list.push((key, value));
+            }
+            self.pending_scenes
+                .insert(synctree_proto::join(&parent, &name), scene.clone());
+            Ok(Op::Spawn {
+                parent,
+                name,
+                scene,
+                props: list,
+            })
+        })();
+        self.submit(desc, op)
+    }
+
+    /// Despawns the node at `path` and its subtree, everywhere.
+    #[func]
+    fn despawn(&mut self, path: NodePath) -> Gd<SyncRequest> {
+        let desc = format!("despawn({path})");
+        let op = rel_path(&path).and_then(|p| {
+            if p.is_empty() {
+                Err("the SyncedTree itself cannot be despawned".into())
+            } else {
+                Ok(Op::Despawn { path: p })
+            }
+        });
+        self.submit(desc, op)
+    }
+
+    /// Sets `property` of the node at `path` to `value`, everywhere, in commit order.
+    #[func]
+    fn set_synced(
+        &mut self,
+        path: NodePath,
+        property: StringName,
+        value: Variant,
+    ) -> Gd<SyncRequest> {
+        let desc = format!("set_synced({path}, {property})");
+        let op = (|| {
+            let path = rel_path(&path)?;
+            if path.is_empty() {
+                return Err(
+                    "properties of the SyncedTree itself are not synced; target a node below it"
+                        .into(),
+                );
+            }
+            let property = property.to_string();
+            validate_property(&property).map_err(|e| e.to_string())?;
+            let value = to_value(&value).map_err(|e| format!("property '{property}': {e}"))?;
+            self.check_property(&path, &property)?;
+            Ok(Op::SetProperty {
+                path,
+                property,
+                value,
+            })
+        })();
+        self.submit(desc, op)
+    }
+
+    /// Reads the committed value of `property` of the node at `path`, linearizably (through
+    /// the leader's read index). The result is null if the property was never synced.
+    #[func]
+    fn read_synced(&mut self, path: NodePath, property: StringName) -> Gd<SyncRequest> {
+        let desc = format!("read_synced({path}, {property})");
+        let req = SyncRequest::new(&desc);
+        match (rel_path(&path), &self.server) {
+            (Err(e), _) => self.failed_now.push((req.clone(), format!("{desc}: {e}"))),
+            (Ok(_), None) => self
+                .failed_now
+                .push((req.clone(), format!("{desc}: {}", not_running()))),
+            (Ok(p), Some(server)) => {
+                let ticket = server.submit_read(p, property.to_string());
+                self.requests.insert(ticket, req.clone());
+            }
+        }
+        req
+    }
+
+    /// True if this server is the Raft leader.
+    #[func]
+    fn is_leader(&self) -> bool {
+        self.last_status.is_leader
+    }
+
+    /// The id of the leader this server knows of; 0 if none.
+    #[func]
+    fn leader_id(&self) -> i64 {
+        self.last_status.leader.unwrap_or(0) as i64
+    }
+
+    /// The current Raft term.
+    #[func]
+    fn term(&self) -> i64 {
+        self.last_status.term as i64
+    }
+
+    /// The highest log index known to be committed.
+    #[func]
+    fn commit_index(&self) -> i64 {
+        self.last_status.commit_index as i64
+    }
+
+    /// The log index the live scene tree has applied.
+    #[func]
+    fn applied_index(&self) -> i64 {
+        self.live_index as i64
+    }
+
+    /// Number of synced nodes in the live tree.
+    #[func]
+    fn node_count(&self) -> i64 {
+        self.live.mirror.len() as i64
+    }
+
+    /// Canonical text of the live replicated subtree: names, order, scenes and synced
+    /// property values. Replicas at the same applied index have equal dumps.
+    #[func]
+    fn dump(&self) -> GString {
+        GString::from(self.live.dump(&self.to_gd().upcast::<Node>()).as_str())
+    }
+
+    /// `{id, leader, is_leader, term, commit, applied, raft_applied, last_log, voters, nodes, running}`.
+    #[func]
+    fn status(&self) -> VarDictionary {
+        let s = &self.last_status;
+        let mut d = VarDictionary::new();
+        d.set("id", self.node_id);
+        d.set("running", self.server.is_some());
+        d.set("leader", s.leader.unwrap_or(0) as i64);
+        d.set("is_leader", s.is_leader);
+        d.set("term", s.term as i64);
+        d.set("commit", s.commit_index as i64);
+        d.set("applied", self.live_index as i64);
+        d.set("raft_applied", s.applied_index as i64);
+        d.set("last_log", s.last_log_index as i64);
+        let voters: Vec<i64> = s.voters.iter().map(|v| *v as i64).collect();
+        d.set("voters", &PackedInt64Array::from(voters.as_slice()));
+        d.set("nodes", self.live.mirror.len() as i64);
+        d
+    }
+}
+
+fn not_running() -> String {
+    "the SyncedTree server is not running (start() failed or was not called)".into()
+}
+
+impl SyncedTree {
+    fn submit(&mut self, desc: String, op: Result<Op, String>) -> Gd<SyncRequest> {
+        let req = SyncRequest::new(&desc);
+        match (op, &self.server) {
+            (Err(e), _) => self.failed_now.push((req.clone(), format!("{desc}: {e}"))),
+            (Ok(_), None) => self
+                .failed_now
+                .push((req.clone(), format!("{desc}: {}", not_running()))),
+            (Ok(op), Some(server)) => {
+                let ticket = server.submit(op);
+                self.requests.insert(ticket, req.clone());
+            }
+        }
+        req
+    }
+
+    fn check_property(&mut self, path: &str, property: &str) -> Result<(), String> {
+        let root = self.to_gd().upcast::<Node>();
+        if let Some(node) = root.get_node_or_null(&NodePath::from(path)) {
+            if self.live.mirror.contains(path) {
+                if let Some(scene) = self.live.mirror.scene_of(path).map(str::to_owned) {
+                    if self.live.scenes.has_property(&scene, property)
+                        || live::property_names(&node).contains(property)
+                    {
+                        return Ok(());
+                    }
+                    return Err(format!(
+                        "node '{path}' ({scene}) has no property '{property}'"
+                    ));
+                }
+            }
+        }
+        if let Some(scene) = self.pending_scenes.get(path).cloned() {
+            if !self.live.scenes.has_property(&scene, property) {
+                return Err(format!(
+                    "node '{path}' ({scene}) has no property '{property}'"
+                ));
+            }
+        }
+        // Unknown here: the state machine decides (and refuses an unknown path).
+        Ok(())
+    }
+
+    /// Runs each frame: status, completions, then committed effects within the frame budget.
+    fn pump(&mut self) {
+        let Some(server) = self.server.as_ref() else {
+            self.flush_failed();
+            return;
+        };
+        let status = server.status();
+        let mut completions = std::mem::take(&mut self.completions);
+        server.poll_completions(&mut completions);
+        let leader_changed = status.leader != self.last_status.leader;
+        let status_changed = leader_changed
+            || status.term != self.last_status.term
+            || status.voters != self.last_status.voters;
+        self.last_status = status;
+        if leader_changed {
+            let leader = self.last_status.leader.unwrap_or(0) as i64;
+            self.signals().leader_changed().emit(leader);
+        }
+        if status_changed {
+            let s = self.status();
+            self.signals().status_changed().emit(&s);
+        }
+
+        for c in completions.drain(..) {
+            let Some(mut req) = self.requests.remove(&c.ticket) else {
+                continue;
+            };
+            match c.result {
+                Err(e) => {
+                    let desc = req.bind().description.to_string();
+                    SyncRequest::finish(&mut req, Err(format!("{desc}: {e}")));
+                }
+                Ok(Done::Write { index }) => self
+                    .waiting
+                    .entry(index)
+                    .or_default()
+                    .push((req, Variant::nil())),
+                Ok(Done::Read { index, value }) => {
+                    let v = value.as_ref().map(from_value).unwrap_or_default();
+                    self.waiting.entry(index).or_default().push((req, v));
+                }
+            }
+        }
+        self.completions = completions;
+
+        self.apply_effects();
+        self.flush_waiting();
+        self.flush_failed();
+    }
+
+    fn apply_effects(&mut self) {
+        let mut budget = self.max_effects_per_frame.max(1) as usize;
+        let mut root = self.to_gd().upcast::<Node>();
+        let listeners = !self
+            .base()
+            .get_signal_connection_list("property_applied")
+            .is_empty();
+        while budget > 0 {
+            if self.current.is_none() {
+                let next = self.server.as_ref().and_then(|s| s.try_recv_applied());
+                match next {
+                    None => break,
+                    Some(Applied::Effects { index, effects }) => {
+                        self.current = Some((index, effects.into()))
+                    }
+                    Some(Applied::Reset { index, tree }) => {
+                        self.live.clear(&mut root);
+                        self.current = Some((index, tree.to_effects().into()));
+                    }
+                }
+            }
+            let Some(index) = self.current.as_ref().map(|(i, _)| *i) else {
+                break;
+            };
+            while budget > 0 {
+                let Some(effect) = self.current.as_mut().and_then(|(_, e)| e.pop_front()) else {
+                    break;
+                };
+                budget -= 1;
+                match self.live.apply(&mut root, effect) {
+                    live::Applied::Spawned { path, node } => {
+                        self.pending_scenes.remove(&path);
+                        self.signals()
+                            .node_spawned()
+                            .emit(&NodePath::from(path.as_str()), &node);
+                    }
+                    live::Applied::Despawned { path } => {
+                        self.signals()
+                            .node_despawned()
+                            .emit(&NodePath::from(path.as_str()));
+                    }
+                    live::Applied::Set {
+                        path,
+                        property,
+                        value,
+                    } if listeners => {
+                        self.signals().property_applied().emit(
+                            &NodePath::from(path.as_str()),
+                            &StringName::from(property.as_str()),
+                            &value,
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            if self.current.as_ref().is_some_and(|(_, e)| e.is_empty()) {
+                self.live_index = index;
+                self.current = None;
+            }
+        }
+    }
+
+    fn flush_waiting(&mut self) {
+        let still = self.waiting.split_off(&(self.live_index + 1));
+        let ready = std::mem::replace(&mut self.waiting, still);
+        for (_, reqs) in ready {
+            for (mut req, value) in reqs {
+                SyncRequest::finish(&mut req, Ok(value));
+            }
+        }
+    }
+
+    fn flush_failed(&mut self) {
+        for (mut req, e) in std::mem::take(&mut self.failed_now) {
+            SyncRequest::finish(&mut req, Err(e));
+        }
+    }
+}
