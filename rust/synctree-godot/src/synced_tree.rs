@@ -428,21 +428,22 @@ impl SyncedTree {
         self.last_status = status;
         if leader_changed {
             let leader = self.last_status.leader.unwrap_or(0) as i64;
-            self.signals().leader_changed().emit(leader);
+            self.emit(|t| t.signals().leader_changed().emit(leader));
         }
         if status_changed {
             let s = self.status();
-            self.signals().status_changed().emit(&s);
+            self.emit(|t| t.signals().status_changed().emit(&s));
         }
 
+        let mut failed = Vec::new();
         for c in completions.drain(..) {
-            let Some(mut req) = self.requests.remove(&c.ticket) else {
+            let Some(req) = self.requests.remove(&c.ticket) else {
                 continue;
             };
             match c.result {
                 Err(e) => {
                     let desc = req.bind().description.to_string();
-                    SyncRequest::finish(&mut req, Err(format!("{desc}: {e}")));
+                    failed.push((req, Err(format!("{desc}: {e}"))));
                 }
                 Ok(Done::Write { index }) => self
                     .waiting
@@ -456,6 +457,7 @@ impl SyncedTree {
             }
         }
         self.completions = completions;
+        self.finish_all(failed);
 
         self.apply_effects();
         self.flush_waiting();
@@ -527,16 +529,38 @@ impl SyncedTree {
     fn flush_waiting(&mut self) {
         let still = self.waiting.split_off(&(self.live_index + 1));
         let ready = std::mem::replace(&mut self.waiting, still);
-        for (_, reqs) in ready {
-            for (mut req, value) in reqs {
-                SyncRequest::finish(&mut req, Ok(value));
-            }
-        }
+        let done = ready
+            .into_values()
+            .flatten()
+            .map(|(req, value)| (req, Ok(value)))
+            .collect();
+        self.finish_all(done);
     }
 
     fn flush_failed(&mut self) {
-        for (mut req, e) in std::mem::take(&mut self.failed_now) {
-            SyncRequest::finish(&mut req, Err(e));
+        let failed = std::mem::take(&mut self.failed_now)
+            .into_iter()
+            .map(|(req, e)| (req, Err(e)))
+            .collect();
+        self.finish_all(failed);
+    }
+
+    /// Emits a signal of this node while allowing handlers to call back into it (GDScript
+    /// connected to a signal, or resumed by `await`, may call `set_synced` right away).
+    fn emit(&mut self, f: impl FnOnce(&mut Gd<SyncedTree>)) {
+        let mut this = self.to_gd();
+        let _reentrant = self.base_mut();
+        f(&mut this);
+    }
+
+    /// Completes requests, allowing the resumed GDScript to call back into this node.
+    fn finish_all(&mut self, list: Vec<(Gd<SyncRequest>, Result<Variant, String>)>) {
+        if list.is_empty() {
+            return;
+        }
+        let _reentrant = self.base_mut();
+        for (mut req, outcome) in list {
+            SyncRequest::finish(&mut req, outcome);
         }
     }
 }

@@ -10,12 +10,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, Shared};
 use futures::FutureExt;
 use quinn::{Connection, ConnectionError, Endpoint, VarInt};
 
-use super::close;
+use super::{close, QuicConfig};
 use crate::frame::{self, FrameError, Response};
 use crate::{tls, NetError, NodeId};
 
@@ -23,7 +24,8 @@ type Connect = Shared<BoxFuture<'static, Result<Connection, NetError>>>;
 
 enum SlotState {
     Idle,
-    Connecting(Connect),
+    /// An attempt in progress and when it started.
+    Connecting(Connect, Instant),
     Connected(Connection),
 }
 
@@ -37,6 +39,7 @@ pub(super) struct Client {
     local: NodeId,
     endpoint: Endpoint,
     max_frame_bytes: usize,
+    connect_timeout: Duration,
     shut_down: Arc<AtomicBool>,
     peers: Mutex<HashMap<NodeId, Arc<PeerSlot>>>,
 }
@@ -59,13 +62,14 @@ impl Client {
     pub(super) fn new(
         local: NodeId,
         endpoint: Endpoint,
-        max_frame_bytes: usize,
+        cfg: &QuicConfig,
         shut_down: Arc<AtomicBool>,
     ) -> Self {
         Client {
             local,
             endpoint,
-            max_frame_bytes,
+            max_frame_bytes: cfg.max_frame_bytes,
+            connect_timeout: cfg.connect_timeout,
             shut_down,
             peers: Mutex::new(HashMap::new()),
         }
@@ -132,10 +136,15 @@ impl Client {
                 SlotState::Connected(conn) if conn.close_reason().is_none() => {
                     return Ok((conn.clone(), false))
                 }
-                SlotState::Connecting(connect) => connect.clone(),
+                // An attempt nobody awaited past its deadline would fail at once: start afresh.
+                SlotState::Connecting(connect, started)
+                    if started.elapsed() < self.connect_timeout =>
+                {
+                    connect.clone()
+                }
                 _ => {
                     let connect = self.connect(target, slot.addr);
-                    *state = SlotState::Connecting(connect.clone());
+                    *state = SlotState::Connecting(connect.clone(), Instant::now());
                     connect
                 }
             }
@@ -143,7 +152,7 @@ impl Client {
         let result = connect.clone().await;
         let mut state = lock(&slot.state);
         // Only the attempt still in the slot may settle it.
-        if matches!(&*state, SlotState::Connecting(current) if current.ptr_eq(&connect)) {
+        if matches!(&*state, SlotState::Connecting(current, _) if current.ptr_eq(&connect)) {
             *state = match &result {
                 Ok(conn) => SlotState::Connected(conn.clone()),
                 Err(_) => SlotState::Idle,
@@ -156,6 +165,7 @@ impl Client {
     fn connect(&self, target: NodeId, addr: SocketAddr) -> Connect {
         let endpoint = self.endpoint.clone();
         let local = self.local;
+        let connect_timeout = self.connect_timeout;
         async move {
             let unreachable = |reason: String| NetError::Unreachable {
                 peer: target,
@@ -168,9 +178,16 @@ impl Client {
                         quinn::ConnectError::EndpointStopping => NetError::Shutdown { local },
                         other => unreachable(format!("cannot connect to {addr}: {other}")),
                     })?;
-            let conn = connecting
-                .await
-                .map_err(|e| unreachable(format!("cannot connect to {addr}: {e}")))?;
+            // Dropping `connecting` on timeout abandons the attempt.
+            let conn = match tokio::time::timeout(connect_timeout, connecting).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => return Err(unreachable(format!("cannot connect to {addr}: {e}"))),
+                Err(_) => {
+                    return Err(unreachable(format!(
+                        "no handshake with {addr} within {connect_timeout:?}"
+                    )))
+                }
+            };
             tracing::debug!(node = local, peer = target, %addr, "connected");
             Ok(conn)
         }

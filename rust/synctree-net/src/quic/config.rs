@@ -35,6 +35,10 @@ pub struct QuicConfig {
     pub keep_alive: Duration,
     /// A connection with no traffic for this long is dropped (default 10 s).
     pub idle_timeout: Duration,
+    /// A connect attempt (QUIC + TLS handshake) is abandoned after this long (default 2 s), and
+    /// the next request starts a fresh one. Bounds how long a peer that comes back up stays
+    /// unnoticed: a long-running attempt retransmits its first packet ever more rarely.
+    pub connect_timeout: Duration,
 }
 
 impl QuicConfig {
@@ -48,6 +52,7 @@ impl QuicConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             keep_alive: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(2),
         }
     }
 

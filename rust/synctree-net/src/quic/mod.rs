@@ -108,12 +108,7 @@ impl QuicTransport {
         endpoint.set_default_client_config(built.client);
 
         let shut_down = Arc::new(AtomicBool::new(false));
-        let client = client::Client::new(
-            cfg.id,
-            endpoint.clone(),
-            cfg.max_frame_bytes,
-            shut_down.clone(),
-        );
+        let client = client::Client::new(cfg.id, endpoint.clone(), &cfg, shut_down.clone());
         for (id, addr) in cfg.peers {
             client.set_peer(id, addr);
         }

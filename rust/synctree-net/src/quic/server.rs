@@ -128,6 +128,19 @@ async fn serve_stream(
         .catch_unwind()
         .await;
     let response = match handled {
+        Ok(Ok(response)) if response.len() > server.max_frame_bytes => {
+            let message = format!(
+                "response of {} bytes exceeds max_frame_bytes ({})",
+                response.len(),
+                server.max_frame_bytes
+            );
+            tracing::warn!(
+                node = server.local,
+                peer,
+                "cannot answer node {peer}: {message}"
+            );
+            Response::Failed(message)
+        }
         Ok(Ok(response)) => Response::Ok(response),
         Ok(Err(HandlerError::Failed(message))) => Response::Failed(message),
         Ok(Err(HandlerError::Malformed(why))) => {

@@ -85,3 +85,34 @@ async fn reconnects_quickly_after_a_crash_and_restart_on_the_same_port() -> Test
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_is_down_is_unreachable_and_found_once_it_starts() -> TestResult {
+    let dir = cluster_dir(&[1, 2]);
+    let mut cfg = synctree_net::QuicConfig::new(1, localhost(), material(dir.path(), 1));
+    cfg.connect_timeout = Duration::from_millis(300);
+    let one = synctree_net::QuicTransport::start(cfg, echo_handler(1))?;
+    // Reserve a free port, then leave it empty.
+    let addr = std::net::UdpSocket::bind(localhost())?.local_addr()?;
+    one.set_peer(2, addr);
+
+    let started = Instant::now();
+    match one.request(2, b"anyone?".to_vec(), GENEROUS).await {
+        Err(synctree_net::NetError::Unreachable { peer: 2, reason }) => {
+            assert!(reason.contains("no handshake"), "{reason}");
+        }
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let _two = restart_at(dir.path(), 2, addr).await;
+    assert_eq!(
+        one.request(2, b"now".to_vec(), GENEROUS).await?,
+        b"now from 1 at 2"
+    );
+    Ok(())
+}
