@@ -78,6 +78,18 @@ pub struct SyncedTree {
     completions: Vec<Completion>,
 }
 
+/// The initial properties of a spawn: a Dictionary in GDScript, `{}` when omitted.
+#[derive(GodotConvert, Clone, Debug, Default)]
+#[godot(transparent)]
+pub struct Props(VarDictionary);
+
+// SAFETY: the default value is made read-only, so calls cannot mutate the shared default.
+unsafe impl godot::meta::GodotImmutable for Props {
+    fn into_runtime_immutable(self) -> Self {
+        Props(self.0.into_read_only())
+    }
+}
+
 fn rel_path(path: &NodePath) -> Result<String, String> {
     let s = path.to_string();
     let s = s.strip_prefix("./").unwrap_or(&s);
@@ -204,7 +216,7 @@ impl SyncedTree {
         parent: NodePath,
         name: StringName,
         scene: GString,
-        props: VarDictionary,
+        #[opt(default = &Props::default())] props: Props,
     ) -> Gd<SyncRequest> {
         let desc = format!("spawn({parent}, {name}, {scene})");
         let op = (|| {
@@ -214,7 +226,7 @@ impl SyncedTree {
             let scene = scene.to_string();
             self.live.scenes.check(&scene)?;
             let mut list = Vec::new();
-            for (k, v) in props.iter_shared() {
+            for (k, v) in props.0.iter_shared() {
                 let key = match k.get_type() {
                     VariantType::STRING | VariantType::STRING_NAME => k.to_string(),
                     _ => return Err(format!("property names in props must be Strings, got {k}")),
