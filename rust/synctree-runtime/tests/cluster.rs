@@ -253,3 +253,52 @@ fn minority_side_refuses_writes_with_no_leader_error() {
     )
     .is_err());
 }
+
+#[test]
+fn three_servers_over_real_quic_with_generated_certs() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let certs = dir.path().join("certs");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_synctree"))
+        .args(["certs", "--out"])
+        .arg(&certs)
+        .args(["--nodes", "1,2,3"])
+        .status()
+        .expect("run synctree certs");
+    assert!(status.success());
+    // Bind each server on a free port first, then tell the others.
+    let ports: Vec<u16> = (0..3)
+        .map(|_| {
+            std::net::UdpSocket::bind("127.0.0.1:0")
+                .expect("bind")
+                .local_addr()
+                .expect("addr")
+                .port()
+        })
+        .collect();
+    let addr_of = |id: u64| SocketAddr::from(([127, 0, 0, 1], ports[(id - 1) as usize]));
+    let servers: Vec<Server> = (1..=3u64)
+        .map(|id| {
+            let peers = (1..=3)
+                .filter(|p| *p != id)
+                .map(|p| (p, addr_of(p)))
+                .collect();
+            let storage = StorageMode::Dir {
+                dir: dir.path().join(format!("q{id}")),
+                fsync: true,
+            };
+            let transport = TransportMode::Quic {
+                listen: addr_of(id),
+                tls: synctree_runtime::TlsSource::Dir(certs.clone()),
+            };
+            Server::start(ServerConfig::new(id, peers, storage, transport))
+                .expect("start over QUIC")
+        })
+        .collect();
+    leader_of(&servers.iter().collect::<Vec<_>>());
+    let s = &servers[1];
+    complete(s, s.submit(spawn("Q"))).expect("spawn over QUIC");
+    complete(s, s.submit(set("Q", 42))).expect("set over QUIC");
+    for s in &servers {
+        assert_eq!(read(s, "Q"), Some(Value::Int(42)));
+    }
+}
