@@ -300,13 +300,15 @@ impl SyncedTree {
     fn read_synced(&mut self, path: NodePath, property: StringName) -> Gd<SyncRequest> {
         let desc = format!("read_synced({path}, {property})");
         let req = SyncRequest::new(&desc);
-        match (rel_path(&path), &self.server) {
+        let property = property.to_string();
+        let checked = rel_path(&path).and_then(|p| self.check_property(&p, &property).map(|()| p));
+        match (checked, &self.server) {
             (Err(e), _) => self.failed_now.push((req.clone(), format!("{desc}: {e}"))),
             (Ok(_), None) => self
                 .failed_now
                 .push((req.clone(), format!("{desc}: {}", not_running()))),
             (Ok(p), Some(server)) => {
-                let ticket = server.submit_read(p, property.to_string());
+                let ticket = server.submit_read(p, property);
                 self.requests.insert(ticket, req.clone());
             }
         }

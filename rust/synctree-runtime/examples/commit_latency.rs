@@ -17,14 +17,24 @@ fn main() -> anyhow::Result<()> {
         synctree_net::certs::ensure_dev_cluster(&certs, id)?;
     }
     let ports: Vec<u16> = (0..3)
-        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()))
+        .map(|_| {
+            std::net::UdpSocket::bind("127.0.0.1:0")
+                .and_then(|s| s.local_addr())
+                .map(|a| a.port())
+        })
         .collect::<Result<_, _>>()?;
     let addr = |id: u64| SocketAddr::from(([127, 0, 0, 1], ports[(id - 1) as usize]));
     let servers: Vec<Server> = (1..=3u64)
         .map(|id| {
             let peers = (1..=3).filter(|p| *p != id).map(|p| (p, addr(p))).collect();
-            let storage = StorageMode::Dir { dir: dir.path().join(format!("n{id}")), fsync };
-            let transport = TransportMode::Quic { listen: addr(id), tls: TlsSource::Dir(certs.clone()) };
+            let storage = StorageMode::Dir {
+                dir: dir.path().join(format!("n{id}")),
+                fsync,
+            };
+            let transport = TransportMode::Quic {
+                listen: addr(id),
+                tls: TlsSource::Dir(certs.clone()),
+            };
             Server::start(ServerConfig::new(id, peers, storage, transport))
         })
         .collect::<Result<_, _>>()?;
@@ -33,15 +43,30 @@ fn main() -> anyhow::Result<()> {
         anyhow::ensure!(Instant::now() < deadline, "no leader");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let leader = servers.iter().find(|s| s.status().is_leader).expect("leader");
-    let follower = servers.iter().find(|s| !s.status().is_leader).expect("follower");
-    let spawn = Op::Spawn { parent: String::new(), name: "B".into(), scene: "Node".into(), props: vec![] };
+    let leader = servers
+        .iter()
+        .find(|s| s.status().is_leader)
+        .expect("leader");
+    let follower = servers
+        .iter()
+        .find(|s| !s.status().is_leader)
+        .expect("follower");
+    let spawn = Op::Spawn {
+        parent: String::new(),
+        name: "B".into(),
+        scene: "Node".into(),
+        props: vec![],
+    };
     run(leader, vec![spawn], 1)?;
     println!("fsync: {}", if fsync { "on" } else { "OFF" });
     for (who, s) in [("leader", leader), ("follower", follower)] {
         for inflight in [1usize, 64] {
             let ops: Vec<Op> = (0..500)
-                .map(|i| Op::SetProperty { path: "B".into(), property: "v".into(), value: Value::Int(i) })
+                .map(|i| Op::SetProperty {
+                    path: "B".into(),
+                    property: "v".into(),
+                    value: Value::Int(i),
+                })
                 .collect();
             let start = Instant::now();
             let mut lat = run(s, ops, inflight)?;

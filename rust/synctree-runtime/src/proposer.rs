@@ -19,7 +19,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// Most events in one log entry.
-const MAX_BATCH_EVENTS: usize = 8192;
+/// Most events in one log entry: big enough to amortise a consensus round, small enough
+/// that an AppendEntries of many entries still fits in one heartbeat interval.
+const MAX_BATCH_EVENTS: usize = 2048;
+
+/// Longest wait for one forwarding attempt before the leader is looked up again.
+const FORWARD_ATTEMPT: Duration = Duration::from_secs(1);
 
 /// What [`Inner::route`] carries to the leader.
 enum Routed {
@@ -219,7 +224,7 @@ impl Inner {
             .map_err(|e| ForwardError::Failed(format!("cannot encode request: {e}")))?;
         let left = deadline
             .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1));
+            .clamp(Duration::from_millis(1), FORWARD_ATTEMPT);
         let bytes = match self.transport.request(leader, body, left).await {
             Ok(bytes) => bytes,
             Err(e) => {

@@ -79,6 +79,9 @@ fn raft_config(cfg: &ServerConfig) -> Result<Arc<Config>, StartError> {
         election_timeout_max: t.election_max.as_millis() as u64,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_every),
         max_in_snapshot_log_to_keep: 1000,
+        // openraft gives each AppendEntries one heartbeat interval; keep payloads small
+        // enough for a catching-up follower (fsync included) to answer within it.
+        max_payload_entries: 32,
         ..Default::default()
     };
     Ok(Arc::new(

@@ -1,0 +1,282 @@
+extends Node
+## Dedicated-server scene: one SyncedTree (`World`, configured from the command-line user args
+## `-- --synctree-id=... --synctree-listen=... --synctree-peers=...`) and, when
+## `--synctree-control=PORT` is given, a control server on 127.0.0.1:PORT that `cargo xtask demo`
+## and the end-to-end tests drive.
+##
+## Control protocol: newline-delimited JSON, one reply line per request line, requests of one
+## connection answered in order, several connections served at once.
+##   {"cmd":"status"}  -> {"ok":true,"status":{...SyncedTree.status()...}}
+##   {"cmd":"dump"}    -> {"ok":true,"dump":"..."}
+##   {"cmd":"batch","ops":[op, ...]} -> {"ok":true,"results":[{"ok":..,"error":..,"value":..}],
+##                                       "elapsed_usec":N}
+##       op: {"op":"spawn","parent":"","name":"N1","scene":"Node2D","props":{"position":"Vector2(1, 2)"}}
+##           {"op":"set","path":"N1","property":"position","value":"Vector2(3, 4)"}
+##           {"op":"despawn","path":"N1"}
+##           {"op":"read","path":"N1","property":"position"}   (result "value": var_to_str)
+##       Values are var_to_str strings. All ops of a batch are issued in the same frame, then
+##       awaited.
+##   {"cmd":"quit"}    -> {"ok":true}, then the server stops.
+## A malformed request gets {"ok":false,"error":"..."}.
+
+const CONTROL_ARG := "--synctree-control="
+## A request line longer than this closes the connection.
+const MAX_LINE_BYTES := 64 * 1024 * 1024
+## A request of a batch that has not completed after this long is reported as failed.
+const REQUEST_TIMEOUT_MSEC := 60_000
+## The SyncedTree must be running this long after start, or the server exits with an error.
+const START_TIMEOUT_MSEC := 30_000
+
+
+class Client:
+	var peer: StreamPeerTCP
+	var buffer := PackedByteArray()
+	var queue: Array[String] = []
+	var busy := false
+	var closed := false
+
+	func _init(p: StreamPeerTCP) -> void:
+		peer = p
+
+
+# Untyped on purpose: this script also parses when the extension is not loaded (the
+# scene then reports the missing SyncedTree class itself).
+@onready var world = $World
+
+var _control_port := 0
+var _server: TCPServer
+var _clients: Array[Client] = []
+var _ready_printed := false
+var _started_msec := 0
+var _quitting := false
+
+
+func _ready() -> void:
+	_started_msec = Time.get_ticks_msec()
+	if world == null or not world.has_method("dump"):
+		_fail_startup("the World node is not a SyncedTree: is the synctree extension built and loaded? (run `cargo xtask build`)")
+		return
+	world.leader_changed.connect(_on_leader_changed)
+	for arg in OS.get_cmdline_user_args():
+		if arg.begins_with(CONTROL_ARG):
+			var text := arg.substr(CONTROL_ARG.length())
+			if not text.is_valid_int() or int(text) < 1 or int(text) > 65535:
+				_fail_startup("invalid %s'%s': expected a TCP port 1..65535" % [CONTROL_ARG, text])
+				return
+			_control_port = int(text)
+	if _control_port != 0:
+		_server = TCPServer.new()
+		var err := _server.listen(_control_port, "127.0.0.1")
+		if err != OK:
+			_fail_startup("cannot listen for control connections on 127.0.0.1:%d: %s" % [_control_port, error_string(err)])
+			return
+
+
+func _process(_delta: float) -> void:
+	if _quitting:
+		return
+	if not _ready_printed:
+		if world.is_running():
+			_ready_printed = true
+			print("SYNCTREE READY id=%d control=%d" % [int(world.status().get("id", world.node_id)), _control_port])
+		elif Time.get_ticks_msec() - _started_msec > START_TIMEOUT_MSEC:
+			_fail_startup("the SyncedTree did not start within %d ms (see the errors above)" % START_TIMEOUT_MSEC)
+			return
+		else:
+			return
+	if _server == null:
+		return
+	while _server.is_connection_available():
+		var peer := _server.take_connection()
+		if peer != null:
+			peer.set_no_delay(true)
+			_clients.append(Client.new(peer))
+	for client in _clients.duplicate():
+		_poll_client(client)
+
+
+func _on_leader_changed(leader_id: int) -> void:
+	print("SYNCTREE LEADER id=%d leader=%d term=%d" % [int(world.status().get("id", 0)), leader_id, world.term()])
+
+
+func _fail_startup(message: String) -> void:
+	push_error(message)
+	printerr("SYNCTREE FAILED: " + message)
+	_quitting = true
+	get_tree().quit(1)
+
+
+# --- connections -----------------------------------------------------------------------------
+
+func _poll_client(client: Client) -> void:
+	var peer := client.peer
+	peer.poll()
+	var status := peer.get_status()
+	if status != StreamPeerTCP.STATUS_CONNECTED:
+		if status != StreamPeerTCP.STATUS_CONNECTING:
+			_drop(client)
+		return
+	var available := peer.get_available_bytes()
+	if available > 0:
+		var got: Array = peer.get_partial_data(available)
+		if got[0] != OK:
+			_drop(client)
+			return
+		client.buffer.append_array(got[1])
+	while true:
+		var newline := client.buffer.find(10)
+		if newline < 0:
+			break
+		var line := client.buffer.slice(0, newline).get_string_from_utf8().strip_edges()
+		client.buffer = client.buffer.slice(newline + 1)
+		if not line.is_empty():
+			client.queue.append(line)
+	if client.buffer.size() > MAX_LINE_BYTES:
+		_send(client, _error("request line longer than %d bytes; closing the connection" % MAX_LINE_BYTES))
+		_drop(client)
+		return
+	if not client.busy and not client.queue.is_empty():
+		_serve(client)
+
+
+func _drop(client: Client) -> void:
+	client.closed = true
+	client.peer.disconnect_from_host()
+	_clients.erase(client)
+
+
+func _send(client: Client, reply: Dictionary) -> void:
+	if client.closed or client.peer.get_status() != StreamPeerTCP.STATUS_CONNECTED:
+		return
+	var err := client.peer.put_data((JSON.stringify(reply) + "\n").to_utf8_buffer())
+	if err != OK:
+		_drop(client)
+
+
+## Answers the queued requests of one connection in order (a coroutine: batches await).
+func _serve(client: Client) -> void:
+	client.busy = true
+	while not client.queue.is_empty() and not client.closed:
+		var line: String = client.queue.pop_front()
+		var reply: Dictionary = await _handle(line)
+		_send(client, reply)
+		if _quitting:
+			_quit_after_reply()
+			return
+	client.busy = false
+
+
+func _quit_after_reply() -> void:
+	for client in _clients.duplicate():
+		_drop(client)
+	if _server != null:
+		_server.stop()
+	world.stop()
+	get_tree().quit(0)
+
+
+# --- requests --------------------------------------------------------------------------------
+
+func _error(message: String) -> Dictionary:
+	return {"ok": false, "error": message}
+
+
+func _handle(line: String) -> Dictionary:
+	var json := JSON.new()
+	if json.parse(line) != OK:
+		return _error("malformed JSON (line %d): %s" % [json.get_error_line(), json.get_error_message()])
+	var request = json.data
+	if typeof(request) != TYPE_DICTIONARY:
+		return _error("a request must be a JSON object such as {\"cmd\":\"status\"}")
+	var cmd = request.get("cmd")
+	match cmd:
+		"status":
+			return {"ok": true, "status": world.status()}
+		"dump":
+			return {"ok": true, "dump": world.dump()}
+		"batch":
+			return await _batch(request)
+		"quit":
+			_quitting = true
+			return {"ok": true}
+	return _error("unknown cmd %s: expected \"status\", \"dump\", \"batch\" or \"quit\"" % JSON.stringify(cmd))
+
+
+func _batch(request: Dictionary) -> Dictionary:
+	var ops = request.get("ops")
+	if typeof(ops) != TYPE_ARRAY:
+		return _error("a batch needs an \"ops\" array")
+	# Check every op first so that a malformed batch issues nothing.
+	var calls: Array[Dictionary] = []
+	for i in ops.size():
+		var parsed := _parse_op(ops[i])
+		if parsed.has("error"):
+			return _error("op %d: %s" % [i, parsed["error"]])
+		calls.append(parsed)
+	var started := Time.get_ticks_usec()
+	var pending: Array = []
+	for parsed_op in calls:
+		pending.append(_issue(parsed_op))
+	var deadline := Time.get_ticks_msec() + REQUEST_TIMEOUT_MSEC
+	var results: Array[Dictionary] = []
+	for i in pending.size():
+		var req = pending[i]
+		while not req.done and Time.get_ticks_msec() < deadline:
+			await get_tree().process_frame
+		if not req.done:
+			results.append({"ok": false, "error": "request did not complete within %d ms" % REQUEST_TIMEOUT_MSEC})
+			continue
+		var result := {"ok": req.ok, "error": req.error}
+		if req.ok and calls[i]["op"] == "read":
+			result["value"] = var_to_str(req.result)
+		results.append(result)
+	return {"ok": true, "results": results, "elapsed_usec": Time.get_ticks_usec() - started}
+
+
+## Validates one op; returns the op with parsed values, or {"error": ...}.
+func _parse_op(op) -> Dictionary:
+	if typeof(op) != TYPE_DICTIONARY:
+		return {"error": "an op must be a JSON object"}
+	var kind = op.get("op")
+	var fields: Array
+	match kind:
+		"spawn":
+			fields = ["parent", "name", "scene"]
+		"set":
+			fields = ["path", "property", "value"]
+		"despawn":
+			fields = ["path"]
+		"read":
+			fields = ["path", "property"]
+		_:
+			return {"error": "unknown op %s: expected \"spawn\", \"set\", \"despawn\" or \"read\"" % JSON.stringify(kind)}
+	var parsed := {"op": kind}
+	for field in fields:
+		if typeof(op.get(field)) != TYPE_STRING:
+			return {"error": "%s needs a string \"%s\"" % [kind, field]}
+		parsed[field] = op[field]
+	if kind == "set":
+		parsed["value"] = str_to_var(op["value"])
+	if kind == "spawn":
+		var props = op.get("props", {})
+		if typeof(props) != TYPE_DICTIONARY:
+			return {"error": "spawn \"props\" must be an object of var_to_str strings"}
+		var values := {}
+		for key in props:
+			if typeof(props[key]) != TYPE_STRING:
+				return {"error": "spawn prop \"%s\" must be a var_to_str string" % key}
+			values[StringName(key)] = str_to_var(props[key])
+		parsed["props"] = values
+	return parsed
+
+
+func _issue(op: Dictionary):
+	match op["op"]:
+		"spawn":
+			return world.spawn(NodePath(op["parent"]), StringName(op["name"]), op["scene"], op["props"])
+		"set":
+			return world.set_synced(NodePath(op["path"]), StringName(op["property"]), op["value"])
+		"despawn":
+			return world.despawn(NodePath(op["path"]))
+		_:
+			return world.read_synced(NodePath(op["path"]), StringName(op["property"]))

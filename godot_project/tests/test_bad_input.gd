@@ -1,0 +1,70 @@
+extends "res://tests/support/test_case.gd"
+## Each bad input completes with ok == false, an error naming the problem, and nothing applied.
+
+
+func test_bad_inputs_are_refused_and_change_nothing() -> void:
+	var req = await done(tree.spawn(^".", &"Base", "Node2D", {"position": Vector2(1, 1)}))
+	if not check_ok(req, "spawn Base"):
+		return
+	var dump_before: String = tree.dump()
+	var count_before: int = tree.node_count()
+	var applied: Array = []
+	var spawned: Array = []
+	var despawned: Array = []
+	tree.property_applied.connect(func(p, k, v) -> void: applied.append([p, k, v]))
+	tree.node_spawned.connect(func(p, _n) -> void: spawned.append(p))
+	tree.node_despawned.connect(func(p) -> void: despawned.append(p))
+
+	var cases := [
+		["spawn under an unknown parent", tree.spawn(^"Nope", &"X", "Node", {}), ["Nope"]],
+		["despawn an unknown path", tree.despawn(^"Ghost"), ["Ghost"]],
+		["set on an unknown path", tree.set_synced(^"Ghost", &"position", Vector2.ZERO), ["Ghost"]],
+		["read on an unknown path", tree.read_synced(^"Base/Ghost", &"position"), ["Base/Ghost"]],
+		["duplicate name", tree.spawn(^".", &"Base", "Node", {}), ["Base"]],
+		["scene that does not load", tree.spawn(^".", &"Y", "res://nope.tscn", {}), ["res://nope.tscn"]],
+		["unknown class name", tree.spawn(^".", &"Z", "NoSuchClass", {}), ["NoSuchClass"]],
+		["property the node lacks", tree.set_synced(^"Base", &"no_such_prop", 1), ["no_such_prop"]],
+		["spawn prop the node lacks", tree.spawn(^".", &"W", "Node2D", {"nope_prop": 1}), ["nope_prop"]],
+		["read a property the node lacks", tree.read_synced(^"Base", &"no_such_prop"), ["no_such_prop"]],
+		["Callable value", tree.set_synced(^"Base", &"position", func() -> void: pass), ["Callable"]],
+		["Object value", tree.set_synced(^"Base", &"position", RefCounted.new()), ["Object"]],
+		["Callable in spawn props", tree.spawn(^".", &"V", "Node2D", {"position": func() -> void: pass}), ["Callable"]],
+		["Callable inside an Array", tree.set_synced(^"Base", &"position", [1, func() -> void: pass]), ["Callable"]],
+		["node name with '/'", tree.spawn(^".", &"a/b", "Node", {}), ["a/b"]],
+		["despawn the SyncedTree itself", tree.despawn(^"."), []],
+	]
+	for c in cases:
+		var completions: Array = []
+		record_completion(c[1], completions)
+		c.append(completions)
+	for c in cases:
+		await done(c[1])
+	for c in cases:
+		check_refused(c[1], c[2], c[0])
+		# completed(ok, result): result is the error String when ok == false.
+		check_eq(c[3], [[false, c[1].error]], "%s: completed(ok, result) arguments" % c[0])
+
+	await frames(3)
+	check_eq(tree.dump(), dump_before, "dump unchanged by refused requests")
+	check_eq(tree.node_count(), count_before, "node_count unchanged by refused requests")
+	check_eq(applied, [], "no property_applied for refused requests")
+	check_eq(spawned, [], "no node_spawned for refused requests")
+	check_eq(despawned, [], "no node_despawned for refused requests")
+	check_eq(tree.get_node(^"Base").position, Vector2(1, 1), "Base.position unchanged")
+	check_eq(tree.get_child_count(), 1, "no stray live child was added")
+
+	# The tree still works after the refusals.
+	req = await done(tree.set_synced(^"Base", &"position", Vector2(2, 2)))
+	check_ok(req, "a valid write after the refusals")
+	check_eq(tree.get_node(^"Base").position, Vector2(2, 2), "the valid write applied")
+
+
+func test_refusal_in_a_frame_does_not_disturb_its_neighbours() -> void:
+	var first = tree.spawn(^".", &"A", "Node", {})
+	var bad = tree.spawn(^".", &"A", "Node", {})
+	var last = tree.spawn(^".", &"B", "Node", {})
+	await all_done([first, bad, last])
+	check_ok(first, "first spawn of A")
+	check_refused(bad, ["A"], "second spawn of A in the same frame")
+	check_ok(last, "spawn of B after the refused one")
+	check_eq(tree.dump(), "A (Node)\nB (Node)\n", "dump after a refused op between two good ones")

@@ -1,0 +1,111 @@
+extends "res://tests/support/test_case.gd"
+## spawn / set / read / despawn through the public API, with the canonical dump checked exactly.
+
+
+func test_spawn_set_read_despawn() -> void:
+	var req = await done(tree.spawn(^".", &"N1", "Node2D", {"position": Vector2(1, 2)}))
+	check_ok(req, "spawn N1")
+	check_eq(req.result, null, "result of a successful write")
+	check_eq(tree.dump(), "N1 (Node2D)\n  .position = Vector2(1.0, 2.0)\n", "dump after spawn")
+	var node = tree.get_node_or_null(^"N1")
+	if check(node is Node2D, "N1 is a live Node2D child of the SyncedTree"):
+		check_eq(node.position, Vector2(1, 2), "live position after spawn")
+
+	req = await done(tree.set_synced(^"N1", &"position", Vector2(3, 4)))
+	check_ok(req, "set N1.position")
+	check_eq(tree.dump(), "N1 (Node2D)\n  .position = Vector2(3.0, 4.0)\n", "dump after set")
+	if node != null:
+		check_eq(node.position, Vector2(3, 4), "live position after set")
+
+	req = await done(tree.read_synced(^"N1", &"position"))
+	check_ok(req, "read N1.position")
+	check_eq(req.result, Vector2(3, 4), "read_synced result")
+
+	req = await done(tree.spawn(^"N1", &"Child", "res://demo_world.tscn", {"health": 7, "color": Color(1, 0, 0, 1)}))
+	check_ok(req, "spawn N1/Child from a scene file")
+	req = await done(tree.spawn(^"", &"N2", "Node", {}))
+	check_ok(req, "spawn N2 under ^\"\"")
+	check_eq(tree.dump(),
+		"N1 (Node2D)\n"
+		+ "  .position = Vector2(3.0, 4.0)\n"
+		+ "  Child (res://demo_world.tscn)\n"
+		+ "    .color = Color(1.0, 0.0, 0.0, 1.0)\n"
+		+ "    .health = 7\n"
+		+ "N2 (Node)\n",
+		"dump with a nested scene node")
+	check_eq(tree.node_count(), 3, "node_count with a nested node")
+	var child = tree.get_node_or_null(^"N1/Child")
+	if check(child != null, "N1/Child exists in the live tree"):
+		check_eq(child.health, 7, "live N1/Child.health")
+		check_eq(child.scene_file_path, "res://demo_world.tscn", "N1/Child was instantiated from its scene")
+
+	req = await done(tree.read_synced(^"N1/Child", &"health"))
+	check_ok(req, "read N1/Child.health")
+	check_eq(req.result, 7, "read N1/Child.health")
+
+	req = await done(tree.despawn(^"N1"))
+	check_ok(req, "despawn N1")
+	check_eq(tree.dump(), "N2 (Node)\n", "dump after despawning N1 (and its child)")
+	check_eq(tree.node_count(), 1, "node_count after despawn")
+	check(tree.get_node_or_null(^"N1") == null, "N1 left the live tree")
+
+	req = await done(tree.despawn(^"N2"))
+	check_ok(req, "despawn N2")
+	check_eq(tree.dump(), "", "dump of an empty tree")
+	check_eq(tree.node_count(), 0, "node_count of an empty tree")
+
+
+func test_status_getters() -> void:
+	check(tree.is_running(), "is_running")
+	check(tree.is_leader(), "a single server is leader")
+	check_eq(tree.leader_id(), 1, "leader_id")
+	check(tree.term() >= 1, "term >= 1, got %d" % tree.term())
+	var before: int = tree.applied_index()
+	var req = await done(tree.spawn(^".", &"A", "Node", {}))
+	check_ok(req, "spawn A")
+	check(tree.commit_index() > before, "commit_index advanced past %d (now %d)" % [before, tree.commit_index()])
+	check(tree.applied_index() > before, "applied_index advanced past %d (now %d)" % [before, tree.applied_index()])
+	check(tree.applied_index() <= tree.commit_index(), "applied_index <= commit_index")
+	var status: Dictionary = tree.status()
+	for key in ["id", "leader", "is_leader", "term", "commit", "applied", "nodes"]:
+		check(status.has(key), "status() has '%s' (got %s)" % [key, status])
+	check_eq(status.get("id"), 1, "status.id")
+	check_eq(status.get("leader"), 1, "status.leader")
+	check_eq(status.get("is_leader"), true, "status.is_leader")
+	check_eq(status.get("term"), tree.term(), "status.term")
+	check_eq(status.get("nodes"), 1, "status.nodes")
+	check(int(status.get("applied", 0)) >= before + 1, "status.applied")
+
+
+func test_start_stop_and_bad_config() -> void:
+	var other = ClassDB.instantiate("SyncedTree")
+	other.name = "Other"
+	other.node_id = 1
+	other.listen_address = "127.0.0.1:0"
+	other.in_memory = true
+	other.autostart = false
+	var leaders: Array = []
+	other.leader_changed.connect(func(id: int) -> void: leaders.append(id))
+	tree.get_parent().add_child(other)
+	check(not other.is_running(), "autostart = false: not running after _ready")
+	check(other.start(), "start() with a valid configuration")
+	check(other.is_running(), "is_running after start()")
+	var deadline := Time.get_ticks_msec() + 10_000
+	while not leaders.has(1) and Time.get_ticks_msec() < deadline:
+		await frames(1)
+	check(leaders.has(1), "leader_changed(1) emitted after start (got %s)" % [leaders])
+	other.stop()
+	check(not other.is_running(), "not running after stop()")
+	other.queue_free()
+
+	var bad = ClassDB.instantiate("SyncedTree")
+	bad.name = "Bad"
+	bad.node_id = 1
+	bad.listen_address = "127.0.0.1:0"
+	bad.peers = "this is not a peer list"
+	bad.in_memory = true
+	bad.autostart = false
+	tree.get_parent().add_child(bad)
+	check(not bad.start(), "start() refuses a malformed peers list")
+	check(not bad.is_running(), "not running after a refused start()")
+	bad.queue_free()

@@ -1,0 +1,478 @@
+//! Starting, killing and restarting headless Godot servers, and waiting on them.
+
+use crate::control::Control;
+use crate::godot::{extension_library, godot_binary, godot_project};
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// Log markers that fail a run wherever they appear.
+pub const FATAL_MARKERS: [&str; 2] = ["SCRIPT ERROR", "panicked"];
+const READY_MARKER: &str = "SYNCTREE READY id=";
+
+/// How to start a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub servers: usize,
+    /// `--synctree-fsync=`; true is the default of a real deployment.
+    pub fsync: bool,
+    /// Extra Godot (engine) arguments, placed before `--`.
+    pub godot_args: Vec<String>,
+    /// How long a server may take to print READY.
+    pub ready_timeout: Duration,
+    /// Keep the temp folder (logs, data) after the cluster is dropped.
+    pub keep_dir: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            servers: 3,
+            fsync: true,
+            godot_args: Vec::new(),
+            ready_timeout: Duration::from_secs(60),
+            keep_dir: std::env::var_os("SYNCTREE_KEEP_LOGS").is_some(),
+        }
+    }
+}
+
+/// One server process and its fixed ports and folders (kept across restarts).
+pub struct Server {
+    pub id: u64,
+    pub quic_port: u16,
+    pub control_port: u16,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+    /// Log length when the current process started (READY must appear after it).
+    log_offset: u64,
+}
+
+impl Server {
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+/// A set of headless Godot servers forming one SyncedTree cluster on loopback.
+pub struct Cluster {
+    pub servers: Vec<Server>,
+    godot: PathBuf,
+    dir: Option<tempfile::TempDir>,
+    dir_path: PathBuf,
+    config: ClusterConfig,
+}
+
+impl Cluster {
+    /// Starts every server and waits until each printed READY.
+    pub fn start(config: ClusterConfig) -> Result<Cluster> {
+        extension_library()?;
+        let godot = godot_binary()?;
+        let dir = tempfile::Builder::new().prefix("synctree-e2e-").tempdir()?;
+        let dir_path = dir.path().to_path_buf();
+        let ports = free_ports(config.servers)?;
+        let servers = ports
+            .iter()
+            .enumerate()
+            .map(|(i, &(quic_port, control_port))| {
+                let id = i as u64 + 1;
+                Server {
+                    id,
+                    quic_port,
+                    control_port,
+                    data_dir: dir_path.join(format!("data-{id}")),
+                    log_path: dir_path.join(format!("server-{id}.log")),
+                    child: None,
+                    log_offset: 0,
+                }
+            })
+            .collect();
+        let mut cluster = Cluster {
+            servers,
+            godot,
+            dir: Some(dir),
+            dir_path,
+            config,
+        };
+        for id in cluster.ids() {
+            cluster.spawn(id)?;
+        }
+        for id in cluster.ids() {
+            cluster.wait_ready(id)?;
+        }
+        Ok(cluster)
+    }
+
+    /// The folder with the logs, data directories and certificates.
+    pub fn dir(&self) -> &Path {
+        &self.dir_path
+    }
+
+    pub fn godot(&self) -> &Path {
+        &self.godot
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.servers.iter().map(|s| s.id).collect()
+    }
+
+    /// Ids of the servers whose process runs.
+    pub fn live_ids(&self) -> Vec<u64> {
+        self.servers
+            .iter()
+            .filter(|s| s.is_running())
+            .map(|s| s.id)
+            .collect()
+    }
+
+    pub fn server(&self, id: u64) -> &Server {
+        &self.servers[(id - 1) as usize]
+    }
+
+    fn server_mut(&mut self, id: u64) -> &mut Server {
+        &mut self.servers[(id - 1) as usize]
+    }
+
+    /// The command line of server `id`.
+    pub fn command_line(&self, id: u64) -> Vec<String> {
+        let s = self.server(id);
+        let peers: Vec<String> = self
+            .servers
+            .iter()
+            .filter(|p| p.id != id)
+            .map(|p| format!("{}@127.0.0.1:{}", p.id, p.quic_port))
+            .collect();
+        let mut args = vec![
+            "--headless".to_owned(),
+            "--path".to_owned(),
+            godot_project().display().to_string(),
+        ];
+        args.extend(self.config.godot_args.iter().cloned());
+        args.extend([
+            "res://server.tscn".to_owned(),
+            "--".to_owned(),
+            format!("--synctree-id={id}"),
+            format!("--synctree-listen=127.0.0.1:{}", s.quic_port),
+            format!("--synctree-peers={}", peers.join(",")),
+            format!(
+                "--synctree-dev-certs={}",
+                self.dir_path.join("certs").display()
+            ),
+            format!("--synctree-data-dir={}", s.data_dir.display()),
+            format!("--synctree-fsync={}", self.config.fsync),
+            format!("--synctree-control={}", s.control_port),
+        ]);
+        args
+    }
+
+    fn spawn(&mut self, id: u64) -> Result<()> {
+        let args = self.command_line(id);
+        let godot = self.godot.clone();
+        let server = self.server_mut(id);
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&server.log_path)
+            .with_context(|| format!("cannot open {}", server.log_path.display()))?;
+        server.log_offset = log.seek(SeekFrom::End(0))?;
+        let child = Command::new(&godot)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("cannot start {}", godot.display()))?;
+        server.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits until server `id` printed READY (after its latest start).
+    pub fn wait_ready(&mut self, id: u64) -> Result<()> {
+        let deadline = Instant::now() + self.config.ready_timeout;
+        loop {
+            let (path, offset) = {
+                let s = self.server(id);
+                (s.log_path.clone(), s.log_offset)
+            };
+            if read_from(&path, offset)?.contains(READY_MARKER) {
+                return Ok(());
+            }
+            if let Some(child) = self.server_mut(id).child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    self.server_mut(id).child = None;
+                    bail!(
+                        "server {id} exited ({status}) before it was ready\n{}",
+                        self.log_tail(id, 40)
+                    );
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "server {id} printed no READY line within {:?}\n{}",
+                    self.config.ready_timeout,
+                    self.log_tail(id, 40)
+                );
+            }
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `kill -9` server `id`.
+    pub fn kill(&mut self, id: u64) -> Result<()> {
+        if let Some(mut child) = self.server_mut(id).child.take() {
+            child.kill().ok();
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts server `id` again from its data directory and waits until it is ready.
+    pub fn restart(&mut self, id: u64) -> Result<()> {
+        if self.server(id).is_running() {
+            bail!("server {id} is still running");
+        }
+        self.spawn(id)?;
+        self.wait_ready(id)
+    }
+
+    /// A new control connection to server `id`.
+    pub fn control(&self, id: u64) -> Result<Control> {
+        Control::connect(self.server(id).control_port, Duration::from_secs(5))
+            .with_context(|| format!("server {id}"))
+    }
+
+    /// `status()` of every live server, by id.
+    pub fn statuses(&self) -> Vec<(u64, Result<Value>)> {
+        self.live_ids()
+            .into_iter()
+            .map(|id| (id, self.control(id).and_then(|mut c| c.status())))
+            .collect()
+    }
+
+    /// Waits until every live server names the same leader, and that leader says it leads.
+    pub fn wait_leader(&self, timeout: Duration) -> Result<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let statuses = self.statuses();
+            let leaders: Vec<u64> = statuses
+                .iter()
+                .filter_map(|(_, s)| s.as_ref().ok())
+                .map(|s| s.get("leader").and_then(Value::as_u64).unwrap_or(0))
+                .collect();
+            if leaders.len() == statuses.len() && !leaders.is_empty() {
+                let l = leaders[0];
+                if l != 0 && leaders.iter().all(|&x| x == l) {
+                    let leads = statuses.iter().any(|(id, s)| {
+                        *id == l
+                            && s.as_ref()
+                                .ok()
+                                .and_then(|s| s.get("is_leader"))
+                                .and_then(Value::as_bool)
+                                == Some(true)
+                    });
+                    if leads {
+                        return Ok(l);
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "no agreed leader within {timeout:?}; last statuses: {statuses:?}\n{}",
+                    self.log_tails(30)
+                );
+            }
+            sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until every live server returns the same dump; returns it.
+    pub fn wait_converged(&self, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let dumps = self.dumps();
+            let texts: Vec<&String> = dumps.iter().filter_map(|(_, d)| d.as_ref().ok()).collect();
+            if texts.len() == dumps.len()
+                && !texts.is_empty()
+                && texts.iter().all(|d| *d == texts[0])
+            {
+                return Ok(texts[0].clone());
+            }
+            if Instant::now() > deadline {
+                let summary: Vec<String> = dumps
+                    .iter()
+                    .map(|(id, d)| match d {
+                        Ok(d) => format!("server {id}: {} lines", d.lines().count()),
+                        Err(e) => format!("server {id}: {e:#}"),
+                    })
+                    .collect();
+                let statuses: Vec<String> = self
+                    .statuses()
+                    .into_iter()
+                    .map(|(id, s)| format!("server {id}: {:?}", s.map_err(|e| e.to_string())))
+                    .collect();
+                bail!(
+                    "dumps did not converge within {timeout:?}: {}\n{}\n{}",
+                    summary.join("; "),
+                    statuses.join("\n"),
+                    first_difference(&dumps)
+                );
+            }
+            sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `dump()` of every live server, by id.
+    pub fn dumps(&self) -> Vec<(u64, Result<String>)> {
+        self.live_ids()
+            .into_iter()
+            .map(|id| (id, self.control(id).and_then(|mut c| c.dump())))
+            .collect()
+    }
+
+    /// Fails if any log holds a `SCRIPT ERROR` or a Rust panic.
+    pub fn check_logs(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        for s in &self.servers {
+            let text = read_from(&s.log_path, 0)?;
+            for (n, line) in text.lines().enumerate() {
+                if FATAL_MARKERS.iter().any(|m| line.contains(m)) {
+                    problems.push(format!("server {} log line {}: {line}", s.id, n + 1));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow!("{}\n{}", problems.join("\n"), self.log_tails(30)))
+        }
+    }
+
+    /// The last `lines` lines of server `id`'s log.
+    pub fn log_tail(&self, id: u64, lines: usize) -> String {
+        let s = self.server(id);
+        let text = read_from(&s.log_path, 0).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        let tail = &all[all.len().saturating_sub(lines)..];
+        format!(
+            "--- last {} lines of {} ---\n{}\n",
+            tail.len(),
+            s.log_path.display(),
+            tail.join("\n")
+        )
+    }
+
+    pub fn log_tails(&self, lines: usize) -> String {
+        self.ids()
+            .into_iter()
+            .map(|id| self.log_tail(id, lines))
+            .collect()
+    }
+
+    /// Asks every live server to quit, then kills those still running after a grace period.
+    pub fn stop(&mut self) {
+        for id in self.live_ids() {
+            if let Ok(mut c) = self.control(id) {
+                let _ = c.quit();
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for s in &mut self.servers {
+            if let Some(mut child) = s.child.take() {
+                loop {
+                    match child.try_wait() {
+                        Ok(Some(_)) => break,
+                        Ok(None) if Instant::now() < deadline => sleep(Duration::from_millis(50)),
+                        _ => {
+                            child.kill().ok();
+                            child.wait().ok();
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps the temp folder after the cluster is dropped (to read the logs); returns it.
+    pub fn keep_dir(&mut self) -> PathBuf {
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.keep();
+        }
+        self.dir_path.clone()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for s in &mut self.servers {
+            if let Some(mut child) = s.child.take() {
+                child.kill().ok();
+                child.wait().ok();
+            }
+        }
+        if self.config.keep_dir || std::thread::panicking() {
+            let dir = self.keep_dir();
+            eprintln!("server logs and data kept in {}", dir.display());
+        }
+    }
+}
+
+/// `count` pairs of (UDP port for QUIC, TCP port for control), all distinct and free now.
+fn free_ports(count: usize) -> Result<Vec<(u16, u16)>> {
+    let mut udp = Vec::new();
+    let mut tcp = Vec::new();
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let u = UdpSocket::bind("127.0.0.1:0")?;
+        let t = TcpListener::bind("127.0.0.1:0")?;
+        out.push((u.local_addr()?.port(), t.local_addr()?.port()));
+        udp.push(u);
+        tcp.push(t);
+    }
+    Ok(out)
+}
+
+fn read_from(path: &Path, offset: u64) -> Result<String> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    file.seek(SeekFrom::Start(offset))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The first line where two dumps differ, for failure messages.
+fn first_difference(dumps: &[(u64, Result<String>)]) -> String {
+    let ok: Vec<(u64, &String)> = dumps
+        .iter()
+        .filter_map(|(id, d)| d.as_ref().ok().map(|d| (*id, d)))
+        .collect();
+    let Some((base_id, base)) = ok.first() else {
+        return String::new();
+    };
+    for (id, other) in ok.iter().skip(1) {
+        let a: Vec<&str> = base.lines().collect();
+        let b: Vec<&str> = other.lines().collect();
+        for i in 0..a.len().max(b.len()) {
+            let (x, y) = (a.get(i), b.get(i));
+            if x != y {
+                return format!(
+                    "first difference at dump line {}: server {base_id}: {:?} / server {id}: {:?}",
+                    i + 1,
+                    x,
+                    y
+                );
+            }
+        }
+    }
+    String::new()
+}

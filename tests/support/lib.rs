@@ -1,0 +1,24 @@
+//! End-to-end harness: several headless Godot servers (`godot_project/server.tscn`) over real
+//! QUIC on loopback, driven through the line-based JSON control port of `server.gd`.
+//!
+//! ```text
+//!   test / cargo xtask demo
+//!      │ Cluster::start(n)          spawn `godot --headless ... -- --synctree-id=i ...`,
+//!      │                            logs in a temp dir, wait for "SYNCTREE READY"
+//!      │ Control (TcpStream)  ───▶  {"cmd":"batch","ops":[...]} / status / dump / quit
+//!      │ kill(id) / restart(id)     SIGKILL, then start again from the same data directory
+//!      ▼ check_logs()               no "SCRIPT ERROR", no "panicked"
+//! ```
+//!
+//! Needs the built extension (`cargo xtask build`) and a Godot 4 binary (`GODOT4_BIN`, else
+//! `tools/provision-godot.sh` finds or provisions one).
+
+mod cluster;
+mod control;
+mod dump;
+mod godot;
+
+pub use cluster::{Cluster, ClusterConfig, Server};
+pub use control::{BatchReply, Control, Op, OpResult};
+pub use dump::{parse_dump, DumpNode};
+pub use godot::{extension_library, godot_binary, godot_project, repo_root, EXTENSION_SO};
