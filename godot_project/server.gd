@@ -17,6 +17,7 @@ extends Node
 ##       Values are var_to_str strings. All ops of a batch are issued in the same frame, then
 ##       awaited.
 ##   {"cmd":"quit"}    -> {"ok":true}, then the server stops.
+##   Benchmark commands (cargo xtask bench): see bench.gd.
 ## A malformed request gets {"ok":false,"error":"..."}.
 
 const CONTROL_ARG := "--synctree-control="
@@ -49,6 +50,11 @@ var _clients: Array[Client] = []
 var _ready_printed := false
 var _started_msec := 0
 var _quitting := false
+var _bench: RefCounted
+
+## Benchmark commands, served by bench.gd (see there).
+const BENCH_COMMANDS := ["watch_property", "watch_result", "set_load", "watch_spawns",
+		"watch_spawns_result", "spawn_load", "add_child_baseline", "apply_cost"]
 
 
 func _ready() -> void:
@@ -199,6 +205,10 @@ func _handle(line: String) -> Dictionary:
 		"quit":
 			_quitting = true
 			return {"ok": true}
+	if typeof(cmd) == TYPE_STRING and cmd in BENCH_COMMANDS:
+		if _bench == null:
+			_bench = load("res://bench.gd").new(world, get_tree())
+		return await _bench.handle(request)
 	return _error("unknown cmd %s: expected \"status\", \"dump\", \"batch\" or \"quit\"" % JSON.stringify(cmd))
 
 

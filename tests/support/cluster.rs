@@ -223,6 +223,11 @@ impl Cluster {
         }
     }
 
+    /// The OS process id of server `id`, if it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.server(id).child.as_ref().map(|c| c.id())
+    }
+
     /// `kill -9` server `id`.
     pub fn kill(&mut self, id: u64) -> Result<()> {
         if let Some(mut child) = self.server_mut(id).child.take() {

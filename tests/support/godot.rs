@@ -30,6 +30,12 @@ pub fn godot_binary() -> Result<PathBuf> {
         }
         return Ok(bin);
     }
+    provision_godot()
+}
+
+/// Runs `tools/provision-godot.sh` (which says on stderr which Godot it found or unpacked)
+/// and returns the binary it printed.
+pub fn provision_godot() -> Result<PathBuf> {
     let script = repo_root().join("tools/provision-godot.sh");
     let out = Command::new("bash")
         .arg(&script)

@@ -21,4 +21,6 @@ mod godot;
 pub use cluster::{Cluster, ClusterConfig, Server};
 pub use control::{BatchReply, Control, Op, OpResult};
 pub use dump::{parse_dump, DumpNode};
-pub use godot::{extension_library, godot_binary, godot_project, repo_root, EXTENSION_SO};
+pub use godot::{
+    extension_library, godot_binary, godot_project, provision_godot, repo_root, EXTENSION_SO,
+};

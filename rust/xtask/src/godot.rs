@@ -1,28 +1,13 @@
 //! Which Godot 4 binary is used: `tools/provision-godot.sh` decides (`$GODOT4_BIN`, then `godot`
 //! on PATH if it is 4.x, then a provisioned copy in a cache folder) and says so on stderr.
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 /// Finds or provisions Godot 4; exports `GODOT4_BIN` for child processes; returns the path.
 pub fn godot() -> Result<PathBuf> {
     eprintln!("xtask: finding Godot 4 (tools/provision-godot.sh; a first provisioning downloads ~200 MB)...");
-    let script = crate::repo_root().join("tools/provision-godot.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("cannot run {}", script.display()))?;
-    if !out.status.success() {
-        bail!("{} failed ({})", script.display(), out.status);
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let Some(path) = stdout.lines().rev().map(str::trim).find(|l| !l.is_empty()) else {
-        bail!("{} printed no Godot path", script.display());
-    };
-    let path = PathBuf::from(path);
+    let path = synctree_e2e::provision_godot()?;
     // The script has said on stderr where this Godot comes from and its version.
     eprintln!("xtask: using Godot at {}", path.display());
     // Set before this process starts any thread; the e2e harness and tests read it.

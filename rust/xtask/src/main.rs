@@ -8,6 +8,7 @@
 //!   cargo xtask test               build + Godot + cargo nextest/test + GDScript runner ─▶ summary
 //! ```
 
+mod bench;
 mod build;
 mod demo;
 mod godot;
@@ -38,6 +39,8 @@ enum Command {
     Godot,
     /// Start headless servers on loopback, drive them, and print whether they agree.
     Demo(demo::DemoArgs),
+    /// Measure latency, throughput, spawn convergence, apply cost and memory (README figures).
+    Bench(bench::BenchArgs),
     /// Run every test: cargo tests and the Godot-side GDScript tests (what CI runs).
     Test(test::TestArgs),
 }
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         }),
         Command::Demo(args) => demo::demo(&args),
         Command::Test(args) => test::test(&args),
+        Command::Bench(args) => bench::bench(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

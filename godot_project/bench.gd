@@ -1,0 +1,155 @@
+extends RefCounted
+## Benchmark commands of the control protocol, used by `cargo xtask bench`. Times are wall
+## clock microseconds (`Time.get_unix_time_from_system`), comparable across the server
+## processes of one machine.
+##   {"cmd":"watch_property","path":P,"property":Q}  start recording when each int value of P.Q
+##                                                    is applied to this server's live tree
+##   {"cmd":"watch_result","stop":true}              -> {"values":[...],"usec":[...]}; stop unless
+##                                                    "stop" is false
+##   {"cmd":"set_load","path":P,"property":Q,"start":S,"count":N,"inflight":K}
+##        set P.Q to S, S+1, ... keeping K requests in flight -> {"calls_usec":[...],"failed":F,
+##        "start_usec":..,"end_usec":..}
+##   {"cmd":"watch_spawns","prefix":X,"count":N}      record when the N-th node named X* spawns
+##   {"cmd":"watch_spawns_result"}                    -> {"seen":n,"done_usec":t}
+##   {"cmd":"spawn_load","prefix":X,"count":N,"scene":S}  N spawns in one frame -> {"start_usec":..}
+##   {"cmd":"add_child_baseline","count":N,"scene":S} plain instantiate + add_child of N, timed
+##   {"cmd":"apply_cost","path":P,"property":Q,"count":N}  SyncedTree.measure_apply_cost
+
+var _world
+var _tree: SceneTree
+var _watch_path := NodePath()
+var _watch_property := StringName()
+var _watch_values := PackedInt64Array()
+var _watch_usec := PackedInt64Array()
+var _spawn_prefix := ""
+var _spawn_count := 0
+var _spawn_seen := 0
+var _spawn_done_usec := 0
+
+
+func _init(world, tree: SceneTree) -> void:
+	_world = world
+	_tree = tree
+
+
+static func now_usec() -> int:
+	return int(Time.get_unix_time_from_system() * 1_000_000.0)
+
+
+func handle(request: Dictionary) -> Dictionary:
+	match request.get("cmd"):
+		"watch_property":
+			_watch_path = NodePath(str(request.get("path", "")))
+			_watch_property = StringName(str(request.get("property", "")))
+			_watch_values = PackedInt64Array()
+			_watch_usec = PackedInt64Array()
+			if not _world.property_applied.is_connected(_on_property_applied):
+				_world.property_applied.connect(_on_property_applied)
+			return {"ok": true}
+		"watch_result":
+			if request.get("stop", true) and _world.property_applied.is_connected(_on_property_applied):
+				_world.property_applied.disconnect(_on_property_applied)
+			return {"ok": true, "values": Array(_watch_values), "usec": Array(_watch_usec)}
+		"set_load":
+			return await _set_load(request)
+		"watch_spawns":
+			_spawn_prefix = str(request.get("prefix", ""))
+			_spawn_count = int(request.get("count", 0))
+			_spawn_seen = 0
+			_spawn_done_usec = 0
+			if not _world.node_spawned.is_connected(_on_node_spawned):
+				_world.node_spawned.connect(_on_node_spawned)
+			return {"ok": true}
+		"watch_spawns_result":
+			if _world.node_spawned.is_connected(_on_node_spawned):
+				_world.node_spawned.disconnect(_on_node_spawned)
+			return {"ok": true, "seen": _spawn_seen, "done_usec": _spawn_done_usec}
+		"spawn_load":
+			return await _spawn_load(request)
+		"add_child_baseline":
+			return _add_child_baseline(request)
+		"apply_cost":
+			var d: Dictionary = _world.measure_apply_cost(NodePath(str(request.get("path"))),
+					StringName(str(request.get("property"))), int(request.get("count", 10000)))
+			d["ok"] = true
+			return d
+	return {"ok": false, "error": "unknown bench cmd %s" % JSON.stringify(request.get("cmd"))}
+
+
+func _on_property_applied(path: NodePath, property: StringName, value) -> void:
+	if path == _watch_path and property == _watch_property and typeof(value) == TYPE_INT:
+		_watch_values.append(value)
+		_watch_usec.append(now_usec())
+
+
+func _on_node_spawned(path: NodePath, _node: Node) -> void:
+	if str(path).begins_with(_spawn_prefix):
+		_spawn_seen += 1
+		if _spawn_seen == _spawn_count:
+			_spawn_done_usec = now_usec()
+
+
+func _set_load(request: Dictionary) -> Dictionary:
+	var path := NodePath(str(request.get("path")))
+	var property := StringName(str(request.get("property")))
+	var start := int(request.get("start", 0))
+	var count := int(request.get("count", 1000))
+	var inflight := maxi(1, int(request.get("inflight", 1)))
+	var calls := PackedInt64Array()
+	calls.resize(count)
+	var pending: Array = []
+	var next := 0
+	var done := 0
+	var failed := 0
+	var first_error := ""
+	var started := now_usec()
+	while done < count:
+		while next < count and pending.size() < inflight:
+			calls[next] = now_usec()
+			pending.append(_world.set_synced(path, property, start + next))
+			next += 1
+		await _tree.process_frame
+		var still: Array = []
+		for r in pending:
+			if r.done:
+				done += 1
+				if not r.ok:
+					failed += 1
+					if first_error == "":
+						first_error = r.error
+			else:
+				still.append(r)
+		pending = still
+	return {"ok": true, "calls_usec": Array(calls), "failed": failed, "first_error": first_error,
+			"start_usec": started, "end_usec": now_usec()}
+
+
+func _spawn_load(request: Dictionary) -> Dictionary:
+	var prefix := str(request.get("prefix", "S"))
+	var count := int(request.get("count", 100))
+	var scene := str(request.get("scene", "Node"))
+	var started := now_usec()
+	var reqs: Array = []
+	for i in count:
+		reqs.append(_world.spawn(^".", StringName("%s%d" % [prefix, i]), scene))
+	for r in reqs:
+		while not r.done:
+			await _tree.process_frame
+	var failed := reqs.filter(func(r): return not r.ok).size()
+	return {"ok": true, "start_usec": started, "failed": failed}
+
+
+func _add_child_baseline(request: Dictionary) -> Dictionary:
+	var count := int(request.get("count", 100))
+	var scene_path := str(request.get("scene", ""))
+	var packed: PackedScene = load(scene_path) if scene_path.begins_with("res://") else null
+	var holder := Node.new()
+	_tree.root.add_child(holder)
+	var started := Time.get_ticks_usec()
+	for i in count:
+		var node: Node = packed.instantiate() if packed != null else ClassDB.instantiate(scene_path)
+		node.name = "B%d" % i
+		holder.add_child(node)
+	var usec := Time.get_ticks_usec() - started
+	holder.queue_free()
+	return {"ok": true, "usec": usec}
