@@ -112,6 +112,10 @@ pub enum Applied {
 pub struct LiveTree {
     pub mirror: ShadowTree,
     pub scenes: SceneCache,
+    /// Live nodes by synced path, so a committed effect does not resolve a NodePath.
+    nodes: HashMap<String, InstanceId>,
+    /// Property names as StringNames, made once.
+    names: HashMap<String, StringName>,
 }
 
 fn node_at(root: &Gd<Node>, path: &str) -> Option<Gd<Node>> {
@@ -127,6 +131,8 @@ impl LiveTree {
         LiveTree {
             mirror: ShadowTree::new(),
             scenes: SceneCache::default(),
+            nodes: HashMap::new(),
+            names: HashMap::new(),
         }
     }
 
@@ -145,6 +151,33 @@ impl LiveTree {
             }
         }
         self.mirror = ShadowTree::new();
+        self.nodes.clear();
+    }
+
+    /// The live node at a synced path (the SyncedTree itself for `""`).
+    fn node(&mut self, root: &Gd<Node>, path: &str) -> Option<Gd<Node>> {
+        if path.is_empty() {
+            return Some(root.clone());
+        }
+        if let Some(node) = self
+            .nodes
+            .get(path)
+            .and_then(|id| Gd::<Node>::try_from_instance_id(*id).ok())
+        {
+            return Some(node);
+        }
+        let node = node_at(root, path)?;
+        self.nodes.insert(path.to_owned(), node.instance_id());
+        Some(node)
+    }
+
+    fn name(&mut self, property: &str) -> StringName {
+        if let Some(n) = self.names.get(property) {
+            return n.clone();
+        }
+        let n = StringName::from(property);
+        self.names.insert(property.to_owned(), n.clone());
+        n
     }
 
     /// Carries out one committed effect on the scene tree.
@@ -156,7 +189,7 @@ impl LiveTree {
                 scene,
                 props,
             } => {
-                let Some(mut parent_node) = node_at(root, &parent) else {
+                let Some(mut parent_node) = self.node(root, &parent) else {
                     godot_error!("synctree: committed spawn under '{parent}', which is missing from the live tree");
                     return Applied::Nothing;
                 };
@@ -166,10 +199,12 @@ impl LiveTree {
                 });
                 node.set_name(name.as_str());
                 for (prop, value) in &props {
-                    node.set(prop.as_str(), &from_value(value));
+                    let prop = self.name(prop);
+                    node.set(&prop, &from_value(value));
                 }
                 parent_node.add_child(&node);
                 let path = synctree_proto::join(&parent, &name);
+                self.nodes.insert(path.clone(), node.instance_id());
                 let _ = self.mirror.apply(&Op::Spawn {
                     parent,
                     name,
@@ -179,12 +214,15 @@ impl LiveTree {
                 Applied::Spawned { path, node }
             }
             Effect::Despawned { path } => {
-                if let Some(mut node) = node_at(root, &path) {
+                let prefix = format!("{path}/");
+                self.nodes.retain(|p, _| !p.starts_with(&prefix));
+                if let Some(mut node) = self.node(root, &path) {
                     if let Some(mut parent) = node.get_parent() {
                         parent.remove_child(&node);
                     }
                     node.queue_free();
                 }
+                self.nodes.remove(&path);
                 let _ = self.mirror.apply(&Op::Despawn { path: path.clone() });
                 Applied::Despawned { path }
             }
@@ -194,8 +232,9 @@ impl LiveTree {
                 value,
             } => {
                 let variant = from_value(&value);
-                match node_at(root, &path) {
-                    Some(mut node) => node.set(property.as_str(), &variant),
+                let name = self.name(&property);
+                match self.node(root, &path) {
+                    Some(mut node) => node.set(&name, &variant),
                     None => godot_error!("synctree: committed property '{property}' of '{path}', which is missing from the live tree"),
                 }
                 let _ = self.mirror.apply(&Op::SetProperty {

@@ -345,13 +345,16 @@ impl SyncedTree {
             .base()
             .get_signal_connection_list("property_applied")
             .is_empty();
-        let started = std::time::Instant::now();
-        for i in 0..count {
-            let effect = Effect::PropertySet {
+        // Effects arrive ready-made from the state machine; build them before timing.
+        let effects: Vec<Effect> = (0..count)
+            .map(|i| Effect::PropertySet {
                 path: rel.clone(),
                 property: prop.clone(),
                 value: synctree_proto::Value::Int(i),
-            };
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        for effect in effects {
             if let live::Applied::Set {
                 path,
                 property,

@@ -57,7 +57,7 @@ fn main() -> anyhow::Result<()> {
         scene: "Node".into(),
         props: vec![],
     };
-    run(leader, vec![spawn], 1)?;
+    run(leader, &servers, vec![spawn], 1)?;
     println!("fsync: {}", if fsync { "on" } else { "OFF" });
     for (who, s) in [("leader", leader), ("follower", follower)] {
         for inflight in [1usize, 64] {
@@ -69,7 +69,7 @@ fn main() -> anyhow::Result<()> {
                 })
                 .collect();
             let start = Instant::now();
-            let mut lat = run(s, ops, inflight)?;
+            let mut lat = run(s, &servers, ops, inflight)?;
             let secs = start.elapsed().as_secs_f64();
             lat.sort();
             let p = |q: f64| lat[((lat.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1e3;
@@ -81,11 +81,44 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
+    // Commit on the issuer vs applied on every server (followers learn the commit later).
+    let mut all = Vec::new();
+    for i in 0..200 {
+        let t = Instant::now();
+        let ticket = leader.submit(Op::SetProperty {
+            path: "B".into(),
+            property: "w".into(),
+            value: Value::Int(i),
+        });
+        let index = loop {
+            let mut buf = Vec::new();
+            leader.poll_completions(&mut buf);
+            if let Some(c) = buf.into_iter().find(|c| c.ticket == ticket) {
+                match c.result {
+                    Ok(synctree_runtime::Done::Write { index }) => break index,
+                    other => anyhow::bail!("{other:?}"),
+                }
+            }
+            drain(&servers);
+            std::thread::sleep(Duration::from_micros(50));
+        };
+        while servers.iter().any(|s| s.status().applied_index < index) {
+            drain(&servers);
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        all.push(t.elapsed());
+    }
+    all.sort();
+    println!(
+        "applied on all 3 (runtime only, 1 in flight): p50 {:.2} ms p99 {:.2} ms",
+        all[100].as_secs_f64() * 1e3,
+        all[197].as_secs_f64() * 1e3
+    );
     Ok(())
 }
 
 /// Submits `ops` keeping `inflight` outstanding; returns each op's latency.
-fn run(s: &Server, ops: Vec<Op>, inflight: usize) -> anyhow::Result<Vec<Duration>> {
+fn run(s: &Server, all: &[Server], ops: Vec<Op>, inflight: usize) -> anyhow::Result<Vec<Duration>> {
     let mut pending = std::collections::HashMap::new();
     let mut lat = Vec::with_capacity(ops.len());
     let mut ops = ops.into_iter();
@@ -98,6 +131,7 @@ fn run(s: &Server, ops: Vec<Op>, inflight: usize) -> anyhow::Result<Vec<Duration
         if pending.is_empty() {
             return Ok(lat);
         }
+        drain(all);
         s.poll_completions(&mut buf);
         for c in buf.drain(..) {
             if let Some(t) = pending.remove(&c.ticket) {
@@ -106,5 +140,13 @@ fn run(s: &Server, ops: Vec<Op>, inflight: usize) -> anyhow::Result<Vec<Duration
             }
         }
         std::thread::sleep(Duration::from_micros(50));
+    }
+}
+
+/// Consumes the applied streams, as the Godot main thread does: applying blocks when
+/// nobody reads them (backpressure).
+fn drain(all: &[Server]) {
+    for s in all {
+        while s.try_recv_applied().is_some() {}
     }
 }

@@ -1,0 +1,25 @@
+extends "res://tests/support/test_case.gd"
+## SyncedMultiplayerAPI installs as the scene tree's MultiplayerAPI and answers as a server.
+
+
+func test_installs_and_answers_as_a_server() -> void:
+	var api = ClassDB.instantiate("SyncedMultiplayerAPI")
+	check(api != null, "SyncedMultiplayerAPI is registered")
+	if api == null:
+		return
+	check(api is MultiplayerAPI, "it is a MultiplayerAPI")
+	var scene_tree: SceneTree = runner
+	var previous := scene_tree.get_multiplayer()
+	scene_tree.set_multiplayer(api)
+	check(scene_tree.get_multiplayer() == api, "set_multiplayer installs it")
+	check_eq(api.get_unique_id(), 1, "a dedicated server's unique id")
+	check(api.is_server(), "is_server() on a dedicated server")
+	check_eq(api.get_peers(), PackedInt32Array(), "no client peers yet")
+	check_eq(api.poll(), OK, "poll() without a peer")
+	# Godot registers nodes with object_configuration_add, starting with a null object.
+	var node := Node.new()
+	scene_tree.root.add_child(node)
+	check_eq(api.object_configuration_add(null, null), OK, "configuration of the null object")
+	check_eq(api.object_configuration_remove(null, null), OK, "removal of the null object")
+	node.queue_free()
+	scene_tree.set_multiplayer(previous)
