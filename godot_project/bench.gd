@@ -10,7 +10,7 @@ extends RefCounted
 ##        set P.Q to S, S+1, ... keeping K requests in flight -> {"calls_usec":[...],"failed":F,
 ##        "start_usec":..,"end_usec":..}
 ##   {"cmd":"watch_spawns","prefix":X,"count":N}      record when the N-th node named X* spawns
-##   {"cmd":"watch_spawns_result"}                    -> {"seen":n,"done_usec":t}
+##   {"cmd":"watch_spawns_result"}                    -> {"seen":n,"done_usec":t} (poll until n = N)
 ##   {"cmd":"spawn_load","prefix":X,"count":N,"scene":S}  N spawns in one frame -> {"start_usec":..}
 ##   {"cmd":"add_child_baseline","count":N,"scene":S} plain instantiate + add_child of N, timed
 ##   {"cmd":"apply_cost","path":P,"property":Q,"count":N}  SyncedTree.measure_apply_cost
@@ -61,7 +61,8 @@ func handle(request: Dictionary) -> Dictionary:
 				_world.node_spawned.connect(_on_node_spawned)
 			return {"ok": true}
 		"watch_spawns_result":
-			if _world.node_spawned.is_connected(_on_node_spawned):
+			# Keeps watching until all were seen, so it can be polled.
+			if _spawn_seen >= _spawn_count and _world.node_spawned.is_connected(_on_node_spawned):
 				_world.node_spawned.disconnect(_on_node_spawned)
 			return {"ok": true, "seen": _spawn_seen, "done_usec": _spawn_done_usec}
 		"spawn_load":
