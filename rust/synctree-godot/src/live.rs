@@ -155,7 +155,7 @@ impl LiveTree {
     }
 
     /// The live node at a synced path (the SyncedTree itself for `""`).
-    fn node(&mut self, root: &Gd<Node>, path: &str) -> Option<Gd<Node>> {
+    pub fn node(&mut self, root: &Gd<Node>, path: &str) -> Option<Gd<Node>> {
         if path.is_empty() {
             return Some(root.clone());
         }

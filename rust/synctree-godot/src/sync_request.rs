@@ -30,9 +30,6 @@ pub struct SyncRequest {
     /// Why the request failed; empty on success.
     #[var]
     error: GString,
-    /// What was asked, for messages: e.g. `set_synced(Player, health)`.
-    #[var]
-    pub(crate) description: GString,
 }
 
 #[godot_api]
@@ -43,10 +40,8 @@ impl SyncRequest {
 }
 
 impl SyncRequest {
-    pub(crate) fn new(description: &str) -> Gd<SyncRequest> {
-        let mut req = SyncRequest::new_gd();
-        req.bind_mut().description = description.into();
-        req
+    pub(crate) fn new() -> Gd<SyncRequest> {
+        SyncRequest::new_gd()
     }
 
     /// Records the outcome and emits `completed`.

@@ -63,8 +63,8 @@ pub struct SyncedTree {
     server: Option<Server>,
     #[init(val = LiveTree::new())]
     live: LiveTree,
-    /// Requests sent to the runtime, by ticket.
-    requests: HashMap<u64, Gd<SyncRequest>>,
+    /// Requests sent to the runtime, by ticket, with what they asked (for error messages).
+    requests: HashMap<u64, (Gd<SyncRequest>, What)>,
     /// Finished in Raft, waiting for the live tree to reach their log index.
     waiting: BTreeMap<u64, Vec<(Gd<SyncRequest>, Variant)>>,
     /// Failed at call time; reported next frame so `await` works.
@@ -87,6 +87,25 @@ pub struct Props(VarDictionary);
 unsafe impl godot::meta::GodotImmutable for Props {
     fn into_runtime_immutable(self) -> Self {
         Props(self.0.into_read_only())
+    }
+}
+
+/// What a request asked, formatted only when it fails (formatting Godot strings costs).
+enum What {
+    Spawn(NodePath, StringName, GString),
+    Despawn(NodePath),
+    Set(NodePath, StringName),
+    Read(NodePath, StringName),
+}
+
+impl std::fmt::Display for What {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            What::Spawn(parent, name, scene) => write!(f, "spawn({parent}, {name}, {scene})"),
+            What::Despawn(path) => write!(f, "despawn({path})"),
+            What::Set(path, property) => write!(f, "set_synced({path}, {property})"),
+            What::Read(path, property) => write!(f, "read_synced({path}, {property})"),
+        }
     }
 }
 
@@ -192,13 +211,13 @@ impl SyncedTree {
         if let Some(server) = self.server.take() {
             server.shutdown();
         }
-        let pending: Vec<_> = self.requests.drain().map(|(_, r)| r).collect();
-        for mut req in pending {
-            SyncRequest::finish(
-                &mut req,
-                Err("the SyncedTree server stopped before the request completed".into()),
-            );
-        }
+        let stopped = "the SyncedTree server stopped before the request completed";
+        let pending: Vec<_> = self
+            .requests
+            .drain()
+            .map(|(_, (r, what))| (r, Err(format!("{what}: {stopped}"))))
+            .collect();
+        self.finish_all(pending);
     }
 
     /// True while the server runs.
@@ -218,7 +237,7 @@ impl SyncedTree {
         scene: GString,
         #[opt(default = &Props::default())] props: Props,
     ) -> Gd<SyncRequest> {
-        let desc = format!("spawn({parent}, {name}, {scene})");
+        let what = What::Spawn(parent.clone(), name.clone(), scene.clone());
         let op = (|| {
             let parent = rel_path(&parent)?;
             let name = name.to_string();
@@ -247,13 +266,13 @@ impl SyncedTree {
                 props: list,
             })
         })();
-        self.submit(desc, op)
+        self.submit(what, op)
     }
 
     /// Despawns the node at `path` and its subtree, everywhere.
     #[func]
     fn despawn(&mut self, path: NodePath) -> Gd<SyncRequest> {
-        let desc = format!("despawn({path})");
+        let what = What::Despawn(path.clone());
         let op = rel_path(&path).and_then(|p| {
             if p.is_empty() {
                 Err("the SyncedTree itself cannot be despawned".into())
@@ -261,7 +280,7 @@ impl SyncedTree {
                 Ok(Op::Despawn { path: p })
             }
         });
-        self.submit(desc, op)
+        self.submit(what, op)
     }
 
     /// Sets `property` of the node at `path` to `value`, everywhere, in commit order.
@@ -272,7 +291,7 @@ impl SyncedTree {
         property: StringName,
         value: Variant,
     ) -> Gd<SyncRequest> {
-        let desc = format!("set_synced({path}, {property})");
+        let what = What::Set(path.clone(), property.clone());
         let op = (|| {
             let path = rel_path(&path)?;
             if path.is_empty() {
@@ -291,25 +310,25 @@ impl SyncedTree {
                 value,
             })
         })();
-        self.submit(desc, op)
+        self.submit(what, op)
     }
 
     /// Reads the committed value of `property` of the node at `path`, linearizably (through
     /// the leader's read index). The result is null if the property was never synced.
     #[func]
     fn read_synced(&mut self, path: NodePath, property: StringName) -> Gd<SyncRequest> {
-        let desc = format!("read_synced({path}, {property})");
-        let req = SyncRequest::new(&desc);
+        let what = What::Read(path.clone(), property.clone());
+        let req = SyncRequest::new();
         let property = property.to_string();
         let checked = rel_path(&path).and_then(|p| self.check_property(&p, &property).map(|()| p));
         match (checked, &self.server) {
-            (Err(e), _) => self.failed_now.push((req.clone(), format!("{desc}: {e}"))),
+            (Err(e), _) => self.failed_now.push((req.clone(), format!("{what}: {e}"))),
             (Ok(_), None) => self
                 .failed_now
-                .push((req.clone(), format!("{desc}: {}", not_running()))),
+                .push((req.clone(), format!("{what}: {}", not_running()))),
             (Ok(p), Some(server)) => {
                 let ticket = server.submit_read(p, property);
-                self.requests.insert(ticket, req.clone());
+                self.requests.insert(ticket, (req.clone(), what));
             }
         }
         req
@@ -448,16 +467,16 @@ fn not_running() -> String {
 }
 
 impl SyncedTree {
-    fn submit(&mut self, desc: String, op: Result<Op, String>) -> Gd<SyncRequest> {
-        let req = SyncRequest::new(&desc);
+    fn submit(&mut self, what: What, op: Result<Op, String>) -> Gd<SyncRequest> {
+        let req = SyncRequest::new();
         match (op, &self.server) {
-            (Err(e), _) => self.failed_now.push((req.clone(), format!("{desc}: {e}"))),
+            (Err(e), _) => self.failed_now.push((req.clone(), format!("{what}: {e}"))),
             (Ok(_), None) => self
                 .failed_now
-                .push((req.clone(), format!("{desc}: {}", not_running()))),
+                .push((req.clone(), format!("{what}: {}", not_running()))),
             (Ok(op), Some(server)) => {
                 let ticket = server.submit(op);
-                self.requests.insert(ticket, req.clone());
+                self.requests.insert(ticket, (req.clone(), what));
             }
         }
         req
@@ -465,7 +484,7 @@ impl SyncedTree {
 
     fn check_property(&mut self, path: &str, property: &str) -> Result<(), String> {
         let root = self.to_gd().upcast::<Node>();
-        if let Some(node) = root.get_node_or_null(&NodePath::from(path)) {
+        if let Some(node) = self.live.node(&root, path) {
             if self.live.mirror.contains(path) {
                 if let Some(scene) = self.live.mirror.scene_of(path).map(str::to_owned) {
                     if self.live.scenes.has_property(&scene, property)
@@ -515,14 +534,11 @@ impl SyncedTree {
 
         let mut failed = Vec::new();
         for c in completions.drain(..) {
-            let Some(req) = self.requests.remove(&c.ticket) else {
+            let Some((req, what)) = self.requests.remove(&c.ticket) else {
                 continue;
             };
             match c.result {
-                Err(e) => {
-                    let desc = req.bind().description.to_string();
-                    failed.push((req, Err(format!("{desc}: {e}"))));
-                }
+                Err(e) => failed.push((req, Err(format!("{what}: {e}")))),
                 Ok(Done::Write { index }) => self
                     .waiting
                     .entry(index)

@@ -12,6 +12,9 @@
 //! Snapshots (the whole shadow tree) are stored in the same database, so a restarted server
 //! rebuilds its state from the last snapshot plus the committed log after it.
 
+// openraft's StorageError is large by design; the storage traits return it.
+#![allow(clippy::result_large_err)]
+
 mod log_store;
 mod state_machine;
 mod store;

@@ -1,6 +1,8 @@
 //! openraft's storage conformance suite against the redb log store and state machine,
 //! on a real fsync'd database in a temporary directory and on the in-memory mode.
 
+#![allow(clippy::result_large_err)] // openraft's StorageError
+
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
 use synctree_raft::{open, Durability, LogStore, NodeId, StateMachine, Storage, TypeConfig};
