@@ -311,6 +311,30 @@ fn converge_and_check(cluster: &Cluster, shared: &Shared, what: &str) -> Result<
     Ok(dump)
 }
 
+/// Kills server `victim` with -9 half a second into a round of writes from every server, lets
+/// the writes go on for 1.5 s more, and returns (acknowledged, not acknowledged).
+fn kill_while_writing(
+    cluster: &mut Cluster,
+    shared: &Shared,
+    servers: usize,
+    victim: u64,
+    role: &str,
+    say: &dyn Fn(&str),
+) -> Result<(usize, usize)> {
+    let counts = thread::scope(|scope| -> Result<(usize, usize)> {
+        let writers = scope.spawn(|| write_round(shared, servers, None, false));
+        thread::sleep(Duration::from_millis(500));
+        shared.live.lock().unwrap().remove(&victim);
+        cluster.kill(victim)?;
+        say(&format!("killed {role} {victim} (-9) while writing"));
+        thread::sleep(Duration::from_millis(1500));
+        shared.stop.store(true, Ordering::SeqCst);
+        writers.join().unwrap_or_else(|_| bail!("writers panicked"))
+    });
+    shared.stop.store(false, Ordering::SeqCst);
+    counts
+}
+
 fn follower_of(cluster: &Cluster, leader: u64) -> u64 {
     cluster
         .live_ids()
@@ -358,17 +382,7 @@ fn run(cluster: &mut Cluster, t0: Instant) -> Result<()> {
     // A follower dies while writes go on, and comes back from its data directory.
     let leader = cluster.wait_leader(ELECTION)?;
     let victim = follower_of(cluster, leader);
-    let (acked, unacked) = thread::scope(|scope| -> Result<(usize, usize)> {
-        let writers = scope.spawn(|| write_round(&shared, servers, None, false));
-        thread::sleep(Duration::from_millis(500));
-        shared.live.lock().unwrap().remove(&victim);
-        cluster.kill(victim)?;
-        say(&format!("killed follower {victim} (-9) while writing"));
-        thread::sleep(Duration::from_millis(1500));
-        shared.stop.store(true, Ordering::SeqCst);
-        writers.join().unwrap_or_else(|_| bail!("writers panicked"))
-    })?;
-    shared.stop.store(false, Ordering::SeqCst);
+    let (acked, unacked) = kill_while_writing(cluster, &shared, servers, victim, "follower", &say)?;
     say(&format!(
         "writes during the follower's death: {acked} acknowledged, {unacked} not"
     ));
@@ -391,17 +405,7 @@ fn run(cluster: &mut Cluster, t0: Instant) -> Result<()> {
 
     // The leader dies while writes go on: a new one is elected and nothing acknowledged is lost.
     let leader = cluster.wait_leader(ELECTION)?;
-    let (acked, unacked) = thread::scope(|scope| -> Result<(usize, usize)> {
-        let writers = scope.spawn(|| write_round(&shared, servers, None, false));
-        thread::sleep(Duration::from_millis(500));
-        shared.live.lock().unwrap().remove(&leader);
-        cluster.kill(leader)?;
-        say(&format!("killed leader {leader} (-9) while writing"));
-        thread::sleep(Duration::from_millis(1500));
-        shared.stop.store(true, Ordering::SeqCst);
-        writers.join().unwrap_or_else(|_| bail!("writers panicked"))
-    })?;
-    shared.stop.store(false, Ordering::SeqCst);
+    let (acked, unacked) = kill_while_writing(cluster, &shared, servers, leader, "leader", &say)?;
     say(&format!(
         "writes during the election: {acked} acknowledged, {unacked} not"
     ));
