@@ -13,7 +13,7 @@ extends RefCounted
 ##   {"cmd":"watch_spawns_result"}                    -> {"seen":n,"done_usec":t} (poll until n = N)
 ##   {"cmd":"spawn_load","prefix":X,"count":N,"scene":S}  N spawns in one frame -> {"start_usec":..}
 ##   {"cmd":"add_child_baseline","count":N,"scene":S} plain instantiate + add_child of N, timed
-##   {"cmd":"apply_cost","path":P,"property":Q,"count":N}  SyncedTree.measure_apply_cost
+##   {"cmd":"apply_cost","path":P,"property":Q,"count":N,"rounds":R}  SyncedTree.measure_apply_cost
 
 var _world
 var _tree: SceneTree
@@ -71,7 +71,8 @@ func handle(request: Dictionary) -> Dictionary:
 			return _add_child_baseline(request)
 		"apply_cost":
 			var d: Dictionary = _world.measure_apply_cost(NodePath(str(request.get("path"))),
-					StringName(str(request.get("property"))), int(request.get("count", 10000)))
+					StringName(str(request.get("property"))), int(request.get("count", 10000)),
+					int(request.get("rounds", 5)))
 			d["ok"] = true
 			return d
 	return {"ok": false, "error": "unknown bench cmd %s" % JSON.stringify(request.get("cmd"))}

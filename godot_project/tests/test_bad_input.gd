@@ -68,3 +68,19 @@ func test_refusal_in_a_frame_does_not_disturb_its_neighbours() -> void:
 	check_refused(bad, ["A"], "second spawn of A in the same frame")
 	check_ok(last, "spawn of B after the refused one")
 	check_eq(tree.dump(), "A (Node)\nB (Node)\n", "dump after a refused op between two good ones")
+
+
+func test_a_synced_node_freed_by_game_code_is_reported_not_fatal() -> void:
+	var req = await done(tree.spawn(^".", &"Doomed", "Node2D", {}))
+	if not check_ok(req, "spawn Doomed"):
+		return
+	req = await done(tree.spawn(^".", &"Keeper", "Node2D", {}))
+	check_ok(req, "spawn Keeper")
+	# Game code frees a node synctree owns: the committed write to it cannot be carried out
+	# on this server, which says so; later writes to other nodes still apply.
+	tree.get_node(^"Doomed").free()
+	req = await done(tree.set_synced(^"Doomed", &"position", Vector2(5, 5)))
+	check_ok(req, "the write commits (the replicated state still has the node)")
+	req = await done(tree.set_synced(^"Keeper", &"position", Vector2(7, 7)))
+	check_ok(req, "a write to another node after it")
+	check_eq(tree.get_node(^"Keeper").position, Vector2(7, 7), "Keeper.position applied")

@@ -1,11 +1,12 @@
 //! The live side: carries committed effects out on the scene tree (main thread only),
-//! keeps a mirror of what the live tree holds, and dumps the live tree canonically.
+//! knows which Godot node each synced node is, and dumps the live tree canonically.
 
 use crate::variant::{from_value, to_value};
 use godot::classes::{ClassDb, Node, PackedScene, ResourceLoader};
 use godot::prelude::*;
+use rustc_hash::FxHashMap;
 use std::collections::{HashMap, HashSet};
-use synctree_proto::{write_node_header, write_property, Effect, Op, ShadowTree};
+use synctree_proto::{write_node_header, write_property, Effect, NodeKey, Value, ROOT_KEY};
 
 /// Scenes and their property names, loaded once.
 #[derive(Default)]
@@ -91,164 +92,264 @@ pub fn property_names(node: &Gd<Node>) -> HashSet<String> {
         .collect()
 }
 
-/// What applying one effect did, for signals.
+/// What applying one effect did, for signals. Paths and names come from the live tree's
+/// caches, so a signal costs no string conversion.
 pub enum Applied {
     Spawned {
-        path: String,
+        key: NodeKey,
         node: Gd<Node>,
     },
     Despawned {
-        path: String,
+        path: NodePath,
     },
     Set {
-        path: String,
-        property: String,
+        node: NodeKey,
+        property: PropId,
         value: Variant,
     },
     Nothing,
 }
 
-/// The live synced subtree under one SyncedTree node.
-pub struct LiveTree {
-    pub mirror: ShadowTree,
-    pub scenes: SceneCache,
-    /// Live nodes by synced path, so a committed effect does not resolve a NodePath.
-    nodes: HashMap<String, InstanceId>,
-    /// Property names as StringNames, made once.
-    names: HashMap<String, StringName>,
+/// A property name interned by the live tree.
+pub type PropId = u32;
+
+/// True if the object `id` still exists. One ObjectDB lookup: the same check gdext makes
+/// before each engine call, without the utility-function call of `is_instance_valid`, so
+/// the per-event liveness check stays off the profile.
+fn alive(id: InstanceId) -> bool {
+    let lookup = godot::sys::interface_fn!(object_get_instance_from_id);
+    // SAFETY: Godot looks the id up in its ObjectDB and returns null when it is gone; the
+    // extension interface is initialised before any node exists.
+    let ptr = unsafe { lookup(id.to_i64() as u64) };
+    !ptr.is_null()
 }
 
-fn node_at(root: &Gd<Node>, path: &str) -> Option<Gd<Node>> {
-    if path.is_empty() {
-        Some(root.clone())
-    } else {
-        root.get_node_or_null(&NodePath::from(path))
-    }
+/// One synced node as the live tree knows it.
+struct LiveNode {
+    node: Gd<Node>,
+    id: InstanceId,
+    parent: NodeKey,
+    path: String,
+    node_path: NodePath,
+    scene: String,
+    children: Vec<NodeKey>,
+    /// Its synced properties (set at spawn or since), in first-set order.
+    synced: Vec<PropId>,
+}
+
+/// The live synced subtree under one SyncedTree node: the Godot nodes by [`NodeKey`], so a
+/// committed effect costs one integer lookup, and what the dump needs (scenes, which
+/// properties are synced).
+#[derive(Default)]
+pub struct LiveTree {
+    pub scenes: SceneCache,
+    nodes: FxHashMap<NodeKey, LiveNode>,
+    /// Keys by synced path, for calls that name a node by path.
+    by_path: FxHashMap<String, NodeKey>,
+    /// Property names interned: id by name, and the StringName of each id.
+    prop_ids: FxHashMap<String, PropId>,
+    prop_names: Vec<(String, StringName)>,
 }
 
 impl LiveTree {
     pub fn new() -> Self {
-        LiveTree {
-            mirror: ShadowTree::new(),
-            scenes: SceneCache::default(),
-            nodes: HashMap::new(),
-            names: HashMap::new(),
-        }
+        Self::default()
+    }
+
+    /// Number of synced nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
     }
 
     /// Removes every synced node (before a reset to a snapshot).
     pub fn clear(&mut self, root: &mut Gd<Node>) {
-        let mut top = Vec::new();
-        self.mirror.walk(|n| {
-            if n.depth == 0 {
-                top.push(n.path.clone());
-            }
-        });
-        for path in top {
-            if let Some(mut node) = node_at(root, &path) {
-                root.remove_child(&node);
-                node.queue_free();
-            }
-        }
-        self.mirror = ShadowTree::new();
-        self.nodes.clear();
-    }
-
-    /// The live node at a synced path (the SyncedTree itself for `""`).
-    pub fn node(&mut self, root: &Gd<Node>, path: &str) -> Option<Gd<Node>> {
-        if path.is_empty() {
-            return Some(root.clone());
-        }
-        if let Some(node) = self
+        let top: Vec<NodeKey> = self
             .nodes
-            .get(path)
-            .and_then(|id| Gd::<Node>::try_from_instance_id(*id).ok())
-        {
-            return Some(node);
+            .iter()
+            .filter(|(_, n)| n.parent == ROOT_KEY)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in top {
+            if let Some(n) = self.nodes.get(&key) {
+                if n.node.is_instance_valid() {
+                    let mut node = n.node.clone();
+                    root.remove_child(&node);
+                    node.queue_free();
+                }
+            }
         }
-        let node = node_at(root, path)?;
-        self.nodes.insert(path.to_owned(), node.instance_id());
-        Some(node)
+        self.nodes.clear();
+        self.by_path.clear();
     }
 
-    fn name(&mut self, property: &str) -> StringName {
-        if let Some(n) = self.names.get(property) {
-            return n.clone();
+    /// The scene of the synced node at `path`, if the live tree holds one there.
+    pub fn scene_of(&self, path: &str) -> Option<&str> {
+        let key = self.by_path.get(path)?;
+        self.nodes.get(key).map(|n| n.scene.as_str())
+    }
+
+    /// The live Godot node of the synced node at `path`.
+    pub fn node_at(&self, path: &str) -> Option<Gd<Node>> {
+        let key = self.by_path.get(path)?;
+        self.nodes
+            .get(key)
+            .map(|n| n.node.clone())
+            .filter(|n| n.is_instance_valid())
+    }
+
+    fn intern(&mut self, property: &str) -> PropId {
+        if let Some(id) = self.prop_ids.get(property) {
+            return *id;
         }
-        let n = StringName::from(property);
-        self.names.insert(property.to_owned(), n.clone());
-        n
+        let id = self.prop_names.len() as PropId;
+        self.prop_names
+            .push((property.to_owned(), StringName::from(property)));
+        self.prop_ids.insert(property.to_owned(), id);
+        id
+    }
+
+    /// The StringName of an interned property.
+    pub fn prop_name(&self, id: PropId) -> &StringName {
+        &self.prop_names[id as usize].1
+    }
+
+    /// The key of the synced node at `path`.
+    pub fn key_of(&self, path: &str) -> Option<NodeKey> {
+        self.by_path.get(path).copied()
+    }
+
+    /// The synced path of a node, relative to the SyncedTree.
+    pub fn path_of(&self, key: NodeKey) -> Option<&str> {
+        self.nodes.get(&key).map(|n| n.path.as_str())
+    }
+
+    /// The NodePath of a synced node (for signals).
+    pub fn node_path(&self, key: NodeKey) -> Option<&NodePath> {
+        self.nodes.get(&key).map(|n| &n.node_path)
     }
 
     /// Carries out one committed effect on the scene tree.
     pub fn apply(&mut self, root: &mut Gd<Node>, effect: Effect) -> Applied {
         match effect {
             Effect::Spawned {
+                node: key,
                 parent,
                 name,
                 scene,
                 props,
-            } => {
-                let Some(mut parent_node) = self.node(root, &parent) else {
-                    godot_error!("synctree: committed spawn under '{parent}', which is missing from the live tree");
-                    return Applied::Nothing;
-                };
-                let mut node = self.scenes.instantiate(&scene).unwrap_or_else(|| {
-                    godot_error!("synctree: scene '{scene}' does not instance on this server; a plain Node stands in for '{name}'");
-                    Node::new_alloc()
-                });
-                node.set_name(name.as_str());
-                for (prop, value) in &props {
-                    let prop = self.name(prop);
-                    node.set(&prop, &from_value(value));
-                }
-                parent_node.add_child(&node);
-                let path = synctree_proto::join(&parent, &name);
-                self.nodes.insert(path.clone(), node.instance_id());
-                let _ = self.mirror.apply(&Op::Spawn {
-                    parent,
-                    name,
-                    scene,
-                    props,
-                });
-                Applied::Spawned { path, node }
-            }
-            Effect::Despawned { path } => {
-                let prefix = format!("{path}/");
-                self.nodes.retain(|p, _| !p.starts_with(&prefix));
-                if let Some(mut node) = self.node(root, &path) {
-                    if let Some(mut parent) = node.get_parent() {
-                        parent.remove_child(&node);
-                    }
-                    node.queue_free();
-                }
-                self.nodes.remove(&path);
-                let _ = self.mirror.apply(&Op::Despawn { path: path.clone() });
-                Applied::Despawned { path }
-            }
+            } => self.spawn(root, key, parent, name, scene, props),
+            Effect::Despawned { node: key } => self.despawn(key),
             Effect::PropertySet {
-                path,
+                node: key,
                 property,
                 value,
             } => {
-                let variant = from_value(&value);
-                let name = self.name(&property);
-                match self.node(root, &path) {
-                    Some(mut node) => node.set(&name, &variant),
-                    None => godot_error!("synctree: committed property '{property}' of '{path}', which is missing from the live tree"),
+                let id = self.intern(&property);
+                let Some(n) = self.nodes.get_mut(&key) else {
+                    godot_error!("synctree: committed property '{property}' of node #{key}, which is missing from the live tree");
+                    return Applied::Nothing;
+                };
+                if !alive(n.id) {
+                    godot_error!("synctree: committed property '{property}' of '{}', which was freed outside synctree", n.path);
+                    return Applied::Nothing;
                 }
-                let _ = self.mirror.apply(&Op::SetProperty {
-                    path: path.clone(),
-                    property: property.clone(),
-                    value,
-                });
+                if !n.synced.contains(&id) {
+                    n.synced.push(id);
+                }
+                let value = from_value(&value);
+                n.node.set(&self.prop_names[id as usize].1, &value);
                 Applied::Set {
-                    path,
-                    property,
-                    value: variant,
+                    node: key,
+                    property: id,
+                    value,
                 }
             }
         }
+    }
+
+    fn spawn(
+        &mut self,
+        root: &Gd<Node>,
+        key: NodeKey,
+        parent: NodeKey,
+        name: String,
+        scene: String,
+        props: Vec<(String, Value)>,
+    ) -> Applied {
+        let (mut parent_node, parent_path) = if parent == ROOT_KEY {
+            (root.clone(), String::new())
+        } else {
+            match self.nodes.get(&parent) {
+                Some(p) if p.node.is_instance_valid() => (p.node.clone(), p.path.clone()),
+                _ => {
+                    godot_error!("synctree: committed spawn of '{name}' under node #{parent}, which is missing from the live tree");
+                    return Applied::Nothing;
+                }
+            }
+        };
+        let mut node = self.scenes.instantiate(&scene).unwrap_or_else(|| {
+            godot_error!("synctree: scene '{scene}' does not instance on this server; a plain Node stands in for '{name}'");
+            Node::new_alloc()
+        });
+        node.set_name(name.as_str());
+        let mut synced = Vec::with_capacity(props.len());
+        for (prop, value) in &props {
+            let id = self.intern(prop);
+            node.set(&self.prop_names[id as usize].1, &from_value(value));
+            if !synced.contains(&id) {
+                synced.push(id);
+            }
+        }
+        parent_node.add_child(&node);
+        let path = synctree_proto::join(&parent_path, &name);
+        let node_path = NodePath::from(path.as_str());
+        if let Some(p) = self.nodes.get_mut(&parent) {
+            p.children.push(key);
+        }
+        self.by_path.insert(path.clone(), key);
+        self.nodes.insert(
+            key,
+            LiveNode {
+                id: node.instance_id(),
+                node: node.clone(),
+                parent,
+                path,
+                node_path,
+                scene,
+                children: Vec::new(),
+                synced,
+            },
+        );
+        Applied::Spawned { key, node }
+    }
+
+    fn despawn(&mut self, key: NodeKey) -> Applied {
+        let Some(top) = self.nodes.get(&key) else {
+            godot_error!(
+                "synctree: committed despawn of node #{key}, which is missing from the live tree"
+            );
+            return Applied::Nothing;
+        };
+        let path = top.node_path.clone();
+        let parent = top.parent;
+        let mut node = top.node.clone();
+        if node.is_instance_valid() {
+            if let Some(mut p) = node.get_parent() {
+                p.remove_child(&node);
+            }
+            node.queue_free();
+        }
+        let mut stack = vec![key];
+        while let Some(k) = stack.pop() {
+            if let Some(n) = self.nodes.remove(&k) {
+                self.by_path.remove(&n.path);
+                stack.extend(n.children);
+            }
+        }
+        if let Some(p) = self.nodes.get_mut(&parent) {
+            p.children.retain(|c| *c != key);
+        }
+        Applied::Despawned { path }
     }
 
     /// The canonical dump of the LIVE tree: live children in live order, live values of the
@@ -263,17 +364,22 @@ impl LiveTree {
         for child in node.get_children().iter_shared() {
             let name = child.get_name().to_string();
             let child_path = synctree_proto::join(path, &name);
-            let Some(scene) = self.mirror.scene_of(&child_path) else {
+            let Some(live) = self
+                .by_path
+                .get(&child_path)
+                .and_then(|k| self.nodes.get(k))
+            else {
                 continue;
             };
-            write_node_header(out, depth, &name, scene);
-            for prop in self
-                .mirror
-                .props_of(&child_path)
-                .into_iter()
-                .flat_map(|p| p.keys())
-            {
-                match to_value(&child.get(prop.as_str())) {
+            write_node_header(out, depth, &name, &live.scene);
+            let mut props: Vec<&(String, StringName)> = live
+                .synced
+                .iter()
+                .map(|id| &self.prop_names[*id as usize])
+                .collect();
+            props.sort_by(|a, b| a.0.cmp(&b.0));
+            for (prop, sname) in props {
+                match to_value(&child.get(sname)) {
                     Ok(v) => write_property(out, depth, prop, &v),
                     Err(e) => out.push_str(&format!("{}  .{prop} = <{e}>\n", "  ".repeat(depth))),
                 }

@@ -27,7 +27,7 @@ mod value;
 pub use clock::{Clock, ClockError, Stamp};
 pub use codec::{decode, encode, CodecError};
 pub use dump::{write_node_header, write_property};
-pub use effect::Effect;
+pub use effect::{CompactString, Effect, NodeKey, ROOT_KEY};
 pub use error::ApplyError;
 pub use op::{Batch, Event, Op, OpId, OpOutcome};
 pub use path::{join, split_parent, validate_name, validate_path, validate_property, ROOT};

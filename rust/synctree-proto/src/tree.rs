@@ -3,25 +3,26 @@
 //! It validates each op, applies it deterministically and yields the [`Effect`] the live
 //! scene must carry out. Refused ops leave it unchanged.
 
+use crate::effect::{CompactString, NodeKey, ROOT_KEY};
 use crate::path::{join, validate_name, validate_path, validate_property};
 use crate::{dump, ApplyError, Effect, Op, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
-const ROOT_KEY: u64 = 0;
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Node {
+    parent: NodeKey,
     name: String,
     scene: String,
     props: BTreeMap<String, Value>,
-    children: Vec<u64>,
-    by_name: HashMap<String, u64>,
+    children: Vec<NodeKey>,
+    by_name: HashMap<String, NodeKey>,
 }
 
 impl Node {
     fn new(name: String, scene: String) -> Self {
         Node {
+            parent: ROOT_KEY,
             name,
             scene,
             props: BTreeMap::new(),
@@ -34,12 +35,14 @@ impl Node {
 /// The replicated tree below a SyncedTree. Equal on every replica at the same log index.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShadowTree {
-    nodes: HashMap<u64, Node>,
-    next_key: u64,
+    nodes: HashMap<NodeKey, Node>,
+    next_key: NodeKey,
 }
 
 /// A read-only view of one node, for walking the tree.
 pub struct NodeView<'a> {
+    pub key: NodeKey,
+    pub parent: NodeKey,
     pub path: String,
     pub depth: usize,
     pub name: &'a str,
@@ -74,7 +77,8 @@ impl ShadowTree {
         self.len() == 0
     }
 
-    fn lookup(&self, path: &str) -> Option<u64> {
+    /// The key of the node at `path`, if there is one.
+    pub fn lookup(&self, path: &str) -> Option<NodeKey> {
         if path.is_empty() {
             return Some(ROOT_KEY);
         }
@@ -110,62 +114,144 @@ impl ShadowTree {
 
     /// Validates and applies one op. On error nothing changed.
     pub fn apply(&mut self, op: &Op) -> Result<Effect, ApplyError> {
+        self.apply_owned(op.clone())
+    }
+
+    /// [`ShadowTree::apply`] taking the op, so its strings move into the effect.
+    pub fn apply_owned(&mut self, op: Op) -> Result<Effect, ApplyError> {
         match op {
             Op::Spawn {
                 parent,
                 name,
                 scene,
                 props,
-            } => self.spawn(parent, name, scene, props),
-            Op::Despawn { path } => self.despawn(path),
+            } => self.spawn(&parent, name, scene, props),
+            Op::Despawn { path } => self.despawn(&path),
             Op::SetProperty {
                 path,
                 property,
                 value,
-            } => self.set(path, property, value),
+            } => self.set(&path, property, value),
+        }
+    }
+
+    /// Replays an effect this tree's twin produced (the live side's mirror, tests). Keys are
+    /// taken as given; an effect that does not fit this tree is refused and changes nothing.
+    pub fn apply_effect(&mut self, effect: &Effect) -> Result<(), ApplyError> {
+        match effect {
+            Effect::Spawned {
+                node,
+                parent,
+                name,
+                scene,
+                props,
+            } => {
+                let p = self
+                    .nodes
+                    .get(parent)
+                    .ok_or_else(|| ApplyError::UnknownParent(format!("#{parent}")))?;
+                if p.by_name.contains_key(name) || self.nodes.contains_key(node) {
+                    return Err(ApplyError::DuplicateName {
+                        parent: format!("#{parent}"),
+                        name: name.clone(),
+                    });
+                }
+                self.insert(*node, *parent, name.clone(), scene.clone(), props.clone());
+                self.next_key = self.next_key.max(node + 1);
+                Ok(())
+            }
+            Effect::Despawned { node } => {
+                if *node == ROOT_KEY || !self.nodes.contains_key(node) {
+                    return Err(ApplyError::UnknownPath(format!("#{node}")));
+                }
+                self.remove(*node);
+                Ok(())
+            }
+            Effect::PropertySet {
+                node,
+                property,
+                value,
+            } => match self.nodes.get_mut(node).filter(|_| *node != ROOT_KEY) {
+                Some(n) => {
+                    n.props.insert(property.to_string(), value.clone());
+                    Ok(())
+                }
+                None => Err(ApplyError::UnknownPath(format!("#{node}"))),
+            },
+        }
+    }
+
+    fn insert(
+        &mut self,
+        key: NodeKey,
+        parent: NodeKey,
+        name: String,
+        scene: String,
+        props: Vec<(String, Value)>,
+    ) {
+        let mut node = Node::new(name.clone(), scene);
+        node.parent = parent;
+        node.props.extend(props);
+        self.nodes.insert(key, node);
+        if let Some(p) = self.nodes.get_mut(&parent) {
+            p.children.push(key);
+            p.by_name.insert(name, key);
+        }
+    }
+
+    /// Removes `key` and its subtree (not the root).
+    fn remove(&mut self, key: NodeKey) {
+        let mut stack = vec![key];
+        let mut top = None;
+        while let Some(k) = stack.pop() {
+            if let Some(node) = self.nodes.remove(&k) {
+                if k == key {
+                    top = Some((node.parent, node.name));
+                }
+                stack.extend(node.children);
+            }
+        }
+        if let Some((parent, name)) = top {
+            if let Some(p) = self.nodes.get_mut(&parent) {
+                p.by_name.remove(&name);
+                p.children.retain(|c| *c != key);
+            }
         }
     }
 
     fn spawn(
         &mut self,
         parent: &str,
-        name: &str,
-        scene: &str,
-        props: &[(String, Value)],
+        name: String,
+        scene: String,
+        props: Vec<(String, Value)>,
     ) -> Result<Effect, ApplyError> {
         validate_path(parent)?;
-        validate_name(name)?;
+        validate_name(&name)?;
         if scene.is_empty() {
             return Err(ApplyError::EmptyScene);
         }
-        for (prop, _) in props {
+        for (prop, _) in &props {
             validate_property(prop)?;
         }
         let parent_key = self
             .lookup(parent)
             .ok_or_else(|| ApplyError::UnknownParent(parent.to_owned()))?;
-        if self.nodes[&parent_key].by_name.contains_key(name) {
+        if self.nodes[&parent_key].by_name.contains_key(&name) {
             return Err(ApplyError::DuplicateName {
                 parent: parent.to_owned(),
-                name: name.to_owned(),
+                name,
             });
         }
         let key = self.next_key;
         self.next_key += 1;
-        let mut node = Node::new(name.to_owned(), scene.to_owned());
-        for (prop, value) in props {
-            node.props.insert(prop.clone(), value.clone());
-        }
-        self.nodes.insert(key, node);
-        if let Some(p) = self.nodes.get_mut(&parent_key) {
-            p.children.push(key);
-            p.by_name.insert(name.to_owned(), key);
-        }
+        self.insert(key, parent_key, name.clone(), scene.clone(), props.clone());
         Ok(Effect::Spawned {
-            parent: parent.to_owned(),
-            name: name.to_owned(),
-            scene: scene.to_owned(),
-            props: props.to_vec(),
+            node: key,
+            parent: parent_key,
+            name,
+            scene,
+            props,
         })
     }
 
@@ -177,49 +263,38 @@ impl ShadowTree {
         if key == ROOT_KEY {
             return Err(ApplyError::RootNotAllowed);
         }
-        let parent_path = crate::split_parent(path).map(|(p, _)| p).unwrap_or("");
-        let parent_key = self.lookup(parent_path).unwrap_or(ROOT_KEY);
-        let mut stack = vec![key];
-        let mut name = String::new();
-        while let Some(k) = stack.pop() {
-            if let Some(node) = self.nodes.remove(&k) {
-                if k == key {
-                    name = node.name;
-                }
-                stack.extend(node.children);
-            }
-        }
-        if let Some(p) = self.nodes.get_mut(&parent_key) {
-            p.by_name.remove(&name);
-            p.children.retain(|c| *c != key);
-        }
-        Ok(Effect::Despawned {
-            path: path.to_owned(),
-        })
+        self.remove(key);
+        Ok(Effect::Despawned { node: key })
     }
 
-    fn set(&mut self, path: &str, property: &str, value: &Value) -> Result<Effect, ApplyError> {
+    fn set(&mut self, path: &str, property: String, value: Value) -> Result<Effect, ApplyError> {
         validate_path(path)?;
-        validate_property(property)?;
+        validate_property(&property)?;
         let key = self
             .lookup(path)
             .ok_or_else(|| ApplyError::UnknownPath(path.to_owned()))?;
         if key == ROOT_KEY {
             return Err(ApplyError::RootNotAllowed);
         }
+        let effect_property = CompactString::from(property.as_str());
         if let Some(node) = self.nodes.get_mut(&key) {
-            node.props.insert(property.to_owned(), value.clone());
+            match node.props.get_mut(&property) {
+                Some(v) => *v = value.clone(),
+                None => {
+                    node.props.insert(property, value.clone());
+                }
+            }
         }
         Ok(Effect::PropertySet {
-            path: path.to_owned(),
-            property: property.to_owned(),
-            value: value.clone(),
+            node: key,
+            property: effect_property,
+            value,
         })
     }
 
     /// Visits every node in tree order (pre-order, children in order).
     pub fn walk(&self, mut visit: impl FnMut(&NodeView<'_>)) {
-        let mut stack: Vec<(u64, String, usize)> = Vec::new();
+        let mut stack: Vec<(NodeKey, String, usize)> = Vec::new();
         if let Some(root) = self.nodes.get(&ROOT_KEY) {
             for child in root.children.iter().rev() {
                 stack.push((*child, String::new(), 0));
@@ -234,6 +309,8 @@ impl ShadowTree {
                 stack.push((*child, path.clone(), depth + 1));
             }
             visit(&NodeView {
+                key,
+                parent: node.parent,
                 path,
                 depth,
                 name: &node.name,
@@ -247,11 +324,9 @@ impl ShadowTree {
     pub fn to_effects(&self) -> Vec<Effect> {
         let mut effects = Vec::with_capacity(self.len());
         self.walk(|n| {
-            let parent = crate::split_parent(&n.path)
-                .map(|(p, _)| p.to_owned())
-                .unwrap_or_default();
             effects.push(Effect::Spawned {
-                parent,
+                node: n.key,
+                parent: n.parent,
                 name: n.name.to_owned(),
                 scene: n.scene.to_owned(),
                 props: n
@@ -333,6 +408,35 @@ mod tests {
     }
 
     #[test]
+    fn replayed_effects_keep_a_twin_equal() {
+        let mut t = ShadowTree::new();
+        let mut twin = ShadowTree::new();
+        let set = |path: &str, v: i64| Op::SetProperty {
+            path: path.into(),
+            property: "hp".into(),
+            value: Value::Int(v),
+        };
+        for op in [
+            spawn("", "A"),
+            spawn("A", "B"),
+            set("A/B", 1),
+            spawn("", "C"),
+            set("A/B", 2),
+            Op::Despawn { path: "A".into() },
+            spawn("", "A"),
+            set("A", 3),
+            spawn("X", "refused"),
+        ] {
+            if let Ok(effect) = t.apply(&op) {
+                twin.apply_effect(&effect).expect("replay");
+            }
+            assert_eq!(twin, t, "after {op:?}");
+        }
+        assert!(twin.apply_effect(&Effect::Despawned { node: 1 }).is_err());
+        assert_eq!(twin, t, "a refused effect changes nothing");
+    }
+
+    #[test]
     fn effects_rebuild_an_equal_tree() {
         let mut t = ShadowTree::new();
         t.apply(&spawn("", "A")).expect("spawn");
@@ -345,24 +449,9 @@ mod tests {
         .expect("set");
         let mut rebuilt = ShadowTree::new();
         for effect in t.to_effects() {
-            let Effect::Spawned {
-                parent,
-                name,
-                scene,
-                props,
-            } = effect
-            else {
-                panic!("only spawns")
-            };
-            rebuilt
-                .apply(&Op::Spawn {
-                    parent,
-                    name,
-                    scene,
-                    props,
-                })
-                .expect("rebuild");
+            assert!(matches!(effect, Effect::Spawned { .. }), "only spawns");
+            rebuilt.apply_effect(&effect).expect("rebuild");
         }
-        assert_eq!(rebuilt.dump(), t.dump());
+        assert_eq!(rebuilt, t);
     }
 }

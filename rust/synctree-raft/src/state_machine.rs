@@ -187,7 +187,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                     tracing::warn!("{e}");
                                 }
                             }
-                            let result = s.tree.apply(&event.op).map(|effect| effects.push(effect));
+                            let result = s
+                                .tree
+                                .apply_owned(event.op)
+                                .map(|effect| effects.push(effect));
                             response.outcomes.push(OpOutcome {
                                 id: event.id,
                                 result,

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use synctree_proto::{Effect, Op, ShadowTree, Value};
+use synctree_proto::{Op, ShadowTree, Value};
 use synctree_runtime::{
     Applied, Completion, Done, MemNetwork, Server, ServerConfig, StorageMode, TransportMode,
 };
@@ -91,30 +91,9 @@ fn drain(server: &Server, mirror: &mut ShadowTree, applied: &mut u64) {
             }
             Applied::Effects { index, effects } => {
                 for e in effects {
-                    let op = match e {
-                        Effect::Spawned {
-                            parent,
-                            name,
-                            scene,
-                            props,
-                        } => Op::Spawn {
-                            parent,
-                            name,
-                            scene,
-                            props,
-                        },
-                        Effect::Despawned { path } => Op::Despawn { path },
-                        Effect::PropertySet {
-                            path,
-                            property,
-                            value,
-                        } => Op::SetProperty {
-                            path,
-                            property,
-                            value,
-                        },
-                    };
-                    mirror.apply(&op).expect("committed effects apply cleanly");
+                    mirror
+                        .apply_effect(&e)
+                        .expect("committed effects apply cleanly");
                 }
                 *applied = index;
             }
