@@ -120,6 +120,27 @@ mod tests {
     }
 
     #[test]
+    fn encoded_batch_round_trips_inside_another_message() {
+        let batch = Batch {
+            origin: 3,
+            seq: 9,
+            events: vec![],
+        };
+        let encoded = crate::EncodedBatch::encode(&batch).expect("encode");
+        assert_eq!(encoded.decode().expect("decode"), batch);
+        // As a field of a log entry or an RPC: the bytes go through unchanged.
+        let outer = encode(&(7u64, encoded.clone())).expect("encode outer");
+        let (n, back): (u64, crate::EncodedBatch) = decode(&outer, 1 << 20).expect("decode outer");
+        assert_eq!((n, back), (7, encoded));
+        let garbage = crate::EncodedBatch::from_bytes(vec![0xc1u8, 0, 1]);
+        let err = garbage
+            .decode()
+            .expect_err("garbage is refused")
+            .to_string();
+        assert!(err.contains("Batch"), "{err}");
+    }
+
+    #[test]
     fn batch_round_trips() {
         let clock = Clock::new(2, Clock::DEFAULT_MAX_DELTA);
         let batch = Batch {

@@ -29,7 +29,7 @@ pub use codec::{decode, encode, CodecError};
 pub use dump::{write_node_header, write_property};
 pub use effect::{CompactString, Effect, NodeKey, ROOT_KEY};
 pub use error::ApplyError;
-pub use op::{Batch, Event, Op, OpId, OpOutcome};
+pub use op::{Batch, EncodedBatch, Event, Op, OpId, OpOutcome, MAX_BATCH_BYTES};
 pub use path::{join, split_parent, validate_name, validate_path, validate_property, ROOT};
 pub use tree::{NodeView, ShadowTree};
 pub use value::{Value, ValueKind};

@@ -1,6 +1,6 @@
 //! Ops, the events that carry them through the log, and their outcomes.
 
-use crate::{ApplyError, Stamp, Value};
+use crate::{ApplyError, CodecError, Stamp, Value};
 use serde::{Deserialize, Serialize};
 
 /// A change to the synced tree. Paths are relative to the SyncedTree root (`""`).
@@ -69,4 +69,47 @@ pub struct Batch {
 pub struct OpOutcome {
     pub id: OpId,
     pub result: Result<(), ApplyError>,
+}
+
+/// Largest encoded batch a server decodes (a batch holds at most a few thousand events).
+pub const MAX_BATCH_BYTES: usize = 64 << 20;
+
+/// A [`Batch`] encoded once, by the server that proposes it. These bytes travel to the
+/// leader, into every server's log and to every follower unchanged; only the state machine
+/// decodes them, once per server. Clones share the bytes.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EncodedBatch(bytes::Bytes);
+
+impl EncodedBatch {
+    /// Encodes `batch`.
+    pub fn encode(batch: &Batch) -> Result<Self, CodecError> {
+        crate::encode(batch).map(|b| EncodedBatch(b.into()))
+    }
+
+    /// Decodes the batch; fails on bytes that are not one (which every replica sees alike).
+    pub fn decode(&self) -> Result<Batch, CodecError> {
+        crate::decode(&self.0, MAX_BATCH_BYTES)
+    }
+
+    /// Wraps bytes that should hold an encoded batch (tests, fuzzing).
+    pub fn from_bytes(bytes: impl Into<bytes::Bytes>) -> Self {
+        EncodedBatch(bytes.into())
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True for no bytes at all.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for EncodedBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EncodedBatch({} bytes)", self.0.len())
+    }
 }

@@ -8,20 +8,107 @@ use crate::store::{Storage, KEY_COMMITTED, KEY_PURGED, KEY_VOTE, LOGS, META};
 use crate::types::{NodeId, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
-    AnyError, Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote,
+    AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, StorageError,
+    StorageIOError, Vote,
 };
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{de::DeserializeOwned, Serialize};
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-/// The Raft log store of one server. Cloning shares the database.
+/// Most bytes of recent entries kept in memory.
+const TAIL_MAX_BYTES: usize = 32 << 20;
+/// Most recent entries kept in memory.
+const TAIL_MAX_ENTRIES: usize = 1 << 16;
+
+/// The newest log entries, also in memory: replication to followers and the state machine
+/// read what was just appended without a database read and decode. It always ends at the
+/// last entry of the log (or is empty, after a restart), and is contiguous.
+#[derive(Default)]
+struct Tail {
+    entries: VecDeque<Entry<TypeConfig>>,
+    bytes: usize,
+}
+
+fn entry_bytes(e: &Entry<TypeConfig>) -> usize {
+    64 + match &e.payload {
+        EntryPayload::Normal(batch) => batch.len(),
+        _ => 0,
+    }
+}
+
+impl Tail {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.log_id.index)
+    }
+
+    fn push(&mut self, entry: Entry<TypeConfig>) {
+        if let Some(last) = self.entries.back() {
+            if entry.log_id.index != last.log_id.index + 1 {
+                // Not contiguous (openraft truncates before overwriting): start over.
+                self.entries.clear();
+                self.bytes = 0;
+            }
+        }
+        self.bytes += entry_bytes(&entry);
+        self.entries.push_back(entry);
+        while self.entries.len() > 1
+            && (self.bytes > TAIL_MAX_BYTES || self.entries.len() > TAIL_MAX_ENTRIES)
+        {
+            if let Some(old) = self.entries.pop_front() {
+                self.bytes -= entry_bytes(&old);
+            }
+        }
+    }
+
+    /// Drops entries at `index` and after.
+    fn truncate(&mut self, index: u64) {
+        while self.entries.back().is_some_and(|e| e.log_id.index >= index) {
+            if let Some(old) = self.entries.pop_back() {
+                self.bytes -= entry_bytes(&old);
+            }
+        }
+    }
+
+    /// Drops entries up to and including `index`.
+    fn purge(&mut self, index: u64) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| e.log_id.index <= index)
+        {
+            if let Some(old) = self.entries.pop_front() {
+                self.bytes -= entry_bytes(&old);
+            }
+        }
+    }
+
+    /// Entries `start..end` (`end` None: to the last), if all of them are here.
+    fn get(&self, start: u64, end: Option<u64>) -> Option<Vec<Entry<TypeConfig>>> {
+        let first = self.first_index()?;
+        let next = first + self.entries.len() as u64;
+        let end = end.unwrap_or(next);
+        if start < first || end > next {
+            return None;
+        }
+        if start >= end {
+            return Some(Vec::new());
+        }
+        let from = (start - first) as usize;
+        let to = (end - first) as usize;
+        Some(self.entries.range(from..to).cloned().collect())
+    }
+}
+
+/// The Raft log store of one server. Cloning shares the database and the in-memory tail.
 #[derive(Clone)]
 pub struct LogStore {
     storage: Storage,
     committed: Arc<AtomicU64>,
+    tail: Arc<Mutex<Tail>>,
 }
 
 impl LogStore {
@@ -30,7 +117,24 @@ impl LogStore {
         LogStore {
             storage,
             committed: Arc::new(AtomicU64::new(0)),
+            tail: Arc::new(Mutex::new(Tail::default())),
         }
+    }
+
+    /// After a failed write the database and the tail may disagree: the database is the
+    /// truth, so the tail is dropped.
+    fn forget_tail_on_error<T>(
+        &self,
+        result: Result<T, StorageError<NodeId>>,
+    ) -> Result<T, StorageError<NodeId>> {
+        if result.is_err() {
+            *self.tail() = Tail::default();
+        }
+        result
+    }
+
+    fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The highest log index known committed, as openraft last reported it (for status).
@@ -119,6 +223,19 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => Bound::Excluded(*i),
             Bound::Unbounded => Bound::Unbounded,
         };
+        let from = match start {
+            Bound::Included(i) => i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let to = match end {
+            Bound::Included(i) => Some(i.saturating_add(1)),
+            Bound::Excluded(i) => Some(i),
+            Bound::Unbounded => None,
+        };
+        if let Some(entries) = self.tail().get(from, to) {
+            return Ok(entries);
+        }
         let txn = self.storage.db.begin_read().map_err(read_err)?;
         let table = txn.open_table(LOGS).map_err(read_err)?;
         let mut out = Vec::new();
@@ -203,9 +320,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
         let encoded = entries
-            .into_iter()
-            .map(|e| Ok((e.log_id.index, encode(&e)?)))
+            .iter()
+            .map(|e| Ok((e.log_id.index, encode(e)?)))
             .collect::<Result<Vec<_>, StorageError<NodeId>>>()?;
         let result = self.write(StorageIOError::write_logs, |txn| {
             let mut table = txn.open_table(LOGS)?;
@@ -215,27 +333,91 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(())
         });
         match &result {
-            Ok(()) => callback.log_io_completed(Ok(())),
+            Ok(()) => {
+                let mut tail = self.tail();
+                for e in entries {
+                    tail.push(e);
+                }
+                drop(tail);
+                callback.log_io_completed(Ok(()))
+            }
             Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
         }
         result
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.write(StorageIOError::write_logs, |txn| {
+        self.tail().truncate(log_id.index);
+        let result = self.write(StorageIOError::write_logs, |txn| {
             let mut table = txn.open_table(LOGS)?;
             table.retain_in(log_id.index.., |_, _| false)?;
             Ok(())
-        })
+        });
+        self.forget_tail_on_error(result)
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let bytes = encode(&Some(log_id))?;
-        self.write(StorageIOError::write_logs, |txn| {
+        self.tail().purge(log_id.index);
+        let result = self.write(StorageIOError::write_logs, |txn| {
             txn.open_table(META)?.insert(KEY_PURGED, bytes.as_slice())?;
             let mut table = txn.open_table(LOGS)?;
             table.retain_in(..=log_id.index, |_, _| false)?;
             Ok(())
-        })
+        });
+        self.forget_tail_on_error(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+
+    fn entry(index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn indexes(entries: Option<Vec<Entry<TypeConfig>>>) -> Option<Vec<u64>> {
+        entries.map(|v| v.iter().map(|e| e.log_id.index).collect())
+    }
+
+    #[test]
+    fn tail_serves_only_ranges_it_holds_whole() {
+        let mut t = Tail::default();
+        assert_eq!(indexes(t.get(0, None)), None, "empty: go to the database");
+        for i in 5..10 {
+            t.push(entry(i));
+        }
+        assert_eq!(indexes(t.get(5, None)), Some(vec![5, 6, 7, 8, 9]));
+        assert_eq!(indexes(t.get(7, Some(9))), Some(vec![7, 8]));
+        assert_eq!(indexes(t.get(9, Some(9))), Some(vec![]));
+        assert_eq!(indexes(t.get(4, Some(7))), None, "starts before the tail");
+        assert_eq!(indexes(t.get(6, Some(11))), None, "ends after the log");
+        t.truncate(8);
+        assert_eq!(indexes(t.get(5, None)), Some(vec![5, 6, 7]));
+        t.purge(5);
+        assert_eq!(indexes(t.get(6, None)), Some(vec![6, 7]));
+        t.push(entry(12));
+        assert_eq!(
+            indexes(t.get(12, None)),
+            Some(vec![12]),
+            "a gap starts over"
+        );
+        assert_eq!(indexes(t.get(6, None)), None);
+    }
+
+    #[test]
+    fn tail_is_bounded() {
+        let mut t = Tail::default();
+        for i in 1..=(TAIL_MAX_ENTRIES as u64 + 10) {
+            t.push(entry(i));
+        }
+        assert_eq!(t.entries.len(), TAIL_MAX_ENTRIES);
+        assert_eq!(t.first_index(), Some(11));
+        assert_eq!(t.bytes, TAIL_MAX_ENTRIES * 64);
     }
 }

@@ -169,7 +169,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Membership(m) => {
                         s.membership = StoredMembership::new(Some(entry.log_id), m);
                     }
-                    EntryPayload::Normal(batch) => {
+                    EntryPayload::Normal(encoded) => {
+                        let batch = match encoded.decode() {
+                            Ok(batch) => batch,
+                            Err(e) => {
+                                // Every replica refuses the same bytes alike; nothing applies.
+                                tracing::error!(
+                                    "log entry {} is not a batch, skipped: {e}",
+                                    entry.log_id.index
+                                );
+                                responses.push(response);
+                                continue;
+                            }
+                        };
                         if let Some((seq, outcomes)) = s.sessions.get(&batch.origin) {
                             if batch.seq <= *seq {
                                 // A retry of a batch already applied: answer, change nothing.

@@ -3,12 +3,13 @@
 use openraft::{BasicNode, Entry, TokioRuntime};
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
-use synctree_proto::{Batch, OpOutcome};
+use synctree_proto::{EncodedBatch, OpOutcome};
 
 /// Servers are numbered by the operator (`--synctree-id`), never 0.
 pub type NodeId = u64;
 
-/// What applying one [`Batch`] produced: an outcome per event, in order.
+/// What applying one batch produced: an outcome per event, in order (none when the entry
+/// did not decode as a batch).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BatchResponse {
     pub outcomes: Vec<OpOutcome>,
@@ -17,7 +18,7 @@ pub struct BatchResponse {
 openraft::declare_raft_types!(
     /// The Raft types of one synctree shard.
     pub TypeConfig:
-        D = Batch,
+        D = EncodedBatch,
         R = BatchResponse,
         NodeId = NodeId,
         Node = BasicNode,

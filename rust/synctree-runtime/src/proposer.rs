@@ -13,7 +13,7 @@ use crate::server::Inner;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use std::sync::Arc;
 use std::time::Duration;
-use synctree_proto::{Batch, Event, Value};
+use synctree_proto::{Batch, EncodedBatch, Event, Value};
 use synctree_raft::NodeId;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -28,7 +28,7 @@ const FORWARD_ATTEMPT: Duration = Duration::from_secs(1);
 
 /// What [`Inner::route`] carries to the leader.
 enum Routed {
-    Write(Batch),
+    Write(EncodedBatch),
     ReadIndex,
 }
 
@@ -109,7 +109,20 @@ pub(crate) async fn run(
             seq: batch_seq,
             events: writes.into_iter().map(|(_, e)| e).collect(),
         };
-        match inner.propose(batch).await {
+        let result = match EncodedBatch::encode(&batch) {
+            Ok(encoded) => inner.propose(encoded).await,
+            Err(e) => Err(format!("internal error: {e}")),
+        };
+        match result {
+            Ok(committed) if committed.outcomes.len() != tickets.len() => {
+                let e = format!(
+                    "internal error: log entry {} answered {} outcomes for {} events",
+                    committed.index,
+                    committed.outcomes.len(),
+                    tickets.len()
+                );
+                fail_all(&done, tickets, e)
+            }
             Ok(committed) => {
                 for (ticket, outcome) in tickets.into_iter().zip(committed.outcomes) {
                     let result = match outcome.result {
@@ -121,15 +134,17 @@ pub(crate) async fn run(
                     let _ = done.send(Completion { ticket, result });
                 }
             }
-            Err(e) => {
-                for ticket in tickets {
-                    let _ = done.send(Completion {
-                        ticket,
-                        result: Err(e.clone()),
-                    });
-                }
-            }
+            Err(e) => fail_all(&done, tickets, e),
         }
+    }
+}
+
+fn fail_all(done: &std::sync::mpsc::Sender<Completion>, tickets: Vec<u64>, error: String) {
+    for ticket in tickets {
+        let _ = done.send(Completion {
+            ticket,
+            result: Err(error.clone()),
+        });
     }
 }
 
@@ -139,7 +154,7 @@ fn backoff(attempt: u32) -> Duration {
 
 impl Inner {
     /// Proposes on this node, which must be the leader.
-    pub(crate) async fn write_local(&self, batch: Batch) -> Result<Committed, ForwardError> {
+    pub(crate) async fn write_local(&self, batch: EncodedBatch) -> Result<Committed, ForwardError> {
         match self.raft.client_write(batch).await {
             Ok(resp) => Ok(Committed {
                 index: resp.log_id.index,
@@ -245,7 +260,7 @@ impl Inner {
     }
 
     /// Commits `batch` through the leader, wherever it is.
-    pub(crate) async fn propose(&self, batch: Batch) -> Result<Committed, String> {
+    pub(crate) async fn propose(&self, batch: EncodedBatch) -> Result<Committed, String> {
         match self.route(Routed::Write(batch)).await? {
             RoutedOk::Committed(c) => Ok(c),
             RoutedOk::ReadIndex(_) => Err("internal error: a write was answered as a read".into()),

@@ -6,7 +6,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
-use synctree_proto::{Batch, OpOutcome};
+use synctree_proto::{EncodedBatch, OpOutcome};
 use synctree_raft::{NodeId, TypeConfig};
 
 /// Largest request a server accepts from a peer (a snapshot chunk is at most 3 MiB).
@@ -19,7 +19,7 @@ pub enum Rpc {
     Vote(VoteRequest<NodeId>),
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     /// A follower forwards a batch its clients proposed; the leader proposes it.
-    Propose(Batch),
+    Propose(EncodedBatch),
     /// A follower asks the leader for a read index (leadership confirmed by a quorum).
     ReadIndex,
 }
