@@ -21,7 +21,7 @@ mod store;
 mod types;
 
 pub use log_store::LogStore;
-pub use state_machine::{Applied, SharedState, StateMachine};
+pub use state_machine::{Applied, Session, Sessions, SharedState, StateMachine, SESSION_WINDOW};
 pub use store::{open, Durability, Storage, StoreError};
 pub use types::{BatchResponse, NodeId, Raft, TypeConfig};
 

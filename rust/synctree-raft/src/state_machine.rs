@@ -12,7 +12,7 @@ use openraft::{
 };
 use redb::ReadableDatabase;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Cursor;
 use std::sync::{Arc, RwLock};
 use synctree_proto::{Clock, Effect, OpOutcome, ShadowTree};
@@ -37,9 +37,21 @@ pub struct SharedState {
     pub membership: StoredMembership<NodeId, BasicNode>,
 }
 
-/// Per proposing server: the `seq` of its last applied batch and that batch's outcomes, so a
-/// retried batch is answered, not applied twice.
-pub type Sessions = BTreeMap<u64, (u64, Vec<OpOutcome>)>;
+/// Outcomes kept per proposing server: more than the batches a server has in flight.
+pub const SESSION_WINDOW: usize = 64;
+
+/// What the state machine remembers of one proposing server, so a retried batch is
+/// answered, never applied twice, and batches from one server apply in `seq` order.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    /// The `seq` of its last applied batch: a batch at or below it is never applied.
+    pub last_seq: u64,
+    /// `(seq, outcomes)` of its last [`SESSION_WINDOW`] applied batches.
+    pub recent: VecDeque<(u64, Vec<OpOutcome>)>,
+}
+
+/// Sessions by proposing server id.
+pub type Sessions = BTreeMap<u64, Session>;
 
 /// What a snapshot holds besides its meta.
 #[derive(Serialize, Deserialize)]
@@ -182,15 +194,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                 continue;
                             }
                         };
-                        if let Some((seq, outcomes)) = s.sessions.get(&batch.origin) {
-                            if batch.seq <= *seq {
-                                // A retry of a batch already applied: answer, change nothing.
-                                if batch.seq == *seq {
-                                    response.outcomes = outcomes.clone();
-                                }
-                                responses.push(response);
-                                continue;
+                        let SharedState { tree, sessions, .. } = &mut *s;
+                        let session = sessions.entry(batch.origin).or_default();
+                        if batch.seq <= session.last_seq {
+                            // A retry of a batch already applied (answer it), or a batch a
+                            // later one overtook (it must not apply out of order).
+                            match session.recent.iter().find(|(q, _)| *q == batch.seq) {
+                                Some((_, outcomes)) => response.outcomes = outcomes.clone(),
+                                None => response.stale = true,
                             }
+                            responses.push(response);
+                            continue;
                         }
                         response.outcomes.reserve(batch.events.len());
                         for event in batch.events {
@@ -199,14 +213,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                     tracing::warn!("{e}");
                                 }
                             }
-                            let result = s
-                                .tree
+                            let result = tree
                                 .apply_owned(event.op)
                                 .map(|effect| effects.push(effect));
                             response.outcomes.push(OpOutcome {
                                 id: event.id,
                                 result,
                             });
+                        }
+                        session.last_seq = batch.seq;
+                        session
+                            .recent
+                            .push_back((batch.seq, response.outcomes.clone()));
+                        if session.recent.len() > SESSION_WINDOW {
+                            session.recent.pop_front();
                         }
                     }
                 }
@@ -319,5 +339,85 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             meta,
             snapshot: Box::new(Cursor::new(stored.data)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+    use synctree_proto::{Batch, Clock, EncodedBatch, Event, Op, OpId};
+
+    fn entry(index: u64, batch: &Batch) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(EncodedBatch::encode(batch).expect("encode")),
+        }
+    }
+
+    fn batch(clock: &Clock, origin: u64, seq: u64, name: &str) -> Batch {
+        Batch {
+            origin,
+            seq,
+            events: vec![Event {
+                id: OpId { origin, seq },
+                stamp: clock.stamp(),
+                op: Op::Spawn {
+                    parent: String::new(),
+                    name: name.into(),
+                    scene: "Node".into(),
+                    props: vec![],
+                },
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_apply_once_and_in_seq_order_per_server() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let (mut sm, shared) = StateMachine::open(Storage::in_memory().expect("mem"), tx, None)
+            .await
+            .expect("open");
+        let clock = Clock::new(9, std::time::Duration::from_millis(500));
+        let first = batch(&clock, 7, 10, "A");
+        let r = sm.apply([entry(1, &first)]).await.expect("apply");
+        assert!(r[0].outcomes[0].result.is_ok(), "{r:?}");
+        // The same batch again (a retry): answered with the first outcome, not applied again
+        // (applying it again would refuse a duplicate name).
+        let again = sm.apply([entry(2, &first)]).await.expect("apply");
+        assert_eq!(again[0].outcomes, r[0].outcomes);
+        assert!(!again[0].stale);
+        // Another server's batch with the same seq is its own.
+        let other = sm
+            .apply([entry(3, &batch(&clock, 8, 10, "B"))])
+            .await
+            .expect("apply");
+        assert!(other[0].outcomes[0].result.is_ok(), "{other:?}");
+        // seq 12 applies; seq 11 arriving after it is stale and does not apply.
+        let later = sm
+            .apply([entry(4, &batch(&clock, 7, 12, "C"))])
+            .await
+            .expect("apply");
+        assert!(later[0].outcomes[0].result.is_ok());
+        let overtaken = sm
+            .apply([entry(5, &batch(&clock, 7, 11, "D"))])
+            .await
+            .expect("apply");
+        assert!(overtaken[0].stale && overtaken[0].outcomes.is_empty());
+        // The retry of seq 10 is still answered from the window.
+        let late_retry = sm.apply([entry(6, &first)]).await.expect("apply");
+        assert_eq!(late_retry[0].outcomes, r[0].outcomes);
+        let s = shared.read().expect("state");
+        assert_eq!(s.tree.dump(), "A (Node)\nB (Node)\nC (Node)\n");
+        assert_eq!(s.sessions[&7].last_seq, 12);
+        drop(s);
+        // Effects went out once per applied spawn.
+        let mut spawned = 0;
+        while let Ok(a) = rx.try_recv() {
+            if let Applied::Effects { effects, .. } = a {
+                spawned += effects.len();
+            }
+        }
+        assert_eq!(spawned, 3);
     }
 }

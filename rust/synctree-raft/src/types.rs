@@ -13,6 +13,9 @@ pub type NodeId = u64;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BatchResponse {
     pub outcomes: Vec<OpOutcome>,
+    /// The batch was not applied: a later batch from the same server was applied before it,
+    /// and its own outcome (if it ever applied) is no longer remembered.
+    pub stale: bool,
 }
 
 openraft::declare_raft_types!(

@@ -1,16 +1,20 @@
 //! Turns queued requests into Raft proposals and reads.
 //!
-//! Writes are grouped: everything queued while the previous batch was in flight becomes the
-//! next batch (one log entry), and a server has at most one batch in flight, so its ops
-//! commit in the order they were made. A batch goes to the local Raft node if it leads, else
-//! it is forwarded to the leader; refusals and unreachable leaders are retried until the
-//! request timeout. Retries are safe: the state machine applies a batch once per
-//! `(origin, seq)`.
+//! Writes are grouped: everything queued when the proposer looks becomes the next batch (one
+//! log entry). On the leader, up to `RaftTuning::pipeline` batches are in consensus at once,
+//! handed to Raft in order (an entry commits only with every entry before it, so they apply
+//! in order); a follower forwards one batch at a time to the leader. Either way a
+//! server's ops commit in the order they were made. Refusals and unreachable leaders are
+//! retried until the request timeout. Retries are safe: the state machine applies a batch
+//! once per `(origin, seq)` and never one older than the last it applied from that server.
 
 use crate::handler::not_leader;
 use crate::rpc::{Committed, ForwardError, Rpc, RpcReply};
 use crate::server::Inner;
+use futures::stream::{FuturesOrdered, StreamExt};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use synctree_proto::{Batch, EncodedBatch, Event, Value};
@@ -65,77 +69,102 @@ pub enum Done {
     Read { index: u64, value: Option<Value> },
 }
 
+/// One batch on its way: its requests' tickets and the batch itself (kept for retries).
+struct Proposal {
+    tickets: Vec<u64>,
+    batch: EncodedBatch,
+}
+
+type Settling = Pin<Box<dyn Future<Output = (Proposal, Result<Committed, ForwardError>)> + Send>>;
+
 pub(crate) async fn run(
     inner: Arc<Inner>,
     mut rx: mpsc::UnboundedReceiver<Submission>,
     done: std::sync::mpsc::Sender<Completion>,
 ) {
-    let mut batch_seq = 0u64;
-    while let Some(first) = rx.recv().await {
-        let mut writes: Vec<(u64, Event)> = Vec::new();
-        let mut next = Some(first);
-        while let Some(sub) = next.take() {
-            match sub {
-                Submission::Write { ticket, event } => writes.push((ticket, event)),
-                Submission::Read {
-                    ticket,
-                    path,
-                    property,
-                } => {
-                    let inner = inner.clone();
-                    let done = done.clone();
-                    tokio::spawn(async move {
-                        let result = inner.read(&path, &property).await;
-                        let _ = done.send(Completion { ticket, result });
-                    });
+    let mut seq = 0u64;
+    let mut pipeline: FuturesOrdered<Settling> = FuturesOrdered::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some((p, result)) = pipeline.next(), if !pipeline.is_empty() => {
+                inner.settle(p, result, &done).await;
+            }
+            first = rx.recv(), if pipeline.len() < inner.pipeline => {
+                let Some(first) = first else { break };
+                let Some(p) = inner.gather(first, &mut rx, &done, &mut seq) else {
+                    continue;
+                };
+                if inner.known_leader() == Some(inner.id) {
+                    match inner.raft.client_write_ff(p.batch.clone()).await {
+                        Ok(answer) => pipeline.push_back(Box::pin(async move {
+                            let result = match answer.await {
+                                Ok(Ok(resp)) => Ok(Committed {
+                                    index: resp.log_id.index,
+                                    outcomes: resp.data.outcomes,
+                                    stale: resp.data.stale,
+                                }),
+                                Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
+                                    Err(not_leader(f.leader_id))
+                                }
+                                Ok(Err(e)) => Err(ForwardError::Failed(e.to_string())),
+                                // Raft dropped it (stepping down, shutting down): retry.
+                                Err(_) => Err(ForwardError::NotLeader { leader: None }),
+                            };
+                            (p, result)
+                        })),
+                        Err(fatal) => fail_all(&done, p.tickets, fatal.to_string()),
+                    }
+                } else {
+                    // A forwarded batch goes after every earlier one settled, and alone, so
+                    // the leader receives this server's batches in order.
+                    while let Some((q, result)) = pipeline.next().await {
+                        inner.settle(q, result, &done).await;
+                    }
+                    let result = inner.propose(p.batch.clone()).await;
+                    finish(&done, p, result);
                 }
             }
-            if writes.len() < MAX_BATCH_EVENTS {
-                next = rx.try_recv().ok();
+        }
+    }
+    while let Some((q, result)) = pipeline.next().await {
+        inner.settle(q, result, &done).await;
+    }
+}
+
+/// Tells each request of a settled batch its outcome.
+fn finish(
+    done: &std::sync::mpsc::Sender<Completion>,
+    p: Proposal,
+    result: Result<Committed, String>,
+) {
+    match result {
+        Ok(c) if c.stale => fail_all(
+            done,
+            p.tickets,
+            "not applied: a later batch from this server was applied first (after a leader \
+             change); retry"
+                .into(),
+        ),
+        Ok(c) if c.outcomes.len() != p.tickets.len() => {
+            let e = format!(
+                "internal error: log entry {} answered {} outcomes for {} events",
+                c.index,
+                c.outcomes.len(),
+                p.tickets.len()
+            );
+            fail_all(done, p.tickets, e)
+        }
+        Ok(c) => {
+            for (ticket, outcome) in p.tickets.into_iter().zip(c.outcomes) {
+                let result = match outcome.result {
+                    Ok(()) => Ok(Done::Write { index: c.index }),
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = done.send(Completion { ticket, result });
             }
         }
-        if writes.is_empty() {
-            continue;
-        }
-        // Batch seqs only grow, across restarts too: the HLC time of the batch's last event.
-        let last = writes
-            .last()
-            .map(|(_, e)| e.stamp.hlc.get_time().as_u64())
-            .unwrap_or(0);
-        batch_seq = batch_seq.max(last).max(batch_seq + 1);
-        let tickets: Vec<u64> = writes.iter().map(|(t, _)| *t).collect();
-        let batch = Batch {
-            origin: inner.id,
-            seq: batch_seq,
-            events: writes.into_iter().map(|(_, e)| e).collect(),
-        };
-        let result = match EncodedBatch::encode(&batch) {
-            Ok(encoded) => inner.propose(encoded).await,
-            Err(e) => Err(format!("internal error: {e}")),
-        };
-        match result {
-            Ok(committed) if committed.outcomes.len() != tickets.len() => {
-                let e = format!(
-                    "internal error: log entry {} answered {} outcomes for {} events",
-                    committed.index,
-                    committed.outcomes.len(),
-                    tickets.len()
-                );
-                fail_all(&done, tickets, e)
-            }
-            Ok(committed) => {
-                for (ticket, outcome) in tickets.into_iter().zip(committed.outcomes) {
-                    let result = match outcome.result {
-                        Ok(()) => Ok(Done::Write {
-                            index: committed.index,
-                        }),
-                        Err(e) => Err(e.to_string()),
-                    };
-                    let _ = done.send(Completion { ticket, result });
-                }
-            }
-            Err(e) => fail_all(&done, tickets, e),
-        }
+        Err(e) => fail_all(done, p.tickets, e),
     }
 }
 
@@ -153,12 +182,84 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 impl Inner {
+    /// Takes `first` and whatever else is queued (up to [`MAX_BATCH_EVENTS`] writes) into
+    /// one batch; reads among them start on their own.
+    fn gather(
+        self: &Arc<Self>,
+        first: Submission,
+        rx: &mut mpsc::UnboundedReceiver<Submission>,
+        done: &std::sync::mpsc::Sender<Completion>,
+        seq: &mut u64,
+    ) -> Option<Proposal> {
+        let mut writes: Vec<(u64, Event)> = Vec::new();
+        let mut next = Some(first);
+        while let Some(sub) = next.take() {
+            match sub {
+                Submission::Write { ticket, event } => writes.push((ticket, event)),
+                Submission::Read {
+                    ticket,
+                    path,
+                    property,
+                } => {
+                    let inner = self.clone();
+                    let done = done.clone();
+                    tokio::spawn(async move {
+                        let result = inner.read(&path, &property).await;
+                        let _ = done.send(Completion { ticket, result });
+                    });
+                }
+            }
+            if writes.len() < MAX_BATCH_EVENTS {
+                next = rx.try_recv().ok();
+            }
+        }
+        if writes.is_empty() {
+            return None;
+        }
+        // Batch seqs only grow, across restarts too: the HLC time of the batch's last event.
+        let last = writes
+            .last()
+            .map(|(_, e)| e.stamp.hlc.get_time().as_u64())
+            .unwrap_or(0);
+        *seq = (*seq).max(last).max(*seq + 1);
+        let tickets: Vec<u64> = writes.iter().map(|(t, _)| *t).collect();
+        let batch = Batch {
+            origin: self.id,
+            seq: *seq,
+            events: writes.into_iter().map(|(_, e)| e).collect(),
+        };
+        match EncodedBatch::encode(&batch) {
+            Ok(batch) => Some(Proposal { tickets, batch }),
+            Err(e) => {
+                fail_all(done, tickets, format!("internal error: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Completes a pipelined batch; one that lost its leader is proposed again (through
+    /// the new leader) before anything after it, so order holds.
+    async fn settle(
+        &self,
+        p: Proposal,
+        result: Result<Committed, ForwardError>,
+        done: &std::sync::mpsc::Sender<Completion>,
+    ) {
+        let result = match result {
+            Ok(c) => Ok(c),
+            Err(ForwardError::Failed(e)) => Err(e),
+            Err(ForwardError::NotLeader { .. }) => self.propose(p.batch.clone()).await,
+        };
+        finish(done, p, result);
+    }
+
     /// Proposes on this node, which must be the leader.
     pub(crate) async fn write_local(&self, batch: EncodedBatch) -> Result<Committed, ForwardError> {
         match self.raft.client_write(batch).await {
             Ok(resp) => Ok(Committed {
                 index: resp.log_id.index,
                 outcomes: resp.data.outcomes,
+                stale: resp.data.stale,
             }),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(not_leader(f.leader_id))
@@ -178,7 +279,7 @@ impl Inner {
         }
     }
 
-    fn known_leader(&self) -> Option<NodeId> {
+    pub(crate) fn known_leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader
     }
 

@@ -38,6 +38,8 @@ pub enum ForwardError {
 pub struct Committed {
     pub index: u64,
     pub outcomes: Vec<OpOutcome>,
+    /// Not applied: overtaken by a later batch of the same server (see `BatchResponse`).
+    pub stale: bool,
 }
 
 /// The answer to an [`Rpc`], variant for variant.

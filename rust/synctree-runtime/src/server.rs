@@ -40,6 +40,7 @@ pub(crate) struct Inner {
     pub(crate) shared: Arc<RwLock<SharedState>>,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) request_timeout: Duration,
+    pub(crate) pipeline: usize,
     committed: Arc<AtomicU64>,
     quic: Option<QuicTransport>,
 }
@@ -282,6 +283,7 @@ async fn start_node(cfg: &ServerConfig) -> Result<Started, StartError> {
         shared,
         transport,
         request_timeout: cfg.request_timeout,
+        pipeline: cfg.tuning.pipeline.max(1),
         committed,
         quic,
     });

@@ -14,6 +14,10 @@ fn addr(id: u64) -> SocketAddr {
 }
 
 fn start(id: u64, net: &MemNetwork, dir: &Path) -> Server {
+    start_with(id, net, dir, 1)
+}
+
+fn start_with(id: u64, net: &MemNetwork, dir: &Path, pipeline: usize) -> Server {
     let peers = (1..=3).filter(|p| *p != id).map(|p| (p, addr(p))).collect();
     let storage = StorageMode::Dir {
         dir: dir.join(format!("n{id}")),
@@ -21,6 +25,7 @@ fn start(id: u64, net: &MemNetwork, dir: &Path) -> Server {
     };
     let mut cfg = ServerConfig::new(id, peers, storage, TransportMode::Mem(net.clone()));
     cfg.request_timeout = Duration::from_secs(2);
+    cfg.tuning.pipeline = pipeline;
     Server::start(cfg).expect("server starts")
 }
 
@@ -129,6 +134,70 @@ fn follower_write_is_forwarded_and_applied_everywhere() {
             .iter()
             .all(|(m, i)| *i > index && m.get("A", "hp") == Some(&Value::Int(7)))
     });
+}
+
+/// With several batches in consensus at once on the leader, every write still succeeds and
+/// every replica applies them in the order they were made.
+#[test]
+fn pipelined_batches_apply_in_issue_order_everywhere() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let net = MemNetwork::new();
+    let servers: Vec<Server> = (1..=3)
+        .map(|i| start_with(i, &net, dir.path(), 4))
+        .collect();
+    let refs: Vec<&Server> = servers.iter().collect();
+    let leader = leader_of(&refs);
+    let l = servers.iter().find(|s| s.id() == leader).expect("leader");
+    complete(l, l.submit(spawn("P"))).expect("spawn");
+    let mut tickets = Vec::new();
+    for chunk in 0..40 {
+        for i in 0..25 {
+            tickets.push(l.submit(set("P", chunk * 25 + i)));
+        }
+        // Let the proposer cut a batch, without waiting for it to commit.
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    let mut seen: Vec<Vec<i64>> = vec![Vec::new(); 3];
+    let mut indexes = vec![0u64; 3];
+    let mut buf = Vec::new();
+    let mut ok = 0;
+    wait_until("every write acknowledged and applied everywhere", || {
+        l.poll_completions(&mut buf);
+        for c in buf.drain(..) {
+            c.result.expect("pipelined write");
+            ok += 1;
+        }
+        for (k, s) in servers.iter().enumerate() {
+            while let Some(a) = s.try_recv_applied() {
+                if let Applied::Effects { index, effects } = a {
+                    indexes[k] = index;
+                    for e in effects {
+                        if let synctree_proto::Effect::PropertySet {
+                            value: Value::Int(v),
+                            ..
+                        } = e
+                        {
+                            seen[k].push(v);
+                        }
+                    }
+                }
+            }
+        }
+        ok == tickets.len() && seen.iter().all(|v| v.len() == tickets.len())
+    });
+    let issued: Vec<i64> = (0..tickets.len() as i64).collect();
+    for (k, v) in seen.iter().enumerate() {
+        assert_eq!(
+            v,
+            &issued,
+            "server {} applied the writes in issue order",
+            k + 1
+        );
+    }
+    assert!(
+        indexes.iter().all(|i| *i > 3),
+        "several log entries: {indexes:?}"
+    );
 }
 
 #[test]
