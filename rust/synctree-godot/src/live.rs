@@ -144,9 +144,12 @@ struct LiveNode {
 pub struct LiveTree {
     pub scenes: SceneCache,
     nodes: FxHashMap<NodeKey, LiveNode>,
-    /// Keys by synced path, for calls that name a node by path.
-    by_path: FxHashMap<String, NodeKey>,
-    /// Property names interned: id by name, and the StringName of each id.
+    /// Keys by synced path, for calls that name a node by path. Paths come from clients:
+    /// SipHash keeps crafted collisions cheap.
+    by_path: HashMap<String, NodeKey>,
+    /// Property names interned: id by name, and the StringName of each id. A fast unkeyed
+    /// hash (one lookup per committed property event); names come from servers, which check
+    /// them against the node's properties when they propose. Revisit when clients propose.
     prop_ids: FxHashMap<String, PropId>,
     prop_names: Vec<(String, StringName)>,
 }

@@ -7,6 +7,7 @@ use crate::effect::{CompactString, NodeKey, ROOT_KEY};
 use crate::path::{join, validate_name, validate_path, validate_property};
 use crate::{dump, ApplyError, Effect, Op, Value};
 use serde::{Deserialize, Serialize};
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -16,6 +17,7 @@ struct Node {
     scene: String,
     props: BTreeMap<String, Value>,
     children: Vec<NodeKey>,
+    /// Children by name. Names come from clients: SipHash keeps crafted collisions cheap.
     by_name: HashMap<String, NodeKey>,
 }
 
@@ -35,7 +37,8 @@ impl Node {
 /// The replicated tree below a SyncedTree. Equal on every replica at the same log index.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShadowTree {
-    nodes: HashMap<NodeKey, Node>,
+    /// By key: keys are given here, never by clients, so a fast unkeyed hash is safe.
+    nodes: FxHashMap<NodeKey, Node>,
     next_key: NodeKey,
 }
 
@@ -52,7 +55,7 @@ pub struct NodeView<'a> {
 
 impl Default for ShadowTree {
     fn default() -> Self {
-        let mut nodes = HashMap::new();
+        let mut nodes = FxHashMap::default();
         nodes.insert(ROOT_KEY, Node::new(String::new(), String::new()));
         ShadowTree {
             nodes,

@@ -206,13 +206,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             responses.push(response);
                             continue;
                         }
+                        // One server stamps its batch's events in order: advancing past
+                        // the newest advances past all (one clock update per batch).
+                        if let (Some(clock), Some(newest)) =
+                            (&self.clock, batch.events.iter().map(|e| e.stamp).max())
+                        {
+                            if let Err(e) = clock.observe(&newest) {
+                                tracing::warn!("{e}");
+                            }
+                        }
                         response.outcomes.reserve(batch.events.len());
                         for event in batch.events {
-                            if let Some(clock) = &self.clock {
-                                if let Err(e) = clock.observe(&event.stamp) {
-                                    tracing::warn!("{e}");
-                                }
-                            }
                             let result = tree
                                 .apply_owned(event.op)
                                 .map(|effect| effects.push(effect));
