@@ -6,8 +6,8 @@
 use crate::effect::{CompactString, NodeKey, ROOT_KEY};
 use crate::path::{join, validate_name, validate_path, validate_property};
 use crate::{dump, ApplyError, Effect, Op, Value};
-use serde::{Deserialize, Serialize};
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
