@@ -21,4 +21,12 @@ pub enum ApplyError {
     RootNotAllowed,
     #[error("scene path must not be empty")]
     EmptyScene,
+    /// A compare-and-set found another value; `found` is what it found (`None`: never set).
+    #[error("compare-and-set of '{path}'.{property} refused: expected {expected}, found {found}")]
+    CompareFailed {
+        path: String,
+        property: String,
+        expected: String,
+        found: String,
+    },
 }

@@ -22,6 +22,14 @@ pub enum Op {
         property: String,
         value: Value,
     },
+    /// Set `property` of the node at `path` to `value` only if it holds `expected` now
+    /// (`None`: it was never set); else refused with [`ApplyError::CompareFailed`].
+    CompareAndSet {
+        path: String,
+        property: String,
+        expected: Option<Value>,
+        value: Value,
+    },
 }
 
 impl Op {
@@ -31,6 +39,7 @@ impl Op {
             Op::Spawn { .. } => "spawn",
             Op::Despawn { .. } => "despawn",
             Op::SetProperty { .. } => "set_property",
+            Op::CompareAndSet { .. } => "compare_and_set",
         }
     }
 }

@@ -135,6 +135,29 @@ impl ShadowTree {
                 property,
                 value,
             } => self.set(&path, property, value),
+            Op::CompareAndSet {
+                path,
+                property,
+                expected,
+                value,
+            } => {
+                validate_path(&path)?;
+                validate_property(&property)?;
+                let found = self.get(&path, &property);
+                if self.contains(&path) && found != expected.as_ref() {
+                    let show = |v: Option<&Value>| match v {
+                        Some(v) => format!("{v:?}"),
+                        None => "nothing (never set)".to_owned(),
+                    };
+                    return Err(ApplyError::CompareFailed {
+                        expected: show(expected.as_ref()),
+                        found: show(found),
+                        path,
+                        property,
+                    });
+                }
+                self.set(&path, property, value)
+            }
         }
     }
 
@@ -408,6 +431,43 @@ mod tests {
         assert!(!t.contains("A/B/C"));
         t.apply(&spawn("", "A")).expect("name is free again");
         assert_eq!(t.dump(), "D (Node)\nA (Node)\n");
+    }
+
+    #[test]
+    fn compare_and_set_applies_only_on_the_expected_value() {
+        let mut t = ShadowTree::new();
+        t.apply(&spawn("", "A")).expect("spawn");
+        let cas = |expected: Option<i64>, v: i64| Op::CompareAndSet {
+            path: "A".into(),
+            property: "hp".into(),
+            expected: expected.map(Value::Int),
+            value: Value::Int(v),
+        };
+        t.apply(&cas(None, 1)).expect("never set: matches None");
+        let before = t.clone();
+        let err = t.apply(&cas(None, 2)).expect_err("now it is set");
+        assert!(err.to_string().contains("found Int(1)"), "{err}");
+        assert_eq!(
+            t.apply(&cas(Some(5), 2)).map(|_| ()),
+            Err(ApplyError::CompareFailed {
+                path: "A".into(),
+                property: "hp".into(),
+                expected: "Int(5)".into(),
+                found: "Int(1)".into(),
+            })
+        );
+        assert_eq!(t, before, "refused: nothing changed");
+        t.apply(&cas(Some(1), 2)).expect("matches");
+        assert_eq!(t.get("A", "hp"), Some(&Value::Int(2)));
+        assert!(matches!(
+            t.apply(&Op::CompareAndSet {
+                path: "B".into(),
+                property: "hp".into(),
+                expected: None,
+                value: Value::Int(1)
+            }),
+            Err(ApplyError::UnknownPath(_))
+        ));
     }
 
     #[test]

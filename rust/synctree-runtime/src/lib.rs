@@ -25,7 +25,7 @@ pub use config::{
     parse_id, parse_peers, ConfigError, RaftTuning, ServerConfig, StorageMode, TlsSource,
     TransportMode,
 };
-pub use proposer::{Completion, Done};
+pub use proposer::{Completion, Done, RequestError};
 pub use server::{Server, StartError, Status};
 pub use synctree_net::MemNetwork;
 pub use synctree_raft::{Applied, NodeId};

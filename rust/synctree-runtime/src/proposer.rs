@@ -58,7 +58,40 @@ pub(crate) enum Submission {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
     pub ticket: u64,
-    pub result: Result<Done, String>,
+    pub result: Result<Done, RequestError>,
+}
+
+/// Why a request did not succeed, and whether it may still have taken effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestError {
+    pub message: String,
+    /// True when the write may have been committed all the same (the leader went away, or
+    /// the answer did not arrive in time): a history records it as `unknown`, not `fail`.
+    pub uncertain: bool,
+}
+
+impl RequestError {
+    /// It certainly did not take effect.
+    pub fn refused(message: impl Into<String>) -> Self {
+        RequestError {
+            message: message.into(),
+            uncertain: false,
+        }
+    }
+
+    /// It may or may not have taken effect.
+    pub fn uncertain(message: impl Into<String>) -> Self {
+        RequestError {
+            message: message.into(),
+            uncertain: true,
+        }
+    }
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 /// What a successful request produced. `index` is the log index the live tree must have
@@ -113,7 +146,9 @@ pub(crate) async fn run(
                             };
                             (p, result)
                         })),
-                        Err(fatal) => fail_all(&done, p.tickets, fatal.to_string()),
+                        Err(fatal) => {
+                            fail_all(&done, p.tickets, RequestError::uncertain(fatal.to_string()))
+                        }
                     }
                 } else {
                     // A forwarded batch goes after every earlier one settled, and alone, so
@@ -136,15 +171,16 @@ pub(crate) async fn run(
 fn finish(
     done: &std::sync::mpsc::Sender<Completion>,
     p: Proposal,
-    result: Result<Committed, String>,
+    result: Result<Committed, RequestError>,
 ) {
     match result {
         Ok(c) if c.stale => fail_all(
             done,
             p.tickets,
-            "not applied: a later batch from this server was applied first (after a leader \
-             change); retry"
-                .into(),
+            RequestError::refused(
+                "not applied: a later batch from this server was applied first (after a \
+                 leader change); retry",
+            ),
         ),
         Ok(c) if c.outcomes.len() != p.tickets.len() => {
             let e = format!(
@@ -153,13 +189,13 @@ fn finish(
                 c.outcomes.len(),
                 p.tickets.len()
             );
-            fail_all(done, p.tickets, e)
+            fail_all(done, p.tickets, RequestError::uncertain(e))
         }
         Ok(c) => {
             for (ticket, outcome) in p.tickets.into_iter().zip(c.outcomes) {
                 let result = match outcome.result {
                     Ok(()) => Ok(Done::Write { index: c.index }),
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(RequestError::refused(e.to_string())),
                 };
                 let _ = done.send(Completion { ticket, result });
             }
@@ -168,7 +204,7 @@ fn finish(
     }
 }
 
-fn fail_all(done: &std::sync::mpsc::Sender<Completion>, tickets: Vec<u64>, error: String) {
+fn fail_all(done: &std::sync::mpsc::Sender<Completion>, tickets: Vec<u64>, error: RequestError) {
     for ticket in tickets {
         let _ = done.send(Completion {
             ticket,
@@ -231,7 +267,11 @@ impl Inner {
         match EncodedBatch::encode(&batch) {
             Ok(batch) => Some(Proposal { tickets, batch }),
             Err(e) => {
-                fail_all(done, tickets, format!("internal error: {e}"));
+                fail_all(
+                    done,
+                    tickets,
+                    RequestError::refused(format!("internal error: {e}")),
+                );
                 None
             }
         }
@@ -247,7 +287,7 @@ impl Inner {
     ) {
         let result = match result {
             Ok(c) => Ok(c),
-            Err(ForwardError::Failed(e)) => Err(e),
+            Err(ForwardError::Failed(e)) => Err(RequestError::uncertain(e)),
             Err(ForwardError::NotLeader { .. }) => self.propose(p.batch.clone()).await,
         };
         finish(done, p, result);
@@ -295,7 +335,7 @@ impl Inner {
 
     /// Runs `req` here if this node leads, else forwards it to the leader; retries while
     /// there is no leader or the leader moves, until the request timeout.
-    async fn route(&self, req: Routed) -> Result<RoutedOk, String> {
+    async fn route(&self, req: Routed) -> Result<RoutedOk, RequestError> {
         let what = match req {
             Routed::Write(_) => "write",
             Routed::ReadIndex => "read",
@@ -310,7 +350,7 @@ impl Inner {
             };
             match result {
                 Ok(v) => return Ok(v),
-                Err(ForwardError::Failed(msg)) => return Err(msg),
+                Err(ForwardError::Failed(msg)) => return Err(RequestError::uncertain(msg)),
                 Err(ForwardError::NotLeader { .. }) => {}
             }
             if Instant::now() >= deadline {
@@ -318,11 +358,11 @@ impl Inner {
             }
             tokio::time::sleep(backoff(attempt)).await;
         }
-        Err(format!(
+        Err(RequestError::uncertain(format!(
             "no leader reachable: {what} not confirmed within {} ms ({last_problem}); \
              a quorum of servers must be up and connected",
             self.request_timeout.as_millis()
-        ))
+        )))
     }
 
     async fn forward(
@@ -361,30 +401,40 @@ impl Inner {
     }
 
     /// Commits `batch` through the leader, wherever it is.
-    pub(crate) async fn propose(&self, batch: EncodedBatch) -> Result<Committed, String> {
+    pub(crate) async fn propose(&self, batch: EncodedBatch) -> Result<Committed, RequestError> {
         match self.route(Routed::Write(batch)).await? {
             RoutedOk::Committed(c) => Ok(c),
-            RoutedOk::ReadIndex(_) => Err("internal error: a write was answered as a read".into()),
+            RoutedOk::ReadIndex(_) => Err(RequestError::uncertain(
+                "internal error: a write was answered as a read",
+            )),
         }
     }
 
     /// A linearizable read: get a read index from the leader, wait until this node applied
     /// it, then read the committed tree.
-    pub(crate) async fn read(&self, path: &str, property: &str) -> Result<Done, String> {
+    pub(crate) async fn read(&self, path: &str, property: &str) -> Result<Done, RequestError> {
         let index = match self.route(Routed::ReadIndex).await? {
             RoutedOk::ReadIndex(i) => i,
             RoutedOk::Committed(_) => {
-                return Err("internal error: a read was answered as a write".into())
+                return Err(RequestError::uncertain(
+                    "internal error: a read was answered as a write",
+                ))
             }
         };
         self.raft
             .wait(Some(self.request_timeout))
             .applied_index_at_least(Some(index), "linearizable read")
             .await
-            .map_err(|e| format!("this server did not catch up to read index {index}: {e}"))?;
+            .map_err(|e| {
+                RequestError::uncertain(format!(
+                    "this server did not catch up to read index {index}: {e}"
+                ))
+            })?;
         let s = self.shared.read().unwrap_or_else(|p| p.into_inner());
         if !s.tree.contains(path) {
-            return Err(format!("node '{path}' does not exist in the synced tree"));
+            return Err(RequestError::refused(format!(
+                "node '{path}' does not exist in the synced tree"
+            )));
         }
         Ok(Done::Read {
             index,

@@ -59,7 +59,7 @@ fn complete(server: &Server, ticket: u64) -> Result<Done, String> {
         }
         got.is_some()
     });
-    got.expect("completion")
+    got.expect("completion").map_err(|e| e.message)
 }
 
 fn spawn(name: &str) -> Op {
