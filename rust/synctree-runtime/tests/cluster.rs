@@ -9,24 +9,11 @@ use synctree_runtime::{
     Applied, Completion, Done, MemNetwork, Server, ServerConfig, StorageMode, TransportMode,
 };
 
-fn addr(id: u64) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 7000 + id as u16))
-}
+mod common;
+use common::start_with;
 
 fn start(id: u64, net: &MemNetwork, dir: &Path) -> Server {
     start_with(id, net, dir, 1)
-}
-
-fn start_with(id: u64, net: &MemNetwork, dir: &Path, pipeline: usize) -> Server {
-    let peers = (1..=3).filter(|p| *p != id).map(|p| (p, addr(p))).collect();
-    let storage = StorageMode::Dir {
-        dir: dir.join(format!("n{id}")),
-        fsync: true,
-    };
-    let mut cfg = ServerConfig::new(id, peers, storage, TransportMode::Mem(net.clone()));
-    cfg.request_timeout = Duration::from_secs(2);
-    cfg.tuning.pipeline = pipeline;
-    Server::start(cfg).expect("server starts")
 }
 
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {

@@ -5,29 +5,20 @@
 
 use serde_json::{json, Value as Json};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use synctree_proto::{Op, Value};
-use synctree_runtime::{
-    Completion, Done, MemNetwork, Server, ServerConfig, StorageMode, TransportMode,
-};
+use synctree_runtime::{Completion, Done, MemNetwork, Server};
 
 const CLIENTS: u64 = 6;
 const KEYS: [&str; 3] = ["a", "b", "c"];
 
+mod common;
+
 fn start(id: u64, net: &MemNetwork, dir: &Path) -> Server {
-    let addr = |p: u64| SocketAddr::from(([127, 0, 0, 1], 7100 + p as u16));
-    let peers = (1..=3).filter(|p| *p != id).map(|p| (p, addr(p))).collect();
-    let storage = StorageMode::Dir {
-        dir: dir.join(format!("n{id}")),
-        fsync: true,
-    };
-    let mut cfg = ServerConfig::new(id, peers, storage, TransportMode::Mem(net.clone()));
-    cfg.request_timeout = Duration::from_secs(2);
-    Server::start(cfg).expect("server starts")
+    common::start_with(id, net, dir, 1)
 }
 
 /// One server and the completions its dispatcher collected, by ticket.
