@@ -109,3 +109,36 @@ func test_start_stop_and_bad_config() -> void:
 	check(not bad.start(), "start() refuses a malformed peers list")
 	check(not bad.is_running(), "not running after a refused start()")
 	bad.queue_free()
+
+
+func test_raft_timing_from_project_settings() -> void:
+	var keys := ["synctree/raft/heartbeat_ms", "synctree/raft/election_timeout_min_ms",
+			"synctree/raft/election_timeout_max_ms"]
+	var make := func(node_name: String):
+		var t = ClassDB.instantiate("SyncedTree")
+		t.name = node_name
+		t.node_id = 1
+		t.in_memory = true
+		t.autostart = false
+		tree.get_parent().add_child(t)
+		return t
+	# An election timeout not above the heartbeat is refused, naming the settings.
+	ProjectSettings.set_setting(keys[0], 50)
+	ProjectSettings.set_setting(keys[1], 40)
+	var bad = make.call("BadTiming")
+	check(not bad.start(), "start() refuses election_timeout_min_ms <= heartbeat_ms")
+	bad.queue_free()
+	# Faster timing is taken and the server elects itself.
+	ProjectSettings.set_setting(keys[0], 20)
+	ProjectSettings.set_setting(keys[1], 60)
+	ProjectSettings.set_setting(keys[2], 120)
+	var fast = make.call("FastTiming")
+	check(fast.start(), "start() with tuned Raft timing")
+	var deadline := Time.get_ticks_msec() + 10_000
+	while not fast.is_leader() and Time.get_ticks_msec() < deadline:
+		await frames(1)
+	check(fast.is_leader(), "a one-server cluster with tuned timing elects itself")
+	fast.stop()
+	fast.queue_free()
+	for k in keys:
+		ProjectSettings.set_setting(k, null)

@@ -6,8 +6,10 @@ use godot::prelude::*;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 use synctree_runtime::{
-    parse_id, parse_peers, MemNetwork, ServerConfig, StorageMode, TlsSource, TransportMode,
+    parse_id, parse_peers, MemNetwork, RaftTuning, ServerConfig, StorageMode, TlsSource,
+    TransportMode,
 };
 
 /// The exported properties of a SyncedTree, as plain values.
@@ -120,5 +122,44 @@ pub fn resolve(e: &Exported) -> Result<ServerConfig, String> {
             ))
         }
     };
-    Ok(ServerConfig::new(id, peers, storage, transport))
+    let mut cfg = ServerConfig::new(id, peers, storage, transport);
+    cfg.tuning = tuning(&args, cfg.tuning)?;
+    Ok(cfg)
+}
+
+/// Raft timing from `--synctree-<arg>=N` or `synctree/raft/<setting>`, checked together.
+fn tuning(args: &HashMap<String, String>, mut t: RaftTuning) -> Result<RaftTuning, String> {
+    let number = |arg: &str, name: &str, default: u64| -> Result<u64, String> {
+        match args.get(arg).cloned().or_else(|| setting(&format!("raft/{name}"))) {
+            None => Ok(default),
+            Some(v) => v.trim().parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                format!(
+                    "invalid --synctree-{arg} / synctree/raft/{name} '{v}': expected a positive whole number"
+                )
+            }),
+        }
+    };
+    let ms = |d: Duration| d.as_millis() as u64;
+    let heartbeat = number("heartbeat-ms", "heartbeat_ms", ms(t.heartbeat))?;
+    let min = number(
+        "election-min-ms",
+        "election_timeout_min_ms",
+        ms(t.election_min),
+    )?;
+    let max = number(
+        "election-max-ms",
+        "election_timeout_max_ms",
+        ms(t.election_max),
+    )?;
+    if min <= heartbeat || max <= min {
+        return Err(format!(
+            "invalid Raft timing: need heartbeat_ms < election_timeout_min_ms < \
+             election_timeout_max_ms (synctree/raft/...), got {heartbeat} / {min} / {max}"
+        ));
+    }
+    t.heartbeat = Duration::from_millis(heartbeat);
+    t.election_min = Duration::from_millis(min);
+    t.election_max = Duration::from_millis(max);
+    t.snapshot_every = number("snapshot-every", "snapshot_every", t.snapshot_every)?;
+    Ok(t)
 }
