@@ -142,3 +142,23 @@ func test_raft_timing_from_project_settings() -> void:
 	fast.queue_free()
 	for k in keys:
 		ProjectSettings.set_setting(k, null)
+
+
+func test_compare_and_set() -> void:
+	var req = await done(tree.spawn(^".", &"Counter", "Node2D", {}))
+	if not check_ok(req, "spawn Counter"):
+		return
+	req = await done(tree.compare_and_set(^"Counter", &"position", null, Vector2(1, 0)))
+	check_ok(req, "null matches a property never synced")
+	req = await done(tree.compare_and_set(^"Counter", &"position", Vector2(9, 9), Vector2(2, 0)))
+	check(not req.ok, "a stale expected value is refused")
+	check(str(req.error).contains("found") and str(req.error).contains("compare_and_set"),
+			"the error names the call and what it found: %s" % req.error)
+	check_eq(tree.get_node(^"Counter").position, Vector2(1, 0), "refused: value unchanged")
+	req = await done(tree.compare_and_set(^"Counter", &"position", Vector2(1, 0), Vector2(2, 0)))
+	check_ok(req, "the current value matches")
+	check_eq(tree.get_node(^"Counter").position, Vector2(2, 0), "applied")
+	req = await done(tree.read_synced(^"Counter", &"position"))
+	check_eq(req.result, Vector2(2, 0), "read back")
+	req = await done(tree.compare_and_set(^"Counter", &"nope", null, 1))
+	check(not req.ok and str(req.error).contains("nope"), "unknown property refused: %s" % req.error)

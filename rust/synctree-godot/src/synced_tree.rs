@@ -8,7 +8,7 @@ use godot::classes::{INode, Node};
 use godot::prelude::*;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use synctree_proto::{validate_name, validate_path, validate_property, Effect, Op};
-use synctree_proto::{CompactString, NodeKey};
+use synctree_proto::{CompactString, NodeKey, Value};
 use synctree_runtime::{Applied, Completion, Done, Server, Status};
 
 /// Roots a scene subtree that is kept identical, in the same order, on every server of a
@@ -96,6 +96,7 @@ enum What {
     Spawn(NodePath, StringName, GString),
     Despawn(NodePath),
     Set(NodePath, StringName),
+    CompareAndSet(NodePath, StringName),
     Read(NodePath, StringName),
 }
 
@@ -105,6 +106,9 @@ impl std::fmt::Display for What {
             What::Spawn(parent, name, scene) => write!(f, "spawn({parent}, {name}, {scene})"),
             What::Despawn(path) => write!(f, "despawn({path})"),
             What::Set(path, property) => write!(f, "set_synced({path}, {property})"),
+            What::CompareAndSet(path, property) => {
+                write!(f, "compare_and_set({path}, {property})")
+            }
             What::Read(path, property) => write!(f, "read_synced({path}, {property})"),
         }
     }
@@ -293,24 +297,44 @@ impl SyncedTree {
         value: Variant,
     ) -> Gd<SyncRequest> {
         let what = What::Set(path.clone(), property.clone());
-        let op = (|| {
-            let path = rel_path(&path)?;
-            if path.is_empty() {
-                return Err(
-                    "properties of the SyncedTree itself are not synced; target a node below it"
-                        .into(),
-                );
-            }
-            let property = property.to_string();
-            validate_property(&property).map_err(|e| e.to_string())?;
-            let value = to_value(&value).map_err(|e| format!("property '{property}': {e}"))?;
-            self.check_property(&path, &property)?;
-            Ok(Op::SetProperty {
+        let op = self
+            .property_target(&path, &property, &value)
+            .map(|(path, property, value)| Op::SetProperty {
                 path,
                 property,
                 value,
-            })
-        })();
+            });
+        self.submit(what, op)
+    }
+
+    /// Sets `property` of the node at `path` to `value` only if its committed value is
+    /// `expected` at that point of the log (`null` matches a property never synced). The
+    /// request fails, saying what it found, if another value was there: a lock-free way to
+    /// update shared state (counters, ownership) from several servers.
+    #[func]
+    fn compare_and_set(
+        &mut self,
+        path: NodePath,
+        property: StringName,
+        expected: Variant,
+        value: Variant,
+    ) -> Gd<SyncRequest> {
+        let what = What::CompareAndSet(path.clone(), property.clone());
+        let op =
+            self.property_target(&path, &property, &value)
+                .and_then(|(path, property, value)| {
+                    let expected = if expected.is_nil() {
+                        None
+                    } else {
+                        Some(to_value(&expected).map_err(|e| format!("expected value: {e}"))?)
+                    };
+                    Ok(Op::CompareAndSet {
+                        path,
+                        property,
+                        expected,
+                        value,
+                    })
+                });
         self.submit(what, op)
     }
 
@@ -380,7 +404,7 @@ impl SyncedTree {
                 .map(|i| Effect::PropertySet {
                     node: key,
                     property: prop.clone(),
-                    value: synctree_proto::Value::Int(i),
+                    value: Value::Int(i),
                 })
                 .collect();
             let started = std::time::Instant::now();
@@ -487,6 +511,27 @@ impl SyncedTree {
             }
         }
         req
+    }
+
+    /// Checks a property write on the main thread: the path, the property name, the value's
+    /// type, and (when the node is known here) that the node has the property.
+    fn property_target(
+        &mut self,
+        path: &NodePath,
+        property: &StringName,
+        value: &Variant,
+    ) -> Result<(String, String, Value), String> {
+        let path = rel_path(path)?;
+        if path.is_empty() {
+            return Err(
+                "properties of the SyncedTree itself are not synced; target a node below it".into(),
+            );
+        }
+        let property = property.to_string();
+        validate_property(&property).map_err(|e| e.to_string())?;
+        let value = to_value(value).map_err(|e| format!("property '{property}': {e}"))?;
+        self.check_property(&path, &property)?;
+        Ok((path, property, value))
     }
 
     fn check_property(&mut self, path: &str, property: &str) -> Result<(), String> {
