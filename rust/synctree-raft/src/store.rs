@@ -96,10 +96,23 @@ pub fn open(data_dir: &Path, durability: Durability) -> Result<Storage, StoreErr
         source,
     })?;
     let path = data_dir.join("raft.redb");
-    let db = Database::create(&path).map_err(|source| StoreError::Open {
-        path: path.clone(),
-        source,
-    })?;
+    let shown = path.display().to_string();
+    // Every open verifies the checksum of every committed page: a file damaged on disk is
+    // refused with an error (a plain open may trust it, or panic on it). A commit torn by a
+    // crash (never fsync'd, so never acknowledged) is rolled back, loudly.
+    let db = Database::builder()
+        .set_check_integrity_on_open(true)
+        .set_repair_callback(move |_| {
+            tracing::warn!(
+                "{shown}: the last commit was interrupted (crash or power loss); rolling back to \
+                 the last complete commit"
+            )
+        })
+        .create(&path)
+        .map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
     let durability = match durability {
         Durability::Fsync => redb::Durability::Immediate,
         Durability::NoFsync => redb::Durability::None,
