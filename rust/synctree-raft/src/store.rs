@@ -5,7 +5,7 @@
 //! heavier) because Raft needs small, ordered, atomic, durable writes and nothing more.
 
 use redb::backends::InMemoryBackend;
-use redb::{Database, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,6 +18,8 @@ pub(crate) const KEY_VOTE: &str = "vote";
 pub(crate) const KEY_COMMITTED: &str = "committed";
 pub(crate) const KEY_PURGED: &str = "last_purged";
 pub(crate) const KEY_SNAPSHOT: &str = "snapshot";
+/// Which cluster this data belongs to (see [`Storage::bind_cluster`]).
+pub(crate) const KEY_CLUSTER: &str = "cluster";
 
 /// How writes reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +45,16 @@ pub enum StoreError {
     },
     #[error("cannot initialise the Raft database '{path}': {source}")]
     Init { path: PathBuf, source: redb::Error },
+    #[error(
+        "the Raft database '{path}' belongs to cluster {stored}, but this server is configured \
+         for cluster {configured} (other certificates): refusing to join with another \
+         cluster's data; give it an empty data directory or that cluster's certificates"
+    )]
+    OtherCluster {
+        path: PathBuf,
+        stored: String,
+        configured: String,
+    },
 }
 
 /// The opened store, shared by the log store and the state machine.
@@ -55,6 +67,45 @@ pub struct Storage {
 }
 
 impl Storage {
+    /// Ties this data to `cluster` (an identity of the cluster, such as its CA's
+    /// fingerprint): recorded on first use, refused when it names another cluster, so a
+    /// server pointed at another cluster's data directory never joins with it.
+    pub fn bind_cluster(&self, cluster: &str) -> Result<(), StoreError> {
+        let shown = self
+            .path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("<memory>"));
+        let fail = |source: redb::Error| StoreError::Init {
+            path: shown.clone(),
+            source,
+        };
+        let mut txn = self.db.begin_write().map_err(|e| fail(e.into()))?;
+        txn.set_durability(self.durability)
+            .map_err(|e| fail(e.into()))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| fail(e.into()))?;
+            let stored = meta
+                .get(KEY_CLUSTER)
+                .map_err(|e| fail(e.into()))?
+                .map(|v| String::from_utf8_lossy(v.value()).into_owned());
+            match stored {
+                Some(stored) if stored != cluster => {
+                    return Err(StoreError::OtherCluster {
+                        path: shown.clone(),
+                        stored,
+                        configured: cluster.to_owned(),
+                    })
+                }
+                Some(_) => return Ok(()),
+                None => {
+                    meta.insert(KEY_CLUSTER, cluster.as_bytes())
+                        .map_err(|e| fail(e.into()))?;
+                }
+            }
+        }
+        txn.commit().map_err(|e| fail(e.into()))
+    }
+
     /// An explicit in-memory store, for tests: nothing survives the process.
     pub fn in_memory() -> Result<Storage, StoreError> {
         let path = PathBuf::from("<memory>");
@@ -118,4 +169,29 @@ pub fn open(data_dir: &Path, durability: Durability) -> Result<Storage, StoreErr
         Durability::NoFsync => redb::Durability::None,
     };
     Storage::init(db, durability, Some(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_of_another_cluster_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = open(dir.path(), Durability::Fsync).expect("open");
+        s.bind_cluster("ca-sha256:aaaa")
+            .expect("first use records it");
+        s.bind_cluster("ca-sha256:aaaa").expect("same cluster");
+        drop(s);
+        let s = open(dir.path(), Durability::Fsync).expect("reopen");
+        let err = s
+            .bind_cluster("ca-sha256:bbbb")
+            .expect_err("another cluster");
+        let text = err.to_string();
+        assert!(
+            text.contains("raft.redb") && text.contains("aaaa") && text.contains("bbbb"),
+            "{text}"
+        );
+        s.bind_cluster("ca-sha256:aaaa").expect("still its own");
+    }
 }

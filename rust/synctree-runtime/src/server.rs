@@ -228,6 +228,18 @@ type Started = (
 );
 
 async fn start_node(cfg: &ServerConfig) -> Result<Started, StartError> {
+    let material = match &cfg.transport {
+        TransportMode::Mem(_) => None,
+        TransportMode::Quic { tls, .. } => Some(match tls {
+            TlsSource::Dir(dir) => TlsMaterial::load(dir, cfg.id)?,
+            TlsSource::Dev(dir) => certs::ensure_dev_cluster(dir, cfg.id)?,
+        }),
+    };
+    // Servers of one cluster share its CA; the in-memory network is one test cluster.
+    let cluster = material
+        .as_ref()
+        .map(TlsMaterial::cluster_id)
+        .unwrap_or_else(|| "in-memory-network".to_owned());
     let storage = match &cfg.storage {
         StorageMode::InMemory => Storage::in_memory()?,
         StorageMode::Dir { dir, fsync } => {
@@ -245,6 +257,7 @@ async fn start_node(cfg: &ServerConfig) -> Result<Started, StartError> {
             synctree_raft::open(dir, durability)?
         }
     };
+    storage.bind_cluster(&cluster)?;
     let clock = Arc::new(Clock::new(cfg.id, Clock::DEFAULT_MAX_DELTA));
     let (applied_tx, applied_rx) = mpsc::channel(cfg.applied_capacity.max(1));
     let (sm, shared) = StateMachine::open(storage.clone(), applied_tx, Some(clock.clone()))
@@ -256,11 +269,10 @@ async fn start_node(cfg: &ServerConfig) -> Result<Started, StartError> {
     let handler = Arc::new(RpcHandler::default());
     let (transport, quic, local_addr): (Arc<dyn Transport>, _, _) = match &cfg.transport {
         TransportMode::Mem(net) => (Arc::new(net.register(cfg.id, handler.clone())), None, None),
-        TransportMode::Quic { listen, tls } => {
-            let material = match tls {
-                TlsSource::Dir(dir) => TlsMaterial::load(dir, cfg.id)?,
-                TlsSource::Dev(dir) => certs::ensure_dev_cluster(dir, cfg.id)?,
-            };
+        TransportMode::Quic { listen, .. } => {
+            let material = material.ok_or_else(|| {
+                StartError::Raft("internal error: QUIC without TLS material".into())
+            })?;
             let qcfg =
                 QuicConfig::new(cfg.id, *listen, material).with_peers(cfg.peers.iter().copied());
             let quic = QuicTransport::start(qcfg, handler.clone())?;

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use synctree_proto::{Op, ShadowTree, Value};
 use synctree_runtime::{
-    Applied, Completion, Done, MemNetwork, Server, ServerConfig, StorageMode, TransportMode,
+    Applied, Completion, Done, MemNetwork, Server, ServerConfig, StorageMode, TlsSource,
+    TransportMode,
 };
 
 mod common;
@@ -336,4 +337,36 @@ fn three_servers_over_real_quic_with_generated_certs() {
     for s in &servers {
         assert_eq!(read(s, "Q"), Some(Value::Int(42)));
     }
+}
+
+/// A server pointed at the data directory of another cluster (other CA) refuses to start.
+#[test]
+fn data_of_another_cluster_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let quic = |certs: &str| {
+        let storage = StorageMode::Dir {
+            dir: data.clone(),
+            fsync: true,
+        };
+        let transport = TransportMode::Quic {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: TlsSource::Dev(dir.path().join(certs)),
+        };
+        ServerConfig::new(1, vec![], storage, transport)
+    };
+    Server::start(quic("certs-a"))
+        .expect("first start")
+        .shutdown();
+    Server::start(quic("certs-a"))
+        .expect("same cluster again")
+        .shutdown();
+    let err = Server::start(quic("certs-b"))
+        .err()
+        .expect("another cluster's CA is refused")
+        .to_string();
+    assert!(
+        err.contains("belongs to cluster") && err.contains("raft.redb"),
+        "{err}"
+    );
 }

@@ -21,6 +21,14 @@ pub struct TlsMaterial {
 }
 
 impl TlsMaterial {
+    /// The identity of the cluster these certificates belong to: the SHA-256 fingerprint of
+    /// its CA certificate, `ca-sha256:<hex>`.
+    pub fn cluster_id(&self) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, self.ca.as_ref());
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        format!("ca-sha256:{hex}")
+    }
+
     /// Loads `ca.pem`, `node-<id>.pem` and `node-<id>.key` from `dir` (see [`certs`] for the
     /// layout) and checks the certificate is for node `id`.
     ///
