@@ -53,6 +53,9 @@ pub struct RaftTuning {
     pub election_max: Duration,
     /// Build a snapshot (and purge the log) after this many applied entries.
     pub snapshot_every: u64,
+    /// Entries kept in the log behind the last snapshot, so a briefly lagging follower
+    /// catches up from the log; one further behind is sent the snapshot.
+    pub keep_logs_after_snapshot: u64,
     /// Most batches the leader has in consensus at once from its own clients (at least 1).
     /// More cuts latency under load when every server has cores to spare; on a machine
     /// that runs several servers on few cores it costs throughput (more, smaller rounds),
@@ -67,6 +70,7 @@ impl Default for RaftTuning {
             election_min: Duration::from_millis(150),
             election_max: Duration::from_millis(300),
             snapshot_every: 10_000,
+            keep_logs_after_snapshot: 1000,
             pipeline: 1,
         }
     }

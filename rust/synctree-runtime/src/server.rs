@@ -79,7 +79,7 @@ fn raft_config(cfg: &ServerConfig) -> Result<Arc<Config>, StartError> {
         election_timeout_min: t.election_min.as_millis() as u64,
         election_timeout_max: t.election_max.as_millis() as u64,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_every),
-        max_in_snapshot_log_to_keep: 1000,
+        max_in_snapshot_log_to_keep: t.keep_logs_after_snapshot,
         // openraft gives each AppendEntries one heartbeat interval; keep payloads small
         // enough for a catching-up follower (fsync included) to answer within it.
         max_payload_entries: 32,

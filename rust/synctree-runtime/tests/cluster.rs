@@ -11,7 +11,7 @@ use synctree_runtime::{
 };
 
 mod common;
-use common::start_with;
+use common::{start_tuned, start_with};
 
 fn start(id: u64, net: &MemNetwork, dir: &Path) -> Server {
     start_with(id, net, dir, 1)
@@ -244,6 +244,66 @@ fn restarted_follower_catches_up_from_its_data_dir() {
         mirror.get("A", "hp") == Some(&Value::Int(99))
     });
     assert_eq!(read(back, "A"), Some(Value::Int(99)));
+}
+
+/// A follower that was down while the leader compacted its log past it is sent the
+/// leader's snapshot: its live side resets to it and ends equal to the others.
+#[test]
+fn lagging_follower_catches_up_by_snapshot() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let net = MemNetwork::new();
+    let tuned = |id: u64, net: &MemNetwork| {
+        start_tuned(id, net, dir.path(), |cfg| {
+            cfg.tuning.snapshot_every = 20;
+            cfg.tuning.keep_logs_after_snapshot = 5;
+        })
+    };
+    let mut servers: Vec<Option<Server>> = (1..=3).map(|i| Some(tuned(i, &net))).collect();
+    let leader = leader_of(&servers.iter().flatten().collect::<Vec<_>>());
+    let lead = servers
+        .iter()
+        .flatten()
+        .find(|s| s.id() == leader)
+        .expect("leader");
+    complete(lead, lead.submit(spawn("A"))).expect("spawn");
+    let victim = (1..=3).find(|i| *i != leader).expect("follower id");
+    let slot = (victim - 1) as usize;
+    servers[slot].take().expect("running").shutdown();
+    net.unregister(victim);
+    let lead = servers
+        .iter()
+        .flatten()
+        .find(|s| s.id() == leader)
+        .expect("leader");
+    // One entry each: far more than the log keeps behind a snapshot.
+    for v in 0..120 {
+        complete(lead, lead.submit(set("A", v))).expect("set while a follower is down");
+    }
+    servers[slot] = Some(tuned(victim, &net));
+    let back = servers[slot].as_ref().expect("restarted");
+    let mut mirror = ShadowTree::new();
+    let mut resets = Vec::new();
+    wait_until("the lagging follower to catch up", || {
+        while let Some(a) = back.try_recv_applied() {
+            match a {
+                Applied::Reset { index, tree } => {
+                    resets.push(index);
+                    mirror = tree;
+                }
+                Applied::Effects { effects, .. } => {
+                    for e in effects {
+                        mirror.apply_effect(&e).expect("effect applies");
+                    }
+                }
+            }
+        }
+        mirror.get("A", "hp") == Some(&Value::Int(119))
+    });
+    assert!(
+        resets.iter().any(|i| *i > 20),
+        "caught up through an installed snapshot, not the log: resets at {resets:?}"
+    );
+    assert_eq!(read(back, "A"), Some(Value::Int(119)));
 }
 
 #[test]
