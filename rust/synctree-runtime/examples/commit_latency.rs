@@ -4,6 +4,8 @@
 //!
 //! `cargo run --release -p synctree-runtime --example commit_latency [-- --no-fsync]`
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use synctree_proto::{Op, Value};
@@ -16,13 +18,7 @@ fn main() -> anyhow::Result<()> {
     for id in 1..=3 {
         synctree_net::certs::ensure_dev_cluster(&certs, id)?;
     }
-    let ports: Vec<u16> = (0..3)
-        .map(|_| {
-            std::net::UdpSocket::bind("127.0.0.1:0")
-                .and_then(|s| s.local_addr())
-                .map(|a| a.port())
-        })
-        .collect::<Result<_, _>>()?;
+    let ports = common::free_udp_ports(3)?;
     let addr = |id: u64| SocketAddr::from(([127, 0, 0, 1], ports[(id - 1) as usize]));
     let servers: Vec<Server> = (1..=3u64)
         .map(|id| {

@@ -381,7 +381,28 @@ impl Inner {
         let left = deadline
             .saturating_duration_since(Instant::now())
             .clamp(Duration::from_millis(1), FORWARD_ATTEMPT);
-        let bytes = match self.transport.request(leader, body, left).await {
+        // A leader that died answers nothing: stop waiting as soon as this node sees the
+        // leadership move (an election started or ended) rather than after the whole attempt.
+        // If the old leader did commit the batch, the retry is answered from the session.
+        let mut metrics = self.raft.metrics();
+        let moved = async move {
+            loop {
+                if metrics.borrow_and_update().current_leader != Some(leader) {
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let reply = tokio::select! {
+            r = self.transport.request(leader, body, left) => r,
+            () = moved => {
+                *last_problem = format!("leader {leader} stopped leading while asked");
+                return Err(ForwardError::NotLeader { leader: None });
+            }
+        };
+        let bytes = match reply {
             Ok(bytes) => bytes,
             Err(e) => {
                 *last_problem = format!("leader {leader} unreachable: {e}");

@@ -1,0 +1,153 @@
+//! Failover time of the runtime alone (no Godot): three servers in one process over real
+//! QUIC on loopback, fsync on. Repeatedly stops the leader (its process state is dropped,
+//! its data directory kept, as after kill -9), times until a write submitted on a survivor
+//! right then commits, restarts the stopped server, and waits for it to catch up.
+//! Prints p50 / p99 / max over the kills, with the election timeouts used.
+//!
+//! `cargo run --release -p synctree-runtime --example failover [-- KILLS [HEARTBEAT_MS
+//! ELECTION_MIN_MS ELECTION_MAX_MS]]` (default 20 kills, the default timing 50 / 150-300 ms).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use synctree_proto::{Op, Value};
+use synctree_runtime::{
+    Completion, RaftTuning, Server, ServerConfig, StorageMode, TlsSource, TransportMode,
+};
+
+fn start(id: u64, ports: &[u16], dir: &Path, t: &RaftTuning) -> anyhow::Result<Server> {
+    let addr = |id: u64| SocketAddr::from(([127, 0, 0, 1], ports[(id - 1) as usize]));
+    let peers = (1..=3).filter(|p| *p != id).map(|p| (p, addr(p))).collect();
+    let storage = StorageMode::Dir {
+        dir: dir.join(format!("n{id}")),
+        fsync: true,
+    };
+    let transport = TransportMode::Quic {
+        listen: addr(id),
+        tls: TlsSource::Dir(dir.join("certs")),
+    };
+    let mut cfg = ServerConfig::new(id, peers, storage, transport);
+    cfg.tuning = t.clone();
+    Ok(Server::start(cfg)?)
+}
+
+/// Submits `op` on `s` and waits for its completion, draining every applied stream.
+fn write(s: &Server, all: &[Option<Server>], op: Op) -> anyhow::Result<()> {
+    let ticket = s.submit(op);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf: Vec<Completion> = Vec::new();
+    loop {
+        for x in all.iter().flatten() {
+            while x.try_recv_applied().is_some() {}
+        }
+        s.poll_completions(&mut buf);
+        if let Some(c) = buf.iter().find(|c| c.ticket == ticket) {
+            return c
+                .result
+                .clone()
+                .map(|_| ())
+                .map_err(|e| anyhow::anyhow!("{e}"));
+        }
+        anyhow::ensure!(Instant::now() < deadline, "write did not complete");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+fn leader(all: &[Option<Server>]) -> Option<usize> {
+    all.iter()
+        .position(|s| s.as_ref().is_some_and(|s| s.status().is_leader))
+}
+
+fn main() -> anyhow::Result<()> {
+    let arg = |i: usize| std::env::args().nth(i).and_then(|a| a.parse::<u64>().ok());
+    let kills = arg(1).unwrap_or(20) as usize;
+    let mut t = RaftTuning::default();
+    if let (Some(h), Some(min), Some(max)) = (arg(2), arg(3), arg(4)) {
+        t.heartbeat = Duration::from_millis(h);
+        t.election_min = Duration::from_millis(min);
+        t.election_max = Duration::from_millis(max);
+    }
+    let dir = tempfile::tempdir()?;
+    for id in 1..=3 {
+        synctree_net::certs::ensure_dev_cluster(&dir.path().join("certs"), id)?;
+    }
+    let ports = common::free_udp_ports(3)?;
+    let mut all: Vec<Option<Server>> = (1..=3)
+        .map(|id| start(id, &ports, dir.path(), &t).map(Some))
+        .collect::<anyhow::Result<_>>()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while leader(&all).is_none() {
+        anyhow::ensure!(Instant::now() < deadline, "no leader");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let first = leader(&all).expect("leader");
+    let spawn = Op::Spawn {
+        parent: String::new(),
+        name: "A".into(),
+        scene: "Node".into(),
+        props: vec![],
+    };
+    write(all[first].as_ref().expect("leader"), &all, spawn)?;
+    let mut times = Vec::new();
+    let mut stops = Vec::new();
+    for k in 0..kills {
+        let Some(l) = leader(&all) else {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        };
+        let survivor = (l + 1) % 3;
+        let stopping = Instant::now();
+        all[l].take().expect("leader").shutdown();
+        // Time from when it is gone (stopping a server in process takes a moment; a kill -9
+        // takes none).
+        let killed_at = Instant::now();
+        stops.push(killed_at - stopping);
+        let set = Op::SetProperty {
+            path: "A".into(),
+            property: "hp".into(),
+            value: Value::Int(k as i64),
+        };
+        write(all[survivor].as_ref().expect("survivor"), &all, set)?;
+        times.push(killed_at.elapsed());
+        // Bring it back and let it catch up before the next kill.
+        all[l] = Some(start(l as u64 + 1, &ports, dir.path(), &t)?);
+        let back = all[l].as_ref().expect("restarted");
+        let target = all[survivor]
+            .as_ref()
+            .expect("survivor")
+            .status()
+            .commit_index;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while back.status().applied_index < target {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "restarted server did not catch up"
+            );
+            for x in all.iter().flatten() {
+                while x.try_recv_applied().is_some() {}
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    times.sort();
+    stops.sort();
+    println!(
+        "stopping the leader in process took p50 {:.0} ms (not counted)",
+        stops[stops.len() / 2].as_secs_f64() * 1000.0
+    );
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let pick = |q: f64| ms(times[((times.len() - 1) as f64 * q).round() as usize]);
+    println!(
+        "failover (leader stopped -> next write committed), {} kills, heartbeat {} ms, election timeout {}-{} ms: p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms",
+        times.len(),
+        t.heartbeat.as_millis(),
+        t.election_min.as_millis(),
+        t.election_max.as_millis(),
+        pick(0.5),
+        pick(0.99),
+        ms(*times.last().expect("a kill"))
+    );
+    Ok(())
+}
