@@ -207,6 +207,24 @@ fn refused_ops_name_the_problem_and_change_nothing() {
     assert_eq!(read(&servers[2], "A"), None, "A has no synced hp");
 }
 
+/// The running server `id`.
+fn server(servers: &[Option<Server>], id: u64) -> &Server {
+    servers
+        .iter()
+        .flatten()
+        .find(|s| s.id() == id)
+        .expect("running server")
+}
+
+/// Stops one follower (its data directory stays) and returns its id and slot.
+fn stop_a_follower(servers: &mut [Option<Server>], net: &MemNetwork, leader: u64) -> (u64, usize) {
+    let victim = (1..=3).find(|i| *i != leader).expect("follower id");
+    let slot = (victim - 1) as usize;
+    servers[slot].take().expect("running").shutdown();
+    net.unregister(victim);
+    (victim, slot)
+}
+
 #[test]
 fn restarted_follower_catches_up_from_its_data_dir() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -223,15 +241,8 @@ fn restarted_follower_catches_up_from_its_data_dir() {
     for v in 0..50 {
         complete(lead, lead.submit(set("A", v))).expect("set");
     }
-    let victim = (1..=3).find(|i| *i != leader).expect("follower id");
-    let slot = (victim - 1) as usize;
-    servers[slot].take().expect("running").shutdown();
-    net.unregister(victim);
-    let lead = servers
-        .iter()
-        .flatten()
-        .find(|s| s.id() == leader)
-        .expect("leader");
+    let (victim, slot) = stop_a_follower(&mut servers, &net, leader);
+    let lead = server(&servers, leader);
     for v in 50..100 {
         complete(lead, lead.submit(set("A", v))).expect("set while a follower is down");
     }
@@ -266,15 +277,8 @@ fn lagging_follower_catches_up_by_snapshot() {
         .find(|s| s.id() == leader)
         .expect("leader");
     complete(lead, lead.submit(spawn("A"))).expect("spawn");
-    let victim = (1..=3).find(|i| *i != leader).expect("follower id");
-    let slot = (victim - 1) as usize;
-    servers[slot].take().expect("running").shutdown();
-    net.unregister(victim);
-    let lead = servers
-        .iter()
-        .flatten()
-        .find(|s| s.id() == leader)
-        .expect("leader");
+    let (victim, slot) = stop_a_follower(&mut servers, &net, leader);
+    let lead = server(&servers, leader);
     // One entry each: far more than the log keeps behind a snapshot.
     for v in 0..120 {
         complete(lead, lead.submit(set("A", v))).expect("set while a follower is down");
