@@ -589,7 +589,7 @@ impl SyncedTree {
             };
             match c.result {
                 Err(e) => failed.push((req, Err(format!("{what}: {e}")))),
-                Ok(Done::Write { index }) => self
+                Ok(Done::Write { index, .. }) => self
                     .waiting
                     .entry(index)
                     .or_default()

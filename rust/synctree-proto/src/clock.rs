@@ -2,6 +2,7 @@
 //! ordered across servers, because every server observes the stamps it applies.
 
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// An HLC timestamp plus the id of the server that made it.
@@ -21,11 +22,21 @@ pub struct ClockError {
 }
 
 /// One server's hybrid logical clock.
+///
+/// uhlc refuses to move past a remote stamp more than `max_delta` ahead of the physical
+/// clock. Causality must hold all the same (an event made after applying another must be
+/// stamped after it), so such a stamp is remembered as a floor: until the physical clock
+/// passes it, new stamps are the floor plus one tick, and the refusal is reported.
 pub struct Clock {
     hlc: uhlc::HLC,
     origin: u64,
     max_delta: Duration,
+    /// The time (NTP64 bits) every new stamp must exceed; 0 when uhlc alone suffices.
+    floor: AtomicU64,
 }
+
+/// A physical clock: the time now, as NTP64.
+pub type PhysicalClock = fn() -> uhlc::NTP64;
 
 impl Clock {
     /// Default bound on how far ahead a remote stamp may be (uhlc's default is 500 ms).
@@ -37,7 +48,7 @@ impl Clock {
     }
 
     /// A clock whose physical time comes from `physical` (simulation, tests).
-    pub fn with_physical(origin: u64, max_delta: Duration, physical: fn() -> uhlc::NTP64) -> Self {
+    pub fn with_physical(origin: u64, max_delta: Duration, physical: PhysicalClock) -> Self {
         let mut builder = uhlc::HLCBuilder::new()
             .with_max_delta(max_delta)
             .with_clock(physical);
@@ -49,6 +60,7 @@ impl Clock {
             hlc: builder.build(),
             origin,
             max_delta,
+            floor: AtomicU64::new(0),
         }
     }
 
@@ -59,21 +71,35 @@ impl Clock {
 
     /// A new stamp, strictly greater than every stamp made or observed before.
     pub fn stamp(&self) -> Stamp {
+        let mut hlc = self.hlc.new_timestamp();
+        let time = hlc.get_time().as_u64();
+        if let Ok(floor) = self
+            .floor
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| {
+                (time <= f).then_some(f + 1)
+            })
+        {
+            hlc = uhlc::Timestamp::new(uhlc::NTP64(floor + 1), *hlc.get_id());
+        }
         Stamp {
-            hlc: self.hlc.new_timestamp(),
+            hlc,
             origin: self.origin,
         }
     }
 
     /// Advances this clock past a stamp seen from another server.
+    /// A stamp too far ahead is an error (one of the two clocks is off), yet later stamps
+    /// still follow it.
     pub fn observe(&self, stamp: &Stamp) -> Result<(), ClockError> {
-        self.hlc
-            .update_with_timestamp(&stamp.hlc)
-            .map_err(|e| ClockError {
+        self.hlc.update_with_timestamp(&stamp.hlc).map_err(|e| {
+            self.floor
+                .fetch_max(stamp.hlc.get_time().as_u64(), Ordering::AcqRel);
+            ClockError {
                 origin: stamp.origin,
                 max_delta_ms: self.max_delta.as_millis() as u64,
                 detail: e.to_string(),
-            })
+            }
+        })
     }
 }
 
@@ -116,10 +142,19 @@ mod tests {
     fn refuses_stamps_beyond_max_delta() {
         let skewed = Clock::with_physical(3, Clock::DEFAULT_MAX_DELTA, far_future);
         let local = Clock::new(4, Clock::DEFAULT_MAX_DELTA);
+        let ahead = skewed.stamp();
         let err = local
-            .observe(&skewed.stamp())
+            .observe(&ahead)
             .expect_err("60 s ahead must be refused");
         assert_eq!(err.origin, 3);
         assert!(err.to_string().contains("server 3"), "{err}");
+        // Refused, yet causal: what the local server stamps next follows it, in order.
+        let mut last = local.stamp();
+        assert!(last.hlc > ahead.hlc);
+        for _ in 0..1000 {
+            let next = local.stamp();
+            assert!(next > last);
+            last = next;
+        }
     }
 }

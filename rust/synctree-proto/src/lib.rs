@@ -24,7 +24,7 @@ mod path;
 mod tree;
 mod value;
 
-pub use clock::{Clock, ClockError, Stamp};
+pub use clock::{Clock, ClockError, PhysicalClock, Stamp};
 pub use codec::{decode, encode, CodecError};
 pub use dump::{write_node_header, write_property};
 pub use effect::{CompactString, Effect, NodeKey, ROOT_KEY};
@@ -32,4 +32,5 @@ pub use error::ApplyError;
 pub use op::{Batch, EncodedBatch, Event, Op, OpId, OpOutcome, MAX_BATCH_BYTES};
 pub use path::{join, split_parent, validate_name, validate_path, validate_property, ROOT};
 pub use tree::{NodeView, ShadowTree};
+pub use uhlc;
 pub use value::{Value, ValueKind};

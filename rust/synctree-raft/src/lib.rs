@@ -16,11 +16,13 @@
 #![allow(clippy::result_large_err)]
 
 mod log_store;
+mod runtime;
 mod state_machine;
 mod store;
 mod types;
 
-pub use log_store::LogStore;
+pub use log_store::{log_records, LogObserver, LogRecord, LogStore};
+pub use runtime::{seed_thread_rng, SyncRuntime};
 pub use state_machine::{Applied, Session, Sessions, SharedState, StateMachine, SESSION_WINDOW};
 pub use store::{open, Durability, Storage, StoreError};
 pub use types::{BatchResponse, NodeId, Raft, TypeConfig};

@@ -103,12 +103,61 @@ impl Tail {
     }
 }
 
+/// One durable log entry as an observer sees it: where it is and a digest of its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRecord {
+    pub index: u64,
+    pub term: u64,
+    /// A hash of the entry as stored: equal entries have equal digests.
+    pub digest: u64,
+}
+
+fn record(index: u64, term: u64, bytes: &[u8]) -> LogRecord {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    bytes.hash(&mut h);
+    LogRecord {
+        index,
+        term,
+        digest: h.finish(),
+    }
+}
+
+/// Told of every change a log store has made durable, after it is durable; the simulation
+/// checks Raft's log invariants with it. Calls come in the order the changes happened.
+pub trait LogObserver: Send + Sync {
+    /// These entries were appended (overwriting nothing: a conflict is truncated first).
+    fn appended(&self, entries: &[LogRecord]);
+    /// Entries from `index` on were removed (a conflicting, uncommitted suffix).
+    fn truncated(&self, index: u64);
+    /// Entries up to and including `index` were removed (covered by a snapshot).
+    fn purged(&self, index: u64);
+}
+
+/// Every entry in the database of `storage`, in index order (what survives a crash).
+pub fn log_records(storage: &Storage) -> Result<Vec<LogRecord>, StorageError<NodeId>> {
+    let txn = storage.db.begin_read().map_err(read_err)?;
+    let table = txn.open_table(LOGS).map_err(read_err)?;
+    let mut out = Vec::new();
+    for item in table.iter().map_err(read_err)? {
+        let (index, bytes) = item.map_err(read_err)?;
+        let entry: Entry<TypeConfig> = decode(bytes.value())?;
+        out.push(record(
+            index.value(),
+            entry.log_id.leader_id.term,
+            bytes.value(),
+        ));
+    }
+    Ok(out)
+}
+
 /// The Raft log store of one server. Cloning shares the database and the in-memory tail.
 #[derive(Clone)]
 pub struct LogStore {
     storage: Storage,
     committed: Arc<AtomicU64>,
     tail: Arc<Mutex<Tail>>,
+    observer: Option<Arc<dyn LogObserver>>,
 }
 
 impl LogStore {
@@ -118,7 +167,14 @@ impl LogStore {
             storage,
             committed: Arc::new(AtomicU64::new(0)),
             tail: Arc::new(Mutex::new(Tail::default())),
+            observer: None,
         }
+    }
+
+    /// This store, telling `observer` of every durable change.
+    pub fn with_observer(mut self, observer: Arc<dyn LogObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// After a failed write the database and the tail may disagree: the database is the
@@ -334,6 +390,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         });
         match &result {
             Ok(()) => {
+                if let Some(o) = &self.observer {
+                    let records: Vec<LogRecord> = entries
+                        .iter()
+                        .zip(&encoded)
+                        .map(|(e, (i, b))| record(*i, e.log_id.leader_id.term, b))
+                        .collect();
+                    o.appended(&records);
+                }
                 let mut tail = self.tail();
                 for e in entries {
                     tail.push(e);
@@ -353,6 +417,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             table.retain_in(log_id.index.., |_, _| false)?;
             Ok(())
         });
+        if let (Ok(()), Some(o)) = (&result, &self.observer) {
+            o.truncated(log_id.index);
+        }
         self.forget_tail_on_error(result)
     }
 
@@ -365,6 +432,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             table.retain_in(..=log_id.index, |_, _| false)?;
             Ok(())
         });
+        if let (Ok(()), Some(o)) = (&result, &self.observer) {
+            o.purged(log_id.index);
+        }
         self.forget_tail_on_error(result)
     }
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Cursor;
 use std::sync::{Arc, RwLock};
-use synctree_proto::{Clock, Effect, OpOutcome, ShadowTree};
+use synctree_proto::{Clock, Effect, OpOutcome, ShadowTree, Stamp};
 use tokio::sync::mpsc;
 
 /// What the live tree must do, in log order.
@@ -35,6 +35,9 @@ pub struct SharedState {
     pub sessions: Sessions,
     pub last_applied: Option<LogId<NodeId>>,
     pub membership: StoredMembership<NodeId, BasicNode>,
+    /// The newest stamp of every event applied so far (also across snapshots), so a
+    /// restarted server's clock starts past everything it had applied.
+    pub max_stamp: Option<Stamp>,
 }
 
 /// Outcomes kept per proposing server: more than the batches a server has in flight.
@@ -58,6 +61,8 @@ pub type Sessions = BTreeMap<u64, Session>;
 struct SnapshotData {
     tree: ShadowTree,
     sessions: Sessions,
+    #[serde(default)]
+    max_stamp: Option<Stamp>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -93,9 +98,11 @@ impl StateMachine {
             let data: SnapshotData = decode(&snap.data)?;
             state.tree = data.tree;
             state.sessions = data.sessions;
+            state.max_stamp = data.max_stamp;
             state.last_applied = snap.meta.last_log_id;
             state.membership = snap.meta.last_membership.clone();
         }
+        observe(clock.as_deref(), state.max_stamp);
         let index = state.last_applied.map(|l| l.index).unwrap_or(0);
         let _ = applied_tx
             .send(Applied::Reset {
@@ -139,6 +146,16 @@ impl StateMachine {
             .insert(KEY_SNAPSHOT, bytes.as_slice())
             .map_err(|e| fail(&e))?;
         txn.commit().map_err(|e| fail(&e))
+    }
+}
+
+/// Advances `clock` past `stamp`. A stamp too far ahead is still passed (the clock stays
+/// causal) but warned of: that server's clock or this one's is off.
+fn observe(clock: Option<&Clock>, stamp: Option<Stamp>) {
+    if let (Some(clock), Some(stamp)) = (clock, stamp) {
+        if let Err(e) = clock.observe(&stamp) {
+            tracing::warn!("{e}");
+        }
     }
 }
 
@@ -194,7 +211,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                 continue;
                             }
                         };
-                        let SharedState { tree, sessions, .. } = &mut *s;
+                        let SharedState {
+                            tree,
+                            sessions,
+                            max_stamp,
+                            ..
+                        } = &mut *s;
                         let session = sessions.entry(batch.origin).or_default();
                         if batch.seq <= session.last_seq {
                             // A retry of a batch already applied (answer it), or a batch a
@@ -208,13 +230,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         }
                         // One server stamps its batch's events in order: advancing past
                         // the newest advances past all (one clock update per batch).
-                        if let (Some(clock), Some(newest)) =
-                            (&self.clock, batch.events.iter().map(|e| e.stamp).max())
-                        {
-                            if let Err(e) = clock.observe(&newest) {
-                                tracing::warn!("{e}");
-                            }
-                        }
+                        let newest = batch.events.iter().map(|e| e.stamp).max();
+                        observe(self.clock.as_deref(), newest);
+                        *max_stamp = (*max_stamp).max(newest);
                         response.outcomes.reserve(batch.events.len());
                         for event in batch.events {
                             let result = tree
@@ -286,9 +304,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut s = self.state_mut();
             s.tree = decoded.tree.clone();
             s.sessions = decoded.sessions;
+            s.max_stamp = decoded.max_stamp;
             s.last_applied = meta.last_log_id;
             s.membership = meta.last_membership.clone();
         }
+        observe(self.clock.as_deref(), decoded.max_stamp);
         let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
         let _ = self
             .applied_tx
@@ -322,6 +342,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             let data = SnapshotData {
                 tree: s.tree.clone(),
                 sessions: s.sessions.clone(),
+                max_stamp: s.max_stamp,
             };
             (encode(&data)?, s.last_applied, s.membership.clone())
         };

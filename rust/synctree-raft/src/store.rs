@@ -66,6 +66,15 @@ pub struct Storage {
     pub path: Option<PathBuf>,
 }
 
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.path {
+            Some(p) => write!(f, "Storage({})", p.display()),
+            None => f.write_str("Storage(<memory>)"),
+        }
+    }
+}
+
 impl Storage {
     /// Ties this data to `cluster` (an identity of the cluster, such as its CA's
     /// fingerprint): recorded on first use, refused when it names another cluster, so a

@@ -1,6 +1,7 @@
 //! The openraft type configuration of a synctree Raft group.
 
-use openraft::{BasicNode, Entry, TokioRuntime};
+use crate::runtime::SyncRuntime;
+use openraft::{BasicNode, Entry};
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
 use synctree_proto::{EncodedBatch, OpOutcome};
@@ -27,7 +28,7 @@ openraft::declare_raft_types!(
         Node = BasicNode,
         Entry = Entry<TypeConfig>,
         SnapshotData = Cursor<Vec<u8>>,
-        AsyncRuntime = TokioRuntime,
+        AsyncRuntime = SyncRuntime,
 );
 
 /// A Raft node of a synctree shard.

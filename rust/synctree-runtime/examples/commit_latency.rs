@@ -91,7 +91,7 @@ fn main() -> anyhow::Result<()> {
             leader.poll_completions(&mut buf);
             if let Some(c) = buf.into_iter().find(|c| c.ticket == ticket) {
                 match c.result {
-                    Ok(synctree_runtime::Done::Write { index }) => break index,
+                    Ok(synctree_runtime::Done::Write { index, .. }) => break index,
                     other => anyhow::bail!("{other:?}"),
                 }
             }

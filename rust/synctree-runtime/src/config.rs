@@ -2,9 +2,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use synctree_net::MemNetwork;
-use synctree_raft::NodeId;
+use synctree_proto::PhysicalClock;
+use synctree_raft::{LogObserver, NodeId, Storage};
 
 /// Where the Raft state lives.
 #[derive(Debug, Clone)]
@@ -14,6 +16,9 @@ pub enum StorageMode {
     Dir { dir: PathBuf, fsync: bool },
     /// Nothing on disk; for tests. A restart loses everything.
     InMemory,
+    /// A store the caller opened and keeps: a simulation's disk, which outlives the
+    /// simulated crashes of the servers started on it.
+    Opened(Storage),
 }
 
 /// How servers authenticate each other.
@@ -89,6 +94,34 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Bound of the channel of applied effects to the live tree, in apply batches.
     pub applied_capacity: usize,
+    /// What a simulation or test replaces; the defaults are what servers run with.
+    pub hooks: Hooks,
+}
+
+/// Seams for simulations and tests.
+#[derive(Clone)]
+pub struct Hooks {
+    /// The physical clock under the server's HLC (default: the system clock).
+    pub clock: PhysicalClock,
+    /// Told of every durable change to the Raft log (default: none).
+    pub log_observer: Option<Arc<dyn LogObserver>>,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            clock: synctree_proto::uhlc::system_time_clock,
+            log_observer: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("log_observer", &self.log_observer.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServerConfig {
@@ -107,6 +140,7 @@ impl ServerConfig {
             tuning: RaftTuning::default(),
             request_timeout: Duration::from_secs(5),
             applied_capacity: 1024,
+            hooks: Hooks::default(),
         }
     }
 }

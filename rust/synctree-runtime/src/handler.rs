@@ -1,7 +1,7 @@
 //! Serves requests from peers: Raft RPCs, forwarded proposals and read-index requests.
 
+use crate::node::Inner;
 use crate::rpc::{ForwardError, Rpc, RpcReply, MAX_RPC_BYTES};
-use crate::server::Inner;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use std::sync::{Arc, OnceLock};

@@ -17,15 +17,17 @@
 mod config;
 mod handler;
 mod network;
+mod node;
 mod proposer;
 mod rpc;
 mod server;
 
 pub use config::{
-    parse_id, parse_peers, ConfigError, RaftTuning, ServerConfig, StorageMode, TlsSource,
+    parse_id, parse_peers, ConfigError, Hooks, RaftTuning, ServerConfig, StorageMode, TlsSource,
     TransportMode,
 };
+pub use node::{Node, Status};
 pub use proposer::{Completion, Done, RequestError};
-pub use server::{Server, StartError, Status};
+pub use server::{Server, StartError};
 pub use synctree_net::MemNetwork;
-pub use synctree_raft::{Applied, NodeId};
+pub use synctree_raft::{Applied, NodeId, SharedState};

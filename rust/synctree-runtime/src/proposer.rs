@@ -9,15 +9,15 @@
 //! once per `(origin, seq)` and never one older than the last it applied from that server.
 
 use crate::handler::not_leader;
+use crate::node::Inner;
 use crate::rpc::{Committed, ForwardError, Rpc, RpcReply};
-use crate::server::Inner;
 use futures::stream::{FuturesOrdered, StreamExt};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use synctree_proto::{Batch, EncodedBatch, Event, Value};
+use synctree_proto::{Batch, EncodedBatch, Event, Op, OpId, Stamp, Value};
 use synctree_raft::NodeId;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -45,7 +45,7 @@ enum RoutedOk {
 pub(crate) enum Submission {
     Write {
         ticket: u64,
-        event: Event,
+        op: Op,
     },
     Read {
         ticket: u64,
@@ -98,13 +98,22 @@ impl std::fmt::Display for RequestError {
 /// applied before the requester is told, so it observes its own write.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Done {
-    Write { index: u64 },
-    Read { index: u64, value: Option<Value> },
+    /// Committed at `index`, stamped `stamp`.
+    Write {
+        index: u64,
+        stamp: Stamp,
+    },
+    Read {
+        index: u64,
+        value: Option<Value>,
+    },
 }
 
-/// One batch on its way: its requests' tickets and the batch itself (kept for retries).
+/// One batch on its way: its requests' tickets and stamps, and the batch itself (kept for
+/// retries).
 struct Proposal {
     tickets: Vec<u64>,
+    stamps: Vec<Stamp>,
     batch: EncodedBatch,
 }
 
@@ -116,6 +125,7 @@ pub(crate) async fn run(
     done: std::sync::mpsc::Sender<Completion>,
 ) {
     let mut seq = 0u64;
+    let mut synced = false;
     let mut pipeline: FuturesOrdered<Settling> = FuturesOrdered::new();
     loop {
         tokio::select! {
@@ -125,6 +135,16 @@ pub(crate) async fn run(
             }
             first = rx.recv(), if pipeline.len() < inner.pipeline => {
                 let Some(first) = first else { break };
+                if !synced && matches!(first, Submission::Write { .. }) {
+                    match inner.sync(&mut seq).await {
+                        Ok(()) => synced = true,
+                        Err(e) => {
+                            let e = RequestError::refused(format!("not proposed: {e}"));
+                            fail_queued(first, &mut rx, &done, e);
+                            continue;
+                        }
+                    }
+                }
                 let Some(p) = inner.gather(first, &mut rx, &done, &mut seq) else {
                     continue;
                 };
@@ -192,9 +212,12 @@ fn finish(
             fail_all(done, p.tickets, RequestError::uncertain(e))
         }
         Ok(c) => {
-            for (ticket, outcome) in p.tickets.into_iter().zip(c.outcomes) {
+            for ((ticket, stamp), outcome) in p.tickets.into_iter().zip(p.stamps).zip(c.outcomes) {
                 let result = match outcome.result {
-                    Ok(()) => Ok(Done::Write { index: c.index }),
+                    Ok(()) => Ok(Done::Write {
+                        index: c.index,
+                        stamp,
+                    }),
                     Err(e) => Err(RequestError::refused(e.to_string())),
                 };
                 let _ = done.send(Completion { ticket, result });
@@ -210,6 +233,27 @@ fn fail_all(done: &std::sync::mpsc::Sender<Completion>, tickets: Vec<u64>, error
             ticket,
             result: Err(error.clone()),
         });
+    }
+}
+
+/// Fails `first` and everything queued behind it with `error` (none of it was proposed; a
+/// request that arrives later tries again).
+fn fail_queued(
+    first: Submission,
+    rx: &mut mpsc::UnboundedReceiver<Submission>,
+    done: &std::sync::mpsc::Sender<Completion>,
+    error: RequestError,
+) {
+    let mut next = Some(first);
+    while let Some(sub) = next.take() {
+        let ticket = match sub {
+            Submission::Write { ticket, .. } | Submission::Read { ticket, .. } => ticket,
+        };
+        let _ = done.send(Completion {
+            ticket,
+            result: Err(error.clone()),
+        });
+        next = rx.try_recv().ok();
     }
 }
 
@@ -231,7 +275,17 @@ impl Inner {
         let mut next = Some(first);
         while let Some(sub) = next.take() {
             match sub {
-                Submission::Write { ticket, event } => writes.push((ticket, event)),
+                Submission::Write { ticket, op } => {
+                    let event = Event {
+                        id: OpId {
+                            origin: self.id,
+                            seq: ticket,
+                        },
+                        stamp: self.clock.stamp(),
+                        op,
+                    };
+                    writes.push((ticket, event))
+                }
                 Submission::Read {
                     ticket,
                     path,
@@ -259,13 +313,18 @@ impl Inner {
             .unwrap_or(0);
         *seq = (*seq).max(last).max(*seq + 1);
         let tickets: Vec<u64> = writes.iter().map(|(t, _)| *t).collect();
+        let stamps: Vec<Stamp> = writes.iter().map(|(_, e)| e.stamp).collect();
         let batch = Batch {
             origin: self.id,
             seq: *seq,
             events: writes.into_iter().map(|(_, e)| e).collect(),
         };
         match EncodedBatch::encode(&batch) {
-            Ok(batch) => Some(Proposal { tickets, batch }),
+            Ok(batch) => Some(Proposal {
+                tickets,
+                stamps,
+                batch,
+            }),
             Err(e) => {
                 fail_all(
                     done,
@@ -275,6 +334,45 @@ impl Inner {
                 None
             }
         }
+    }
+
+    /// Before this server proposes its first batch (after a start or restart): wait for a
+    /// read index confirmed by a quorum and apply up to it. Every batch of an earlier life
+    /// of this server that will ever commit has then applied, so the clock (which observes
+    /// what applies) and `seq` are past all of them: new batches are never refused as
+    /// older than its own earlier ones, and its stamps never go back.
+    async fn sync(&self, seq: &mut u64) -> Result<(), RequestError> {
+        self.read_index_applied().await?;
+        let last = self.inspect_session_seq();
+        *seq = (*seq).max(last);
+        Ok(())
+    }
+
+    fn inspect_session_seq(&self) -> u64 {
+        let s = self.shared.read().unwrap_or_else(|p| p.into_inner());
+        s.sessions.get(&self.id).map(|x| x.last_seq).unwrap_or(0)
+    }
+
+    /// A read index from the leader, applied here.
+    async fn read_index_applied(&self) -> Result<u64, RequestError> {
+        let index = match self.route(Routed::ReadIndex).await? {
+            RoutedOk::ReadIndex(i) => i,
+            RoutedOk::Committed(_) => {
+                return Err(RequestError::uncertain(
+                    "internal error: a read was answered as a write",
+                ))
+            }
+        };
+        self.raft
+            .wait(Some(self.request_timeout))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map_err(|e| {
+                RequestError::uncertain(format!(
+                    "this server did not catch up to read index {index}: {e}"
+                ))
+            })?;
+        Ok(index)
     }
 
     /// Completes a pipelined batch; one that lost its leader is proposed again (through
@@ -396,6 +494,7 @@ impl Inner {
             }
         };
         let reply = tokio::select! {
+            biased;
             r = self.transport.request(leader, body, left) => r,
             () = moved => {
                 *last_problem = format!("leader {leader} stopped leading while asked");
@@ -434,23 +533,7 @@ impl Inner {
     /// A linearizable read: get a read index from the leader, wait until this node applied
     /// it, then read the committed tree.
     pub(crate) async fn read(&self, path: &str, property: &str) -> Result<Done, RequestError> {
-        let index = match self.route(Routed::ReadIndex).await? {
-            RoutedOk::ReadIndex(i) => i,
-            RoutedOk::Committed(_) => {
-                return Err(RequestError::uncertain(
-                    "internal error: a read was answered as a write",
-                ))
-            }
-        };
-        self.raft
-            .wait(Some(self.request_timeout))
-            .applied_index_at_least(Some(index), "linearizable read")
-            .await
-            .map_err(|e| {
-                RequestError::uncertain(format!(
-                    "this server did not catch up to read index {index}: {e}"
-                ))
-            })?;
+        let index = self.read_index_applied().await?;
         let s = self.shared.read().unwrap_or_else(|p| p.into_inner());
         if !s.tree.contains(path) {
             return Err(RequestError::refused(format!(

@@ -1,18 +1,9 @@
 //! A running server: start-up, status, shutdown.
 
-use crate::config::{ServerConfig, StorageMode, TlsSource, TransportMode};
-use crate::handler::RpcHandler;
-use crate::network::NetworkFactory;
-use crate::proposer::{self, Completion, Submission};
-use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use crate::config::ServerConfig;
+use crate::node::Node;
 use std::time::Duration;
-use synctree_net::{certs, QuicConfig, QuicTransport, TlsMaterial, Transport};
-use synctree_proto::{Clock, Event, Op, OpId};
-use synctree_raft::{Applied, LogStore, NodeId, Raft, SharedState, StateMachine, Storage};
-use tokio::sync::mpsc;
+use synctree_raft::NodeId;
 
 /// The server could not start; the message names the part that failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,164 +24,27 @@ pub enum StartError {
     SelfInPeers(NodeId),
 }
 
-/// The parts of a server that tokio tasks share.
-pub(crate) struct Inner {
-    pub(crate) id: NodeId,
-    pub(crate) raft: Raft,
-    pub(crate) shared: Arc<RwLock<SharedState>>,
-    pub(crate) transport: Arc<dyn Transport>,
-    pub(crate) request_timeout: Duration,
-    pub(crate) pipeline: usize,
-    committed: Arc<AtomicU64>,
-    quic: Option<QuicTransport>,
-}
-
-/// A point-in-time view of a server, for status getters and operators.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Status {
-    pub id: NodeId,
-    pub leader: Option<NodeId>,
-    pub is_leader: bool,
-    pub term: u64,
-    pub last_log_index: u64,
-    pub commit_index: u64,
-    /// Applied to the state machine (the live tree may trail it by a frame).
-    pub applied_index: u64,
-    pub voters: Vec<NodeId>,
-}
-
-/// One synctree server: a Raft node, its transport and its own tokio runtime.
+/// One synctree server: a [`Node`] on a tokio runtime of its own (everything a `Node` does,
+/// a `Server` does, through `Deref`).
 pub struct Server {
     runtime: Option<tokio::runtime::Runtime>,
-    inner: Arc<Inner>,
-    clock: Arc<Clock>,
-    submit_tx: mpsc::UnboundedSender<Submission>,
-    completions: Mutex<std::sync::mpsc::Receiver<Completion>>,
-    applied: Mutex<mpsc::Receiver<Applied>>,
-    next_ticket: AtomicU64,
-    local_addr: Option<std::net::SocketAddr>,
-}
-
-fn raft_config(cfg: &ServerConfig) -> Result<Arc<Config>, StartError> {
-    let t = &cfg.tuning;
-    let config = Config {
-        cluster_name: "synctree".into(),
-        heartbeat_interval: t.heartbeat.as_millis() as u64,
-        election_timeout_min: t.election_min.as_millis() as u64,
-        election_timeout_max: t.election_max.as_millis() as u64,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_every),
-        max_in_snapshot_log_to_keep: t.keep_logs_after_snapshot,
-        // openraft gives each AppendEntries one heartbeat interval; keep payloads small
-        // enough for a catching-up follower (fsync included) to answer within it.
-        max_payload_entries: 32,
-        ..Default::default()
-    };
-    Ok(Arc::new(
-        config
-            .validate()
-            .map_err(|e| StartError::Raft(e.to_string()))?,
-    ))
+    node: Node,
 }
 
 impl Server {
-    /// Starts a server: opens its storage, binds its transport, joins (or founds) its Raft
-    /// group with the configured voters. Returns once the node runs; a leader may come later.
+    /// Starts a server: a runtime, then [`Node::start`] on it.
     pub fn start(cfg: ServerConfig) -> Result<Server, StartError> {
-        if cfg.peers.iter().any(|(p, _)| *p == cfg.id) {
-            return Err(StartError::SelfInPeers(cfg.id));
-        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name(format!("synctree-{}", cfg.id))
             .enable_all()
             .build()
             .map_err(StartError::Runtime)?;
-        let (inner, applied_rx, clock, local_addr) = runtime.block_on(start_node(&cfg))?;
-        let (submit_tx, submit_rx) = mpsc::unbounded_channel();
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
-        runtime.spawn(proposer::run(inner.clone(), submit_rx, done_tx));
+        let node = runtime.block_on(Node::start(cfg))?;
         Ok(Server {
             runtime: Some(runtime),
-            inner,
-            clock,
-            submit_tx,
-            completions: Mutex::new(done_rx),
-            applied: Mutex::new(applied_rx),
-            next_ticket: AtomicU64::new(1),
-            local_addr,
+            node,
         })
-    }
-
-    /// This server's id.
-    pub fn id(&self) -> NodeId {
-        self.inner.id
-    }
-
-    /// The QUIC address actually bound (useful with port 0), if QUIC is used.
-    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        self.local_addr
-    }
-
-    /// Queues a write, stamped now; returns the ticket its [`Completion`] will carry.
-    pub fn submit(&self, op: Op) -> u64 {
-        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
-        let event = Event {
-            id: OpId {
-                origin: self.inner.id,
-                seq: ticket,
-            },
-            stamp: self.clock.stamp(),
-            op,
-        };
-        self.send(Submission::Write { ticket, event });
-        ticket
-    }
-
-    /// Queues a linearizable read of a synced property.
-    pub fn submit_read(&self, path: String, property: String) -> u64 {
-        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
-        self.send(Submission::Read {
-            ticket,
-            path,
-            property,
-        });
-        ticket
-    }
-
-    fn send(&self, submission: Submission) {
-        // The receiver lives as long as the runtime; after shutdown the ticket never completes.
-        let _ = self.submit_tx.send(submission);
-    }
-
-    /// Moves finished requests into `out` without blocking.
-    pub fn poll_completions(&self, out: &mut Vec<Completion>) {
-        let rx = self.completions.lock().unwrap_or_else(|p| p.into_inner());
-        out.extend(rx.try_iter());
-    }
-
-    /// The next batch of committed effects for the live tree, if any, in log order.
-    pub fn try_recv_applied(&self) -> Option<Applied> {
-        self.applied
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .try_recv()
-            .ok()
-    }
-
-    /// The current Raft status.
-    pub fn status(&self) -> Status {
-        let m = self.inner.raft.metrics().borrow().clone();
-        let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
-        Status {
-            id: self.inner.id,
-            leader: m.current_leader,
-            is_leader: m.state == ServerState::Leader,
-            term: m.current_term,
-            last_log_index: m.last_log_index.unwrap_or(0),
-            commit_index: self.inner.committed.load(Ordering::Relaxed).max(applied),
-            applied_index: applied,
-            voters: m.membership_config.membership().voter_ids().collect(),
-        }
     }
 
     /// Stops Raft, closes the transport and the runtime. Committed state is on disk.
@@ -200,17 +54,17 @@ impl Server {
 
     fn stop(&mut self) {
         if let Some(rt) = self.runtime.take() {
-            let inner = self.inner.clone();
-            rt.block_on(async move {
-                if let Err(e) = inner.raft.shutdown().await {
-                    tracing::warn!("raft shutdown: {e}");
-                }
-                if let Some(q) = &inner.quic {
-                    q.shutdown().await;
-                }
-            });
+            rt.block_on(self.node.stop());
             rt.shutdown_timeout(Duration::from_secs(2));
         }
+    }
+}
+
+impl std::ops::Deref for Server {
+    type Target = Node;
+
+    fn deref(&self) -> &Node {
+        &self.node
     }
 }
 
@@ -218,117 +72,4 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-type Started = (
-    Arc<Inner>,
-    mpsc::Receiver<Applied>,
-    Arc<Clock>,
-    Option<std::net::SocketAddr>,
-);
-
-async fn start_node(cfg: &ServerConfig) -> Result<Started, StartError> {
-    let material = match &cfg.transport {
-        TransportMode::Mem(_) => None,
-        TransportMode::Quic { tls, .. } => Some(match tls {
-            TlsSource::Dir(dir) => TlsMaterial::load(dir, cfg.id)?,
-            TlsSource::Dev(dir) => certs::ensure_dev_cluster(dir, cfg.id)?,
-        }),
-    };
-    // Servers of one cluster share its CA; the in-memory network is one test cluster.
-    let cluster = material
-        .as_ref()
-        .map(TlsMaterial::cluster_id)
-        .unwrap_or_else(|| "in-memory-network".to_owned());
-    let storage = match &cfg.storage {
-        StorageMode::InMemory => Storage::in_memory()?,
-        StorageMode::Dir { dir, fsync } => {
-            let durability = if *fsync {
-                synctree_raft::Durability::Fsync
-            } else {
-                synctree_raft::Durability::NoFsync
-            };
-            if !*fsync {
-                tracing::warn!(
-                    "fsync is OFF for node {}: a crash can lose acknowledged writes",
-                    cfg.id
-                );
-            }
-            synctree_raft::open(dir, durability)?
-        }
-    };
-    storage.bind_cluster(&cluster)?;
-    let clock = Arc::new(Clock::new(cfg.id, Clock::DEFAULT_MAX_DELTA));
-    let (applied_tx, applied_rx) = mpsc::channel(cfg.applied_capacity.max(1));
-    let (sm, shared) = StateMachine::open(storage.clone(), applied_tx, Some(clock.clone()))
-        .await
-        .map_err(|e| StartError::State(e.to_string()))?;
-    let log_store = LogStore::new(storage);
-    let committed = log_store.committed_index();
-
-    let handler = Arc::new(RpcHandler::default());
-    let (transport, quic, local_addr): (Arc<dyn Transport>, _, _) = match &cfg.transport {
-        TransportMode::Mem(net) => (Arc::new(net.register(cfg.id, handler.clone())), None, None),
-        TransportMode::Quic { listen, .. } => {
-            let material = material.ok_or_else(|| {
-                StartError::Raft("internal error: QUIC without TLS material".into())
-            })?;
-            let qcfg =
-                QuicConfig::new(cfg.id, *listen, material).with_peers(cfg.peers.iter().copied());
-            let quic = QuicTransport::start(qcfg, handler.clone())?;
-            let addr = quic.local_addr().ok();
-            (Arc::new(quic.clone()), Some(quic), addr)
-        }
-    };
-    for (id, addr) in &cfg.peers {
-        transport.set_peer(*id, *addr);
-    }
-    let network = NetworkFactory {
-        transport: transport.clone(),
-    };
-    let raft = Raft::new(cfg.id, raft_config(cfg)?, network, log_store, sm)
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
-    let inner = Arc::new(Inner {
-        id: cfg.id,
-        raft,
-        shared,
-        transport,
-        request_timeout: cfg.request_timeout,
-        pipeline: cfg.tuning.pipeline.max(1),
-        committed,
-        quic,
-    });
-    let _ = handler.inner.set(inner.clone());
-
-    let initialized = inner
-        .raft
-        .is_initialized()
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
-    if !initialized {
-        let self_addr = local_addr.map(|a| a.to_string()).unwrap_or_default();
-        let mut members = BTreeMap::new();
-        members.insert(cfg.id, BasicNode { addr: self_addr });
-        for (id, addr) in &cfg.peers {
-            members.insert(
-                *id,
-                BasicNode {
-                    addr: addr.to_string(),
-                },
-            );
-        }
-        // Every founding member proposes the same membership at index 0; openraft accepts
-        // that on a pristine node and refuses it harmlessly once the group has formed.
-        if let Err(e) = inner.raft.initialize(members).await {
-            tracing::info!("node {} not initialising the group: {e}", cfg.id);
-        }
-    }
-    tracing::info!(
-        "synctree node {} started ({:?}, {:?})",
-        cfg.id,
-        cfg.storage,
-        cfg.transport
-    );
-    Ok((inner, applied_rx, clock, local_addr))
 }

@@ -106,7 +106,7 @@ fn follower_write_is_forwarded_and_applied_everywhere() {
         .find(|s| s.id() != leader)
         .expect("a follower");
     let done = complete(follower, follower.submit(spawn("A"))).expect("spawn through a follower");
-    let Done::Write { index } = done else {
+    let Done::Write { index, .. } = done else {
         panic!("write expected")
     };
     complete(follower, follower.submit(set("A", 7))).expect("set");

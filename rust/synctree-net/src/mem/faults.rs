@@ -17,8 +17,12 @@ pub(super) struct Faults {
     blocked: HashSet<(NodeId, NodeId)>,
     /// One-way latency added to every message.
     pub delay: Duration,
+    /// Up to this much more latency, drawn per message (so messages overtake each other).
+    pub jitter: Duration,
     /// Probability in `[0, 1]` that a message is lost.
     drop_rate: f64,
+    /// Probability in `[0, 1]` that a request is delivered twice.
+    duplicate_rate: f64,
     /// How long a message to an unreachable node takes to fail.
     pub unreachable_after: Duration,
     rng: SplitMix64,
@@ -30,7 +34,9 @@ impl Faults {
             isolated: HashSet::new(),
             blocked: HashSet::new(),
             delay: Duration::ZERO,
+            jitter: Duration::ZERO,
             drop_rate: 0.0,
+            duplicate_rate: 0.0,
             unreachable_after: DEFAULT_UNREACHABLE_AFTER,
             rng: SplitMix64(seed),
         }
@@ -60,11 +66,24 @@ impl Faults {
     }
 
     pub(super) fn set_drop_rate(&mut self, rate: f64) {
-        self.drop_rate = if rate.is_nan() {
-            0.0
-        } else {
-            rate.clamp(0.0, 1.0)
-        };
+        self.drop_rate = probability(rate);
+    }
+
+    pub(super) fn set_duplicate_rate(&mut self, rate: f64) {
+        self.duplicate_rate = probability(rate);
+    }
+
+    /// The latency of one message: the fixed delay plus its share of jitter.
+    pub(super) fn latency(&mut self) -> Duration {
+        if self.jitter.is_zero() {
+            return self.delay;
+        }
+        self.delay + self.jitter.mul_f64(self.rng.next_f64())
+    }
+
+    /// Whether this request is delivered a second time.
+    pub(super) fn duplicated(&mut self) -> bool {
+        self.duplicate_rate > 0.0 && self.rng.next_f64() < self.duplicate_rate
     }
 
     /// Why a message from `from` to `to` is lost right now, if it is. Draws from the seeded
@@ -83,6 +102,14 @@ impl Faults {
             return Some(format!("message {from} -> {to} was dropped"));
         }
         None
+    }
+}
+
+fn probability(p: f64) -> f64 {
+    if p.is_nan() {
+        0.0
+    } else {
+        p.clamp(0.0, 1.0)
     }
 }
 

@@ -4,7 +4,8 @@
 //!   MemTransport(1) ──request──▶ MemNetwork ──(link 1->2 up? delay, loss)──▶ handler of node 2
 //!   MemTransport(1) ◀─response── MemNetwork ◀─(link 2->1 up? delay, loss)──┘
 //!
-//!   faults: isolate(id) / heal(id), block(from, to) / unblock, set_delay, set_drop_rate (seeded),
+//!   faults: isolate(id) / heal(id), block(from, to) / unblock, set_delay, set_jitter,
+//!           set_drop_rate, set_duplicate_rate (the random ones seeded),
 //!           unregister(id) = crash (its in-flight handlers are cancelled), register again = restart
 //! ```
 //!
@@ -52,6 +53,8 @@ enum Outbound {
         handler: Arc<dyn Handler>,
         alive: watch::Receiver<bool>,
         delay: Duration,
+        /// Deliver a second copy after this much longer.
+        duplicate: Option<Duration>,
     },
     Lost {
         reason: String,
@@ -155,6 +158,18 @@ impl MemNetwork {
         self.lock().faults.delay = delay;
     }
 
+    /// Adds a random extra latency in `[0, jitter)` to each message, drawn from the seeded
+    /// sequence: messages overtake each other (reordering).
+    pub fn set_jitter(&self, jitter: Duration) {
+        self.lock().faults.jitter = jitter;
+    }
+
+    /// Delivers each request twice with probability `rate` (the second copy's answer is
+    /// dropped), as a network that retransmits or duplicates packets would.
+    pub fn set_duplicate_rate(&self, rate: f64) {
+        self.lock().faults.set_duplicate_rate(rate);
+    }
+
     /// Loses each message with probability `rate` (clamped to `[0, 1]`), drawn from the seeded
     /// sequence of [`with_seed`](Self::with_seed).
     pub fn set_drop_rate(&self, rate: f64) {
@@ -184,11 +199,13 @@ impl MemNetwork {
         if let Some(reason) = state.faults.loss(from, to) {
             return Ok(Outbound::Lost { reason, after });
         }
-        let delay = state.faults.delay;
+        let delay = state.faults.latency();
+        let duplicate = state.faults.duplicated().then(|| state.faults.latency());
         Ok(Outbound::Deliver {
             handler,
             alive,
             delay,
+            duplicate,
         })
     }
 
@@ -198,7 +215,7 @@ impl MemNetwork {
         let after = state.faults.unreachable_after;
         match state.faults.loss(from, to) {
             Some(reason) => Err((format!("response lost: {reason}"), after)),
-            None => Ok(state.faults.delay),
+            None => Ok(state.faults.latency()),
         }
     }
 
@@ -210,7 +227,7 @@ impl MemNetwork {
         body: Vec<u8>,
     ) -> Result<Vec<u8>, NetError> {
         let unreachable = |reason| NetError::Unreachable { peer: to, reason };
-        let (handler, mut alive, delay) = match self.outbound(from, incarnation, to)? {
+        let (handler, alive, delay, duplicate) = match self.outbound(from, incarnation, to)? {
             Outbound::Lost { reason, after } => {
                 tokio::time::sleep(after).await;
                 return Err(unreachable(reason));
@@ -219,15 +236,18 @@ impl MemNetwork {
                 handler,
                 alive,
                 delay,
-            } => (handler, alive, delay),
+                duplicate,
+            } => (handler, alive, delay, duplicate),
         };
+        if let Some(extra) = duplicate {
+            let (handler, alive, body) = (handler.clone(), alive.clone(), body.clone());
+            tokio::spawn(async move {
+                sleep_if_any(delay + extra).await;
+                let _ = deliver(handler, alive, from, body).await;
+            });
+        }
         sleep_if_any(delay).await;
-        let task = tokio::spawn(async move {
-            tokio::select! {
-                result = handler.handle(from, body) => Some(result),
-                _ = alive.wait_for(|alive| !*alive) => None,
-            }
-        });
+        let task = tokio::spawn(deliver(handler, alive, from, body));
         let outcome = match task.await {
             Ok(Some(outcome)) => outcome,
             Ok(None) => {
@@ -251,6 +271,20 @@ impl MemNetwork {
                 reason: format!("node {to} closed the connection: malformed request: {why}"),
             },
         })
+    }
+}
+
+/// Runs the handler of the receiving node; `None` if that node crashed meanwhile.
+async fn deliver(
+    handler: Arc<dyn Handler>,
+    mut alive: watch::Receiver<bool>,
+    from: NodeId,
+    body: Vec<u8>,
+) -> Option<Result<Vec<u8>, HandlerError>> {
+    tokio::select! {
+        biased;
+        _ = alive.wait_for(|alive| !*alive) => None,
+        result = handler.handle(from, body) => Some(result),
     }
 }
 
