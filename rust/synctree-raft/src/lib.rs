@@ -21,7 +21,7 @@ mod state_machine;
 mod store;
 mod types;
 
-pub use log_store::{log_records, LogObserver, LogRecord, LogStore};
+pub use log_store::{describe_entry, log_records, LogObserver, LogRecord, LogStore};
 pub use runtime::{seed_thread_rng, SyncRuntime};
 pub use state_machine::{Applied, Session, Sessions, SharedState, StateMachine, SESSION_WINDOW};
 pub use store::{open, Durability, Storage, StoreError};

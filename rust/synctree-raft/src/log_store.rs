@@ -107,18 +107,21 @@ impl Tail {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogRecord {
     pub index: u64,
+    /// The leader id of the entry (openraft's leader ids are `(term, node id)`, ordered).
     pub term: u64,
+    pub leader: NodeId,
     /// A hash of the entry as stored: equal entries have equal digests.
     pub digest: u64,
 }
 
-fn record(index: u64, term: u64, bytes: &[u8]) -> LogRecord {
+fn record(index: u64, leader: &openraft::CommittedLeaderId<NodeId>, bytes: &[u8]) -> LogRecord {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut h = DefaultHasher::new();
     bytes.hash(&mut h);
     LogRecord {
         index,
-        term,
+        term: leader.term,
+        leader: leader.node_id,
         digest: h.finish(),
     }
 }
@@ -144,11 +147,28 @@ pub fn log_records(storage: &Storage) -> Result<Vec<LogRecord>, StorageError<Nod
         let entry: Entry<TypeConfig> = decode(bytes.value())?;
         out.push(record(
             index.value(),
-            entry.log_id.leader_id.term,
+            &entry.log_id.leader_id,
             bytes.value(),
         ));
     }
     Ok(out)
+}
+
+/// The entry at `index` in the database of `storage`, described for a report: its log id and
+/// what it carries (the events of a batch, decoded). `None` if there is no such entry.
+pub fn describe_entry(storage: &Storage, index: u64) -> Option<String> {
+    let txn = storage.db.begin_read().ok()?;
+    let table = txn.open_table(LOGS).ok()?;
+    let bytes = table.get(index).ok()??;
+    let entry: Entry<TypeConfig> = decode(bytes.value()).ok()?;
+    let payload = match &entry.payload {
+        EntryPayload::Normal(batch) => match batch.decode() {
+            Ok(b) => format!("{b:?}"),
+            Err(e) => format!("undecodable batch: {e}"),
+        },
+        other => format!("{other:?}"),
+    };
+    Some(format!("{} {payload}", entry.log_id))
 }
 
 /// The Raft log store of one server. Cloning shares the database and the in-memory tail.
@@ -394,7 +414,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     let records: Vec<LogRecord> = entries
                         .iter()
                         .zip(&encoded)
-                        .map(|(e, (i, b))| record(*i, e.log_id.leader_id.term, b))
+                        .map(|(e, (i, b))| record(*i, &e.log_id.leader_id, b))
                         .collect();
                     o.appended(&records);
                 }

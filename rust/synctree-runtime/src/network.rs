@@ -4,13 +4,14 @@ use crate::rpc::{Rpc, RpcReply};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
 use std::sync::Arc;
+use std::time::Duration;
 use synctree_net::{NetError, Transport};
 use synctree_raft::{NodeId, TypeConfig};
 
@@ -18,7 +19,13 @@ use synctree_raft::{NodeId, TypeConfig};
 #[derive(Clone)]
 pub struct NetworkFactory {
     pub(crate) transport: Arc<dyn Transport>,
+    /// First wait before replicating again to an unreachable peer (doubles up to
+    /// [`MAX_BACKOFF`]).
+    pub(crate) backoff: Duration,
 }
+
+/// Longest wait between attempts to reach an unreachable peer.
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
@@ -30,6 +37,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         PeerClient {
             target,
             transport: self.transport.clone(),
+            backoff: self.backoff,
         }
     }
 }
@@ -38,6 +46,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct PeerClient {
     target: NodeId,
     transport: Arc<dyn Transport>,
+    backoff: Duration,
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
@@ -72,6 +81,14 @@ impl PeerClient {
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
+    /// openraft waits a constant 500 ms after a failed RPC to an unreachable peer; a peer
+    /// that restarted would then hear from its leader only that much later (and may start
+    /// an election meanwhile). Start at one heartbeat and double up to 500 ms.
+    fn backoff(&self) -> Backoff {
+        let first = self.backoff.max(Duration::from_millis(1));
+        Backoff::new((0u32..).map(move |i| first.saturating_mul(1 << i.min(16)).min(MAX_BACKOFF)))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,

@@ -39,11 +39,16 @@ pub struct Status {
     pub leader: Option<NodeId>,
     pub is_leader: bool,
     pub term: u64,
+    /// The vote this server holds: the leader id `(term, node id)` it follows or stands as
+    /// (openraft orders leaders by both).
+    pub vote: (u64, NodeId),
     pub last_log_index: u64,
     pub commit_index: u64,
     /// Applied to the state machine (the live tree may trail it by a frame).
     pub applied_index: u64,
     pub voters: Vec<NodeId>,
+    /// Why Raft stopped, if it stopped on a fatal error (storage failure, panic).
+    pub fatal: Option<String>,
 }
 
 /// One synctree Raft node with its transport, proposer and state machine, on the tokio
@@ -165,10 +170,12 @@ impl Node {
             leader: m.current_leader,
             is_leader: m.state == ServerState::Leader,
             term: m.current_term,
+            vote: (m.vote.leader_id.term, m.vote.leader_id.node_id),
             last_log_index: m.last_log_index.unwrap_or(0),
             commit_index: self.inner.committed.load(Ordering::Relaxed).max(applied),
             applied_index: applied,
             voters: m.membership_config.membership().voter_ids().collect(),
+            fatal: m.running_state.as_ref().err().map(|e| e.to_string()),
         }
     }
 
@@ -256,6 +263,7 @@ async fn start_node(cfg: &ServerConfig) -> Result<Started, StartError> {
     }
     let network = NetworkFactory {
         transport: transport.clone(),
+        backoff: cfg.tuning.heartbeat,
     };
     let raft = Raft::new(cfg.id, raft_config(cfg)?, network, log_store, sm)
         .await
@@ -279,19 +287,16 @@ async fn start_node(cfg: &ServerConfig) -> Result<Started, StartError> {
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
     if !initialized {
-        let self_addr = local_addr.map(|a| a.to_string()).unwrap_or_default();
-        let mut members = BTreeMap::new();
-        members.insert(cfg.id, BasicNode { addr: self_addr });
-        for (id, addr) in &cfg.peers {
-            members.insert(
-                *id,
-                BasicNode {
-                    addr: addr.to_string(),
-                },
-            );
-        }
-        // Every founding member proposes the same membership at index 0; openraft accepts
-        // that on a pristine node and refuses it harmlessly once the group has formed.
+        // Every founding member proposes the same membership as entry 0; openraft accepts
+        // that on a pristine node and refuses it harmlessly once the group has formed. The
+        // entries must be identical on every server (log matching: one index and term, one
+        // entry), so they name the voters without addresses: founding members reach each
+        // other through their configured peers, and an address a server knows only of
+        // itself (its bind address) would differ from what its peers were told.
+        let members: BTreeMap<NodeId, BasicNode> = std::iter::once(cfg.id)
+            .chain(cfg.peers.iter().map(|(id, _)| *id))
+            .map(|id| (id, BasicNode::default()))
+            .collect();
         if let Err(e) = inner.raft.initialize(members).await {
             tracing::info!("node {} not initialising the group: {e}", cfg.id);
         }

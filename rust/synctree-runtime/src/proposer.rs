@@ -149,9 +149,24 @@ pub(crate) async fn run(
                     continue;
                 };
                 if inner.known_leader() == Some(inner.id) {
+                    // Waits end when this node stops leading (the batch is then proposed
+                    // again through the new leader; sessions apply it once) or at the
+                    // request timeout (the outcome is then unknown).
+                    let moved = leader_moves(inner.raft.metrics(), inner.id);
+                    let deadline = Instant::now() + inner.request_timeout;
                     match inner.raft.client_write_ff(p.batch.clone()).await {
                         Ok(answer) => pipeline.push_back(Box::pin(async move {
-                            let result = match answer.await {
+                            let answer = tokio::select! {
+                                biased;
+                                a = answer => a,
+                                () = moved => return (p, Err(ForwardError::NotLeader { leader: None })),
+                                () = tokio::time::sleep_until(deadline) => {
+                                    return (p, Err(ForwardError::Failed(
+                                        "not committed within the request timeout (no quorum?)".into(),
+                                    )))
+                                }
+                            };
+                            let result = match answer {
                                 Ok(Ok(resp)) => Ok(Committed {
                                     index: resp.log_id.index,
                                     outcomes: resp.data.outcomes,
@@ -256,6 +271,22 @@ fn fail_queued(
         next = rx.try_recv().ok();
     }
 }
+
+/// Resolves once this node no longer sees `leader` as the leader (an election started or
+/// ended elsewhere); never, if Raft stopped.
+async fn leader_moves(mut metrics: RaftMetricsWatch, leader: NodeId) {
+    loop {
+        if metrics.borrow_and_update().current_leader != Some(leader) {
+            return;
+        }
+        if metrics.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+type RaftMetricsWatch =
+    tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, openraft::BasicNode>>;
 
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((5u64 << attempt.min(4)).min(50))
@@ -442,7 +473,24 @@ impl Inner {
         let mut last_problem = String::from("no leader is known");
         for attempt in 0.. {
             let result = match self.known_leader() {
-                Some(l) if l == self.id => self.local(&req).await,
+                Some(l) if l == self.id => {
+                    // A leader cut off from its quorum may not learn it lost for a long
+                    // time: stop waiting when the leadership moves, or at the deadline.
+                    tokio::select! {
+                        biased;
+                        r = self.local(&req) => r,
+                        () = leader_moves(self.raft.metrics(), l) => {
+                            last_problem = format!("this server (leader {l}) stopped leading");
+                            Err(ForwardError::NotLeader { leader: None })
+                        }
+                        () = tokio::time::sleep_until(deadline) => {
+                            last_problem = format!(
+                                "this server leads but no quorum confirmed the {what}"
+                            );
+                            Err(ForwardError::NotLeader { leader: None })
+                        }
+                    }
+                }
                 Some(l) => self.forward(l, &req, deadline, &mut last_problem).await,
                 None => Err(ForwardError::NotLeader { leader: None }),
             };
@@ -482,21 +530,10 @@ impl Inner {
         // A leader that died answers nothing: stop waiting as soon as this node sees the
         // leadership move (an election started or ended) rather than after the whole attempt.
         // If the old leader did commit the batch, the retry is answered from the session.
-        let mut metrics = self.raft.metrics();
-        let moved = async move {
-            loop {
-                if metrics.borrow_and_update().current_leader != Some(leader) {
-                    return;
-                }
-                if metrics.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-        };
         let reply = tokio::select! {
             biased;
             r = self.transport.request(leader, body, left) => r,
-            () = moved => {
+            () = leader_moves(self.raft.metrics(), leader) => {
                 *last_problem = format!("leader {leader} stopped leading while asked");
                 return Err(ForwardError::NotLeader { leader: None });
             }

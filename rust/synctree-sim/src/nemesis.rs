@@ -1,0 +1,195 @@
+//! The nemesis: seeded faults, each undone after a while — crash and restart, partitions
+//! (symmetric and one-way), message loss, delay with jitter (reordering), duplicates, and
+//! clock skew per server (including clocks that jump back).
+
+use crate::clock;
+use crate::invariants::Violation;
+use crate::world::World;
+use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use std::time::Duration;
+use synctree_raft::NodeId;
+
+#[derive(Debug, Clone)]
+enum Repair {
+    Restart(usize),
+    Unblock(Vec<(NodeId, NodeId)>),
+    Heal(NodeId),
+    CalmNetwork,
+}
+
+pub struct Nemesis {
+    rng: StdRng,
+    /// Chance per step of a new fault.
+    rate: f64,
+    max_skew_ns: i64,
+    pending: Vec<(u64, Repair)>,
+    pub faults: u64,
+}
+
+impl Nemesis {
+    pub fn new(seed: u64, max_skew: Duration) -> Self {
+        Nemesis {
+            rng: StdRng::seed_from_u64(seed ^ 0x6e65_6d65_7369_7300),
+            rate: 1.0 / 250.0,
+            max_skew_ns: max_skew.as_nanos() as i64,
+            pending: Vec::new(),
+            faults: 0,
+        }
+    }
+
+    /// Gives every server a clock skew of up to the maximum either way.
+    pub fn skew_clocks(&mut self, world: &World) -> Vec<String> {
+        world
+            .slots
+            .iter()
+            .map(|s| {
+                let skew = self.rng.random_range(-self.max_skew_ns..=self.max_skew_ns);
+                clock::set_skew(s.id, skew);
+                format!("clock of {} skewed {} ms", s.id, skew / 1_000_000)
+            })
+            .collect()
+    }
+
+    /// Undoes faults that are due, then maybe starts a new one. Returns what it did.
+    pub async fn act(&mut self, step: u64, world: &mut World) -> Result<Vec<String>, Violation> {
+        let mut done = Vec::new();
+        let due: Vec<Repair> = {
+            let (due, later): (Vec<_>, Vec<_>) =
+                self.pending.drain(..).partition(|(at, _)| *at <= step);
+            self.pending = later;
+            due.into_iter().map(|(_, r)| r).collect()
+        };
+        for r in due {
+            done.push(self.repair(r, world).await?);
+        }
+        if self.rng.random_bool(self.rate) {
+            if let Some(what) = self.inject(step, world).await {
+                self.faults += 1;
+                done.push(what);
+            }
+        }
+        Ok(done)
+    }
+
+    async fn repair(&mut self, r: Repair, world: &mut World) -> Result<String, Violation> {
+        Ok(match r {
+            Repair::Restart(i) => {
+                world.restart(i).await?;
+                format!("restart {}", world.slots[i].id)
+            }
+            Repair::Unblock(links) => {
+                for (a, b) in &links {
+                    world.net.unblock(*a, *b);
+                }
+                format!("unblock {links:?}")
+            }
+            Repair::Heal(id) => {
+                world.net.heal(id);
+                format!("heal {id}")
+            }
+            Repair::CalmNetwork => {
+                calm(world);
+                "network calm".into()
+            }
+        })
+    }
+
+    async fn inject(&mut self, step: u64, world: &mut World) -> Option<String> {
+        let ids: Vec<NodeId> = world.slots.iter().map(|s| s.id).collect();
+        let later = step + self.rng.random_range(100..3000);
+        let what = match self.rng.random_range(0..100) {
+            0..25 => {
+                // Mostly a minority down at once (the cluster must keep going); now and then
+                // a majority (it must stall safely, then recover).
+                let up: Vec<usize> = world.running().map(|(i, _, _)| i).collect();
+                let minority = (world.slots.len() - 1) / 2;
+                let down = world.slots.len() - up.len();
+                if down >= minority && !self.rng.random_bool(0.1) {
+                    return None;
+                }
+                let &i = up.choose(&mut self.rng)?;
+                world.crash(i).await;
+                self.pending.push((later, Repair::Restart(i)));
+                format!("crash {}", world.slots[i].id)
+            }
+            25..45 => {
+                let mut shuffled = ids.clone();
+                shuffled.shuffle(&mut self.rng);
+                let cut = self.rng.random_range(1..shuffled.len().max(2));
+                let (a, b) = shuffled.split_at(cut.min(shuffled.len()));
+                let mut links = Vec::new();
+                for x in a {
+                    for y in b {
+                        links.push((*x, *y));
+                        links.push((*y, *x));
+                    }
+                }
+                for (x, y) in &links {
+                    world.net.block(*x, *y);
+                }
+                self.pending.push((later, Repair::Unblock(links)));
+                format!("partition {a:?} | {b:?}")
+            }
+            45..57 => {
+                let mut pair = ids.clone();
+                pair.shuffle(&mut self.rng);
+                let (x, y) = (pair[0], *pair.get(1)?);
+                world.net.block(x, y);
+                self.pending.push((later, Repair::Unblock(vec![(x, y)])));
+                format!("one-way cut {x} -> {y}")
+            }
+            57..65 => {
+                let &id = ids.choose(&mut self.rng)?;
+                world.net.isolate(id);
+                self.pending.push((later, Repair::Heal(id)));
+                format!("isolate {id}")
+            }
+            65..85 => {
+                let loss = self.rng.random_range(0.0..0.2);
+                let delay = Duration::from_micros(self.rng.random_range(0..5_000));
+                let jitter = Duration::from_micros(self.rng.random_range(0..10_000));
+                let dup = self.rng.random_range(0.0..0.1);
+                world.net.set_drop_rate(loss);
+                world.net.set_delay(delay);
+                world.net.set_jitter(jitter);
+                world.net.set_duplicate_rate(dup);
+                self.pending.push((later, Repair::CalmNetwork));
+                format!(
+                    "network: loss {loss:.3}, delay {delay:?} + jitter {jitter:?}, duplicates {dup:.3}"
+                )
+            }
+            _ => {
+                let &id = ids.choose(&mut self.rng)?;
+                let skew = self.rng.random_range(-self.max_skew_ns..=self.max_skew_ns);
+                let before = clock::skew(id);
+                clock::set_skew(id, skew);
+                format!(
+                    "clock of {id} jumps {} ms (skew now {} ms)",
+                    (skew - before) / 1_000_000,
+                    skew / 1_000_000
+                )
+            }
+        };
+        Some(what)
+    }
+
+    /// Ends every fault: the network heals, crashed servers restart.
+    pub async fn heal_all(&mut self, world: &mut World) -> Result<(), Violation> {
+        self.pending.clear();
+        world.net.heal_all();
+        calm(world);
+        for i in world.down() {
+            world.restart(i).await?;
+        }
+        Ok(())
+    }
+}
+
+fn calm(world: &World) {
+    world.net.set_drop_rate(0.0);
+    world.net.set_delay(Duration::ZERO);
+    world.net.set_jitter(Duration::ZERO);
+    world.net.set_duplicate_rate(0.0);
+}
