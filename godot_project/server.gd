@@ -8,12 +8,15 @@ extends Node
 ## connection answered in order, several connections served at once.
 ##   {"cmd":"status"}  -> {"ok":true,"status":{...SyncedTree.status()...}}
 ##   {"cmd":"dump"}    -> {"ok":true,"dump":"..."}
-##   {"cmd":"batch","ops":[op, ...]} -> {"ok":true,"results":[{"ok":..,"error":..,"value":..}],
-##                                       "elapsed_usec":N}
+##   {"cmd":"batch","ops":[op, ...]} -> {"ok":true,"results":[{"ok":..,"error":..,"value":..,
+##                                       "maybe_applied":..}], "elapsed_usec":N}
 ##       op: {"op":"spawn","parent":"","name":"N1","scene":"Node2D","props":{"position":"Vector2(1, 2)"}}
 ##           {"op":"set","path":"N1","property":"position","value":"Vector2(3, 4)"}
 ##           {"op":"despawn","path":"N1"}
 ##           {"op":"read","path":"N1","property":"position"}   (result "value": var_to_str)
+##           {"op":"cas","path":"N1","property":"v","expected":"null","value":"3"}
+##       A failed op says whether it may have taken effect all the same ("maybe_applied":
+##       a timeout, a lost leader) or certainly did not.
 ##       Values are var_to_str strings. All ops of a batch are issued in the same frame, then
 ##       awaited.
 ##   {"cmd":"quit"}    -> {"ok":true}, then the server stops.
@@ -236,7 +239,7 @@ func _batch(request: Dictionary) -> Dictionary:
 		if not req.done:
 			results.append({"ok": false, "error": "request did not complete within %d ms" % REQUEST_TIMEOUT_MSEC})
 			continue
-		var result := {"ok": req.ok, "error": req.error}
+		var result := {"ok": req.ok, "error": req.error, "maybe_applied": req.maybe_applied}
 		if req.ok and calls[i]["op"] == "read":
 			result["value"] = var_to_str(req.result)
 		results.append(result)
@@ -258,15 +261,19 @@ func _parse_op(op) -> Dictionary:
 			fields = ["path"]
 		"read":
 			fields = ["path", "property"]
+		"cas":
+			fields = ["path", "property", "expected", "value"]
 		_:
-			return {"error": "unknown op %s: expected \"spawn\", \"set\", \"despawn\" or \"read\"" % JSON.stringify(kind)}
+			return {"error": "unknown op %s: expected \"spawn\", \"set\", \"despawn\", \"read\" or \"cas\"" % JSON.stringify(kind)}
 	var parsed := {"op": kind}
 	for field in fields:
 		if typeof(op.get(field)) != TYPE_STRING:
 			return {"error": "%s needs a string \"%s\"" % [kind, field]}
 		parsed[field] = op[field]
-	if kind == "set":
+	if kind == "set" or kind == "cas":
 		parsed["value"] = str_to_var(op["value"])
+	if kind == "cas":
+		parsed["expected"] = str_to_var(op["expected"])
 	if kind == "spawn":
 		var props = op.get("props", {})
 		if typeof(props) != TYPE_DICTIONARY:
@@ -288,5 +295,7 @@ func _issue(op: Dictionary):
 			return world.set_synced(NodePath(op["path"]), StringName(op["property"]), op["value"])
 		"despawn":
 			return world.despawn(NodePath(op["path"]))
+		"cas":
+			return world.compare_and_set(NodePath(op["path"]), StringName(op["property"]), op["expected"], op["value"])
 		_:
 			return world.read_synced(NodePath(op["path"]), StringName(op["property"]))

@@ -2,6 +2,7 @@
 
 use crate::control::Control;
 use crate::godot::{extension_library, godot_binary, godot_project};
+use crate::relay::Relay;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 use std::fs::{File, OpenOptions};
@@ -28,6 +29,10 @@ pub struct ClusterConfig {
     pub ready_timeout: Duration,
     /// Keep the temp folder (logs, data) after the cluster is dropped.
     pub keep_dir: bool,
+    /// Servers reach each other through a fault-injecting [`Relay`] (see [`Cluster::relay`]).
+    pub relay: bool,
+    /// Extra user args (after `--`) of single servers: (id, arg).
+    pub server_args: Vec<(u64, String)>,
 }
 
 impl Default for ClusterConfig {
@@ -38,6 +43,8 @@ impl Default for ClusterConfig {
             godot_args: Vec::new(),
             ready_timeout: Duration::from_secs(60),
             keep_dir: std::env::var_os("SYNCTREE_KEEP_LOGS").is_some(),
+            relay: false,
+            server_args: Vec::new(),
         }
     }
 }
@@ -67,6 +74,7 @@ pub struct Cluster {
     dir: Option<tempfile::TempDir>,
     dir_path: PathBuf,
     config: ClusterConfig,
+    relay: Option<Relay>,
 }
 
 impl Cluster {
@@ -92,13 +100,20 @@ impl Cluster {
                     log_offset: 0,
                 }
             })
-            .collect();
+            .collect::<Vec<Server>>();
+        let relay = if config.relay {
+            let quic: Vec<(u64, u16)> = servers.iter().map(|s| (s.id, s.quic_port)).collect();
+            Some(Relay::start(&quic)?)
+        } else {
+            None
+        };
         let mut cluster = Cluster {
             servers,
             godot,
             dir: Some(dir),
             dir_path,
             config,
+            relay,
         };
         for id in cluster.ids() {
             cluster.spawn(id)?;
@@ -107,6 +122,11 @@ impl Cluster {
             cluster.wait_ready(id)?;
         }
         Ok(cluster)
+    }
+
+    /// The relay between the servers, if the cluster was started with one.
+    pub fn relay(&self) -> Option<&Relay> {
+        self.relay.as_ref()
     }
 
     /// The folder with the logs, data directories and certificates.
@@ -146,7 +166,10 @@ impl Cluster {
             .servers
             .iter()
             .filter(|p| p.id != id)
-            .map(|p| format!("{}@127.0.0.1:{}", p.id, p.quic_port))
+            .map(|p| match &self.relay {
+                Some(relay) => format!("{}@{}", p.id, relay.addr(id, p.id)),
+                None => format!("{}@127.0.0.1:{}", p.id, p.quic_port),
+            })
             .collect();
         let mut args = vec![
             "--headless".to_owned(),
@@ -168,6 +191,13 @@ impl Cluster {
             format!("--synctree-fsync={}", self.config.fsync),
             format!("--synctree-control={}", s.control_port),
         ]);
+        args.extend(
+            self.config
+                .server_args
+                .iter()
+                .filter(|(sid, _)| *sid == id)
+                .map(|(_, a)| a.clone()),
+        );
         args
     }
 

@@ -31,6 +31,13 @@ pub enum Op {
         path: String,
         property: String,
     },
+    /// Compare-and-set; `expected` `"null"` matches a property never set.
+    Cas {
+        path: String,
+        property: String,
+        expected: String,
+        value: String,
+    },
 }
 
 impl Op {
@@ -85,6 +92,14 @@ impl Op {
             Op::Read { path, property } => {
                 json!({"op": "read", "path": path, "property": property})
             }
+            Op::Cas {
+                path,
+                property,
+                expected,
+                value,
+            } => json!({
+                "op": "cas", "path": path, "property": property, "expected": expected, "value": value
+            }),
         }
     }
 }
@@ -96,6 +111,8 @@ pub struct OpResult {
     pub error: String,
     /// `var_to_str` of the value, for a successful read.
     pub value: Option<String>,
+    /// A failure that may have taken effect all the same (timeout, lost leader).
+    pub maybe_applied: bool,
 }
 
 /// The reply to a batch.
@@ -195,6 +212,7 @@ impl Control {
                     .unwrap_or("")
                     .to_owned(),
                 value: r.get("value").and_then(Value::as_str).map(str::to_owned),
+                maybe_applied: r.get("maybe_applied") == Some(&Value::Bool(true)),
             })
             .collect();
         let elapsed = reply

@@ -17,6 +17,8 @@ mod cluster;
 mod control;
 mod dump;
 mod godot;
+mod history;
+mod relay;
 
 pub use cluster::{Cluster, ClusterConfig, Server};
 pub use control::{BatchReply, Control, Op, OpResult};
@@ -24,3 +26,5 @@ pub use dump::{parse_dump, DumpNode};
 pub use godot::{
     extension_library, godot_binary, godot_project, provision_godot, repo_root, EXTENSION_SO,
 };
+pub use history::{ClientRun, Recorder};
+pub use relay::Relay;

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use synctree_runtime::{
-    parse_id, parse_peers, MemNetwork, RaftTuning, ServerConfig, StorageMode, TlsSource,
-    TransportMode,
+    offset_system_clock, parse_id, parse_peers, MemNetwork, RaftTuning, ServerConfig, StorageMode,
+    TlsSource, TransportMode,
 };
 
 /// The exported properties of a SyncedTree, as plain values.
@@ -124,6 +124,15 @@ pub fn resolve(e: &Exported) -> Result<ServerConfig, String> {
     };
     let mut cfg = ServerConfig::new(id, peers, storage, transport);
     cfg.tuning = tuning(&args, cfg.tuning)?;
+    if let Some(v) = args.get("clock-offset-ms") {
+        let ms: i64 = v.trim().parse().map_err(|_| {
+            format!("invalid --synctree-clock-offset-ms '{v}': expected whole milliseconds (may be negative)")
+        })?;
+        godot_warn!(
+            "synctree: server {id} runs with its clock offset by {ms} ms (--synctree-clock-offset-ms, for fault tests)"
+        );
+        cfg.hooks.clock = offset_system_clock(ms);
+    }
     Ok(cfg)
 }
 

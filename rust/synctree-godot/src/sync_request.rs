@@ -30,6 +30,28 @@ pub struct SyncRequest {
     /// Why the request failed; empty on success.
     #[var]
     error: GString,
+    /// After a failure: true when the operation may still have taken effect (its outcome is
+    /// unknown: the request timed out, the leader was lost, the server stopped), false when
+    /// it certainly did not (refused, invalid). A retry of a write that may have been applied
+    /// should be idempotent (set the same value) or a `compare_and_set`.
+    #[var]
+    maybe_applied: bool,
+}
+
+/// Why a request failed, and whether it may have taken effect all the same.
+pub(crate) struct Failure {
+    pub message: String,
+    pub maybe_applied: bool,
+}
+
+impl Failure {
+    /// A failure that certainly changed nothing.
+    pub fn refused(message: String) -> Self {
+        Failure {
+            message,
+            maybe_applied: false,
+        }
+    }
 }
 
 #[godot_api]
@@ -45,7 +67,7 @@ impl SyncRequest {
     }
 
     /// Records the outcome and emits `completed`.
-    pub(crate) fn finish(this: &mut Gd<SyncRequest>, outcome: Result<Variant, String>) {
+    pub(crate) fn finish(this: &mut Gd<SyncRequest>, outcome: Result<Variant, Failure>) {
         let (ok, payload) = {
             let mut r = this.bind_mut();
             r.done = true;
@@ -57,8 +79,9 @@ impl SyncRequest {
                 }
                 Err(e) => {
                     r.ok = false;
-                    r.error = GString::from(e.as_str());
-                    (false, GString::from(e.as_str()).to_variant())
+                    r.maybe_applied = e.maybe_applied;
+                    r.error = GString::from(e.message.as_str());
+                    (false, r.error.to_variant())
                 }
             }
         };

@@ -2,7 +2,7 @@
 
 use crate::config::{self, Exported};
 use crate::live::{self, LiveTree};
-use crate::sync_request::SyncRequest;
+use crate::sync_request::{Failure, SyncRequest};
 use crate::variant::{from_value, to_value};
 use godot::classes::{INode, Node};
 use godot::prelude::*;
@@ -220,7 +220,14 @@ impl SyncedTree {
         let pending: Vec<_> = self
             .requests
             .drain()
-            .map(|(_, (r, what))| (r, Err(format!("{what}: {stopped}"))))
+            .map(|(_, (r, what))| {
+                let message = format!("{what}: {stopped}");
+                let failure = Failure {
+                    message,
+                    maybe_applied: true,
+                };
+                (r, Err(failure))
+            })
             .collect();
         self.finish_all(pending);
     }
@@ -588,7 +595,13 @@ impl SyncedTree {
                 continue;
             };
             match c.result {
-                Err(e) => failed.push((req, Err(format!("{what}: {e}")))),
+                Err(e) => failed.push((
+                    req,
+                    Err(Failure {
+                        message: format!("{what}: {e}"),
+                        maybe_applied: e.uncertain,
+                    }),
+                )),
                 Ok(Done::Write { index, .. }) => self
                     .waiting
                     .entry(index)
@@ -682,7 +695,7 @@ impl SyncedTree {
     fn flush_failed(&mut self) {
         let failed = std::mem::take(&mut self.failed_now)
             .into_iter()
-            .map(|(req, e)| (req, Err(e)))
+            .map(|(req, e)| (req, Err(Failure::refused(e))))
             .collect();
         self.finish_all(failed);
     }
@@ -704,7 +717,7 @@ impl SyncedTree {
     }
 
     /// Completes requests, allowing the resumed GDScript to call back into this node.
-    fn finish_all(&mut self, list: Vec<(Gd<SyncRequest>, Result<Variant, String>)>) {
+    fn finish_all(&mut self, list: Vec<(Gd<SyncRequest>, Result<Variant, Failure>)>) {
         if list.is_empty() {
             return;
         }

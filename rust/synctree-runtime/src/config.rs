@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use synctree_net::MemNetwork;
@@ -114,6 +115,27 @@ impl Default for Hooks {
             log_observer: None,
         }
     }
+}
+
+static CLOCK_OFFSET_NS: AtomicI64 = AtomicI64::new(0);
+
+fn offset_clock() -> synctree_proto::uhlc::NTP64 {
+    let now = synctree_proto::uhlc::system_time_clock().to_duration();
+    let offset = CLOCK_OFFSET_NS.load(Ordering::Relaxed);
+    let shifted = if offset >= 0 {
+        now + Duration::from_nanos(offset as u64)
+    } else {
+        now.saturating_sub(Duration::from_nanos(offset.unsigned_abs()))
+    };
+    synctree_proto::uhlc::NTP64::from(shifted)
+}
+
+/// The system clock shifted by `offset_ms` (ahead if positive): a server with a wrong clock,
+/// for fault tests. The offset is process-wide (every server of the process that uses this
+/// clock shares the last one set).
+pub fn offset_system_clock(offset_ms: i64) -> PhysicalClock {
+    CLOCK_OFFSET_NS.store(offset_ms.saturating_mul(1_000_000), Ordering::Relaxed);
+    offset_clock
 }
 
 impl std::fmt::Debug for Hooks {

@@ -23,8 +23,8 @@ mod rpc;
 mod server;
 
 pub use config::{
-    parse_id, parse_peers, ConfigError, Hooks, RaftTuning, ServerConfig, StorageMode, TlsSource,
-    TransportMode,
+    offset_system_clock, parse_id, parse_peers, ConfigError, Hooks, RaftTuning, ServerConfig,
+    StorageMode, TlsSource, TransportMode,
 };
 pub use node::{Node, Status};
 pub use proposer::{Completion, Done, RequestError};

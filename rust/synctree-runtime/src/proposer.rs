@@ -505,8 +505,8 @@ impl Inner {
             tokio::time::sleep(backoff(attempt)).await;
         }
         Err(RequestError::uncertain(format!(
-            "no leader reachable: {what} not confirmed within {} ms ({last_problem}); \
-             a quorum of servers must be up and connected",
+            "no quorum: {what} not confirmed within {} ms ({last_problem}); a majority of \
+             the servers must be up and connected to each other",
             self.request_timeout.as_millis()
         )))
     }

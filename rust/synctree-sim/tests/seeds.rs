@@ -18,7 +18,10 @@ fn seeds(from: u64, count: u64) {
         let outcome = run(seed, &cfg);
         eprintln!("{outcome}");
         ok_ops += outcome.stats.ops_ok;
-        assert!(outcome.stats.faults > 0, "seed {seed}: no faults: {outcome}");
+        assert!(
+            outcome.stats.faults > 0,
+            "seed {seed}: no faults: {outcome}"
+        );
         if !outcome.passed() {
             let tail: Vec<&String> = outcome.trace.iter().rev().take(40).collect();
             eprintln!("last events of seed {seed}:");
@@ -33,7 +36,10 @@ fn seeds(from: u64, count: u64) {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // Faults stall clients at times (a majority down, a client waiting on a cut-off server),
     // but the runs as a whole must get work done.
-    assert!(ok_ops > 200 * count, "only {ok_ops} operations succeeded in {count} seeds");
+    assert!(
+        ok_ops > 200 * count,
+        "only {ok_ops} operations succeeded in {count} seeds"
+    );
 }
 
 // Four tests of 50 seeds, so the test runner spreads them over the cores.
