@@ -19,6 +19,9 @@ extends Node
 ##       a timeout, a lost leader) or certainly did not.
 ##       Values are var_to_str strings. All ops of a batch are issued in the same frame, then
 ##       awaited.
+##   {"cmd":"membership","action":"add_learner"|"promote"|"remove","id":N,"address":"HOST:PORT"}
+##                     -> {"ok":..,"error":..,"result":{"index":..,"voters":[..],"learners":[..]}}
+##       (SyncedTree.add_learner / promote_to_voter / remove_server; address for add_learner)
 ##   {"cmd":"quit"}    -> {"ok":true}, then the server stops.
 ##   Benchmark commands (cargo xtask bench): see bench.gd.
 ## A malformed request gets {"ok":false,"error":"..."}.
@@ -205,6 +208,8 @@ func _handle(line: String) -> Dictionary:
 			return {"ok": true, "dump": world.dump()}
 		"batch":
 			return await _batch(request)
+		"membership":
+			return await _membership(request)
 		"quit":
 			_quitting = true
 			return {"ok": true}
@@ -213,6 +218,29 @@ func _handle(line: String) -> Dictionary:
 			_bench = load("res://bench.gd").new(world, get_tree())
 		return await _bench.handle(request)
 	return _error("unknown cmd %s: expected \"status\", \"dump\", \"batch\" or \"quit\"" % JSON.stringify(cmd))
+
+
+func _membership(request: Dictionary) -> Dictionary:
+	var id = request.get("id")
+	if typeof(id) != TYPE_FLOAT and typeof(id) != TYPE_INT:
+		return _error("membership needs a numeric \"id\"")
+	var req
+	match request.get("action"):
+		"add_learner":
+			req = world.add_learner(int(id), str(request.get("address", "")))
+		"promote":
+			req = world.promote_to_voter(int(id))
+		"remove":
+			req = world.remove_server(int(id))
+		_:
+			return _error("membership \"action\" must be \"add_learner\", \"promote\" or \"remove\"")
+	if not req.done:
+		await req.completed
+	if not req.ok:
+		return {"ok": false, "error": req.error}
+	var result: Dictionary = req.result
+	return {"ok": true, "result": {"index": result["index"], "voters": Array(result["voters"]),
+			"learners": Array(result["learners"])}}
 
 
 func _batch(request: Dictionary) -> Dictionary:

@@ -124,6 +124,32 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Starts one more server that joins the running cluster (`--synctree-join`, the others
+    /// as its peers) and waits until it is ready; returns its id. It takes part once a
+    /// membership change adds it.
+    pub fn add_joining_server(&mut self) -> Result<u64> {
+        if self.relay.is_some() {
+            bail!("a cluster with a relay cannot grow (the relay has fixed links)");
+        }
+        let id = self.servers.len() as u64 + 1;
+        let (quic_port, control_port) = free_ports(1)?[0];
+        self.servers.push(Server {
+            id,
+            quic_port,
+            control_port,
+            data_dir: self.dir_path.join(format!("data-{id}")),
+            log_path: self.dir_path.join(format!("server-{id}.log")),
+            child: None,
+            log_offset: 0,
+        });
+        self.config
+            .server_args
+            .push((id, "--synctree-join=true".into()));
+        self.spawn(id)?;
+        self.wait_ready(id)?;
+        Ok(id)
+    }
+
     /// The relay between the servers, if the cluster was started with one.
     pub fn relay(&self) -> Option<&Relay> {
         self.relay.as_ref()

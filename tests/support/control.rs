@@ -225,6 +225,18 @@ impl Control {
         })
     }
 
+    /// A membership change through the server's SyncedTree (`add_learner`, `promote`,
+    /// `remove`); returns the resulting `{index, voters, learners}`, or the refusal.
+    pub fn membership(&mut self, action: &str, id: u64, address: &str) -> Result<Value> {
+        let reply = self.request(&json!({
+            "cmd": "membership", "action": action, "id": id, "address": address
+        }))?;
+        reply
+            .get("result")
+            .cloned()
+            .ok_or_else(|| anyhow!("membership reply without a result: {reply}"))
+    }
+
     /// Asks the server to stop; it replies, then quits.
     pub fn quit(&mut self) -> Result<()> {
         self.request(&json!({"cmd": "quit"})).map(|_| ())

@@ -124,6 +124,14 @@ pub fn resolve(e: &Exported) -> Result<ServerConfig, String> {
     };
     let mut cfg = ServerConfig::new(id, peers, storage, transport);
     cfg.tuning = tuning(&args, cfg.tuning)?;
+    cfg.join = match args
+        .get("join")
+        .cloned()
+        .or_else(|| setting("network/join"))
+    {
+        Some(v) => parse_bool("--synctree-join / synctree/network/join", &v)?,
+        None => false,
+    };
     if let Some(v) = args.get("clock-offset-ms") {
         let ms: i64 = v.trim().parse().map_err(|_| {
             format!("invalid --synctree-clock-offset-ms '{v}': expected whole milliseconds (may be negative)")

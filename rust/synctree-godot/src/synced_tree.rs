@@ -9,7 +9,7 @@ use godot::prelude::*;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use synctree_proto::{validate_name, validate_path, validate_property, Effect, Op};
 use synctree_proto::{CompactString, NodeKey, Value};
-use synctree_runtime::{Applied, Completion, Done, Server, Status};
+use synctree_runtime::{Applied, Completion, Done, Membership, MembershipChange, Server, Status};
 
 /// Roots a scene subtree that is kept identical, in the same order, on every server of a
 /// synctree cluster (Raft over QUIC). Nodes below it are addressed by paths relative to it.
@@ -98,6 +98,7 @@ enum What {
     Set(NodePath, StringName),
     CompareAndSet(NodePath, StringName),
     Read(NodePath, StringName),
+    Membership(MembershipChange),
 }
 
 impl std::fmt::Display for What {
@@ -110,6 +111,7 @@ impl std::fmt::Display for What {
                 write!(f, "compare_and_set({path}, {property})")
             }
             What::Read(path, property) => write!(f, "read_synced({path}, {property})"),
+            What::Membership(change) => write!(f, "{change}"),
         }
     }
 }
@@ -345,6 +347,35 @@ impl SyncedTree {
         self.submit(what, op)
     }
 
+    /// Adds server `id`, reachable at `address` (its QUIC address, e.g. `10.0.0.4:7001`), to
+    /// the cluster as a learner: it receives the log but does not vote yet. Start that server
+    /// with `--synctree-join` (or `synctree/network/join`) and the current servers as its
+    /// peers. Completes with `{index, voters, learners}` once the change is committed.
+    #[func]
+    fn add_learner(&mut self, id: i64, address: GString) -> Gd<SyncRequest> {
+        let change = server_id(id).map(|id| MembershipChange::AddLearner {
+            id,
+            addr: address.to_string(),
+        });
+        self.submit_membership(change)
+    }
+
+    /// Makes learner `id` a voter, once it has caught up with the leader (refused, saying
+    /// how far it is, if it has not within a few seconds).
+    #[func]
+    fn promote_to_voter(&mut self, id: i64) -> Gd<SyncRequest> {
+        let change = server_id(id).map(|id| MembershipChange::Promote { id });
+        self.submit_membership(change)
+    }
+
+    /// Removes server `id` (voter or learner) from the cluster, e.g. one that died for good.
+    /// The last voter cannot be removed.
+    #[func]
+    fn remove_server(&mut self, id: i64) -> Gd<SyncRequest> {
+        let change = server_id(id).map(|id| MembershipChange::Remove { id });
+        self.submit_membership(change)
+    }
+
     /// Reads the committed value of `property` of the node at `path`, linearizably (through
     /// the leader's read index). The result is null if the property was never synced.
     #[func]
@@ -493,11 +524,32 @@ impl SyncedTree {
         d.set("applied", self.live_index as i64);
         d.set("raft_applied", s.applied_index as i64);
         d.set("last_log", s.last_log_index as i64);
-        let voters: Vec<i64> = s.voters.iter().map(|v| *v as i64).collect();
-        d.set("voters", &PackedInt64Array::from(voters.as_slice()));
+        d.set("voters", &ids(&s.voters));
+        d.set("learners", &ids(&s.learners));
         d.set("nodes", self.live.len() as i64);
         d
     }
+}
+
+fn ids(list: &[u64]) -> PackedInt64Array {
+    let v: Vec<i64> = list.iter().map(|v| *v as i64).collect();
+    PackedInt64Array::from(v.as_slice())
+}
+
+/// `{index, voters, learners}` of a membership change's result.
+fn membership_dict(m: &Membership) -> VarDictionary {
+    let mut d = VarDictionary::new();
+    d.set("index", m.index as i64);
+    d.set("voters", &ids(&m.voters));
+    d.set("learners", &ids(&m.learners));
+    d
+}
+
+fn server_id(id: i64) -> Result<u64, String> {
+    u64::try_from(id)
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| format!("invalid server id {id}: ids are positive"))
 }
 
 fn not_running() -> String {
@@ -505,6 +557,24 @@ fn not_running() -> String {
 }
 
 impl SyncedTree {
+    fn submit_membership(&mut self, change: Result<MembershipChange, String>) -> Gd<SyncRequest> {
+        let req = SyncRequest::new();
+        match (change, &self.server) {
+            (Err(e), _) => self
+                .failed_now
+                .push((req.clone(), format!("membership change: {e}"))),
+            (Ok(_), None) => self
+                .failed_now
+                .push((req.clone(), format!("membership change: {}", not_running()))),
+            (Ok(change), Some(server)) => {
+                let ticket = server.submit_membership(change.clone());
+                self.requests
+                    .insert(ticket, (req.clone(), What::Membership(change)));
+            }
+        }
+        req
+    }
+
     fn submit(&mut self, what: What, op: Result<Op, String>) -> Gd<SyncRequest> {
         let req = SyncRequest::new();
         match (op, &self.server) {
@@ -589,13 +659,14 @@ impl SyncedTree {
             self.emit(|t| t.signals().status_changed().emit(&s));
         }
 
-        let mut failed = Vec::new();
+        // Requests that finish this frame without waiting for the live tree.
+        let mut finished = Vec::new();
         for c in completions.drain(..) {
             let Some((req, what)) = self.requests.remove(&c.ticket) else {
                 continue;
             };
             match c.result {
-                Err(e) => failed.push((
+                Err(e) => finished.push((
                     req,
                     Err(Failure {
                         message: format!("{what}: {e}"),
@@ -611,10 +682,14 @@ impl SyncedTree {
                     let v = value.as_ref().map(from_value).unwrap_or_default();
                     self.waiting.entry(index).or_default().push((req, v));
                 }
+                // Nothing for the live tree to apply: done now.
+                Ok(Done::Membership(m)) => {
+                    finished.push((req, Ok(membership_dict(&m).to_variant())))
+                }
             }
         }
         self.completions = completions;
-        self.finish_all(failed);
+        self.finish_all(finished);
 
         self.apply_effects();
         self.flush_waiting();

@@ -45,3 +45,7 @@ pub use transport::Transport;
 
 /// Identifies a server in the cluster (the same id Raft uses).
 pub type NodeId = u64;
+
+/// The identity of an operator's certificate (`node-0.synctree`): it may change membership
+/// and ask for status, never take part in Raft.
+pub const OPERATOR_ID: NodeId = 0;

@@ -97,6 +97,9 @@ pub struct ServerConfig {
     pub applied_capacity: usize,
     /// What a simulation or test replaces; the defaults are what servers run with.
     pub hooks: Hooks,
+    /// Start empty and wait to be added to a running cluster (as a learner, then promoted),
+    /// instead of founding one with `peers`.
+    pub join: bool,
 }
 
 /// Seams for simulations and tests.
@@ -163,6 +166,7 @@ impl ServerConfig {
             request_timeout: Duration::from_secs(5),
             applied_capacity: 1024,
             hooks: Hooks::default(),
+            join: false,
         }
     }
 }

@@ -5,7 +5,7 @@ use crate::rpc::{ForwardError, Rpc, RpcReply, MAX_RPC_BYTES};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use std::sync::{Arc, OnceLock};
-use synctree_net::{Handler, HandlerError, NodeId};
+use synctree_net::{Handler, HandlerError, NodeId, OPERATOR_ID};
 
 /// The transport's handler. It exists before the Raft node (the transport must be up to
 /// build it), so it holds the node in a cell filled once start-up completes.
@@ -34,7 +34,14 @@ impl Handler for RpcHandler {
             let rpc: Rpc = rmp_serde::from_slice(&body).map_err(|e| {
                 HandlerError::Malformed(format!("undecodable request from node {from}: {e}"))
             })?;
-            let reply = serve(&inner, rpc).await;
+            if from == OPERATOR_ID && !matches!(rpc, Rpc::Membership(_) | Rpc::Status) {
+                return Err(HandlerError::Failed(
+                    "an operator certificate may change membership and ask for status, \
+                     nothing else"
+                        .into(),
+                ));
+            }
+            let reply = serve(&inner, from, rpc).await;
             rmp_serde::to_vec(&reply)
                 .map_err(|e| HandlerError::Failed(format!("cannot encode reply: {e}")))
         }
@@ -42,7 +49,7 @@ impl Handler for RpcHandler {
     }
 }
 
-async fn serve(inner: &Inner, rpc: Rpc) -> RpcReply {
+async fn serve(inner: &Inner, from: NodeId, rpc: Rpc) -> RpcReply {
     match rpc {
         Rpc::AppendEntries(req) => RpcReply::AppendEntries(inner.raft.append_entries(req).await),
         Rpc::Vote(req) => RpcReply::Vote(inner.raft.vote(req).await),
@@ -51,6 +58,19 @@ async fn serve(inner: &Inner, rpc: Rpc) -> RpcReply {
         }
         Rpc::Propose(batch) => RpcReply::Propose(inner.write_local(batch).await),
         Rpc::ReadIndex => RpcReply::ReadIndex(inner.read_index_local().await),
+        // An operator may ask any server (it routes the change to the leader); a server only
+        // forwards to the one it believes leads.
+        Rpc::Membership(change) if from == OPERATOR_ID => {
+            RpcReply::Membership(inner.membership(change).await.map_err(|e| {
+                if e.uncertain {
+                    ForwardError::Failed(e.message)
+                } else {
+                    ForwardError::Refused(e.message)
+                }
+            }))
+        }
+        Rpc::Membership(change) => RpcReply::Membership(inner.membership_local(&change).await),
+        Rpc::Status => RpcReply::Status(inner.status()),
     }
 }
 

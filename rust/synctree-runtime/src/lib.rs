@@ -14,18 +14,22 @@
 //! ```
 //! Nothing here touches Godot: the main thread polls, never blocks on Raft.
 
+mod admin;
 mod config;
 mod handler;
+mod membership;
 mod network;
 mod node;
 mod proposer;
 mod rpc;
 mod server;
 
+pub use admin::{AdminClient, AdminError};
 pub use config::{
     offset_system_clock, parse_id, parse_peers, ConfigError, Hooks, RaftTuning, ServerConfig,
     StorageMode, TlsSource, TransportMode,
 };
+pub use membership::{Membership, MembershipChange};
 pub use node::{Node, Status};
 pub use proposer::{Completion, Done, RequestError};
 pub use server::{Server, StartError};

@@ -4,6 +4,7 @@
 
 use crate::config::{ServerConfig, StorageMode, TlsSource, TransportMode};
 use crate::handler::RpcHandler;
+use crate::membership::MembershipChange;
 use crate::network::NetworkFactory;
 use crate::proposer::{self, Completion, Submission};
 use crate::server::StartError;
@@ -33,7 +34,7 @@ pub(crate) struct Inner {
 }
 
 /// A point-in-time view of a server, for status getters and operators.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Status {
     pub id: NodeId,
     pub leader: Option<NodeId>,
@@ -47,6 +48,8 @@ pub struct Status {
     /// Applied to the state machine (the live tree may trail it by a frame).
     pub applied_index: u64,
     pub voters: Vec<NodeId>,
+    /// Members that receive the log but do not vote (servers joining).
+    pub learners: Vec<NodeId>,
     /// Why Raft stopped, if it stopped on a fatal error (storage failure, panic).
     pub fatal: Option<String>,
 }
@@ -61,6 +64,58 @@ pub struct Node {
     next_ticket: AtomicU64,
     local_addr: Option<std::net::SocketAddr>,
     proposer: JoinHandle<()>,
+    peer_watch: JoinHandle<()>,
+}
+
+impl Inner {
+    pub(crate) fn status(&self) -> Status {
+        let m = self.raft.metrics().borrow().clone();
+        let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+        let membership = m.membership_config.membership();
+        Status {
+            id: self.id,
+            leader: m.current_leader,
+            is_leader: m.state == ServerState::Leader,
+            term: m.current_term,
+            vote: (m.vote.leader_id.term, m.vote.leader_id.node_id),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            commit_index: self.committed.load(Ordering::Relaxed).max(applied),
+            applied_index: applied,
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            fatal: m.running_state.as_ref().err().map(|e| e.to_string()),
+        }
+    }
+}
+
+/// Keeps the transport's peer addresses up to date with the membership: servers added at
+/// runtime are reachable at the address they were added with.
+async fn watch_peers(inner: Arc<Inner>) {
+    let mut metrics = inner.raft.metrics();
+    let mut known = String::new();
+    loop {
+        let nodes: Vec<(NodeId, String)> = {
+            let m = metrics.borrow_and_update();
+            m.membership_config
+                .nodes()
+                .map(|(id, n)| (*id, n.addr.clone()))
+                .collect()
+        };
+        let fingerprint = format!("{nodes:?}");
+        if fingerprint != known {
+            for (id, addr) in &nodes {
+                if *id != inner.id {
+                    if let Ok(addr) = addr.parse() {
+                        inner.transport.set_peer(*id, addr);
+                    }
+                }
+            }
+            known = fingerprint;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 fn raft_config(cfg: &ServerConfig) -> Result<Arc<Config>, StartError> {
@@ -96,6 +151,7 @@ impl Node {
         let (submit_tx, submit_rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let proposer = tokio::spawn(proposer::run(inner.clone(), submit_rx, done_tx));
+        let peer_watch = tokio::spawn(watch_peers(inner.clone()));
         Ok(Node {
             inner,
             submit_tx,
@@ -104,6 +160,7 @@ impl Node {
             next_ticket: AtomicU64::new(1),
             local_addr,
             proposer,
+            peer_watch,
         })
     }
 
@@ -163,25 +220,21 @@ impl Node {
 
     /// The current Raft status.
     pub fn status(&self) -> Status {
-        let m = self.inner.raft.metrics().borrow().clone();
-        let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
-        Status {
-            id: self.inner.id,
-            leader: m.current_leader,
-            is_leader: m.state == ServerState::Leader,
-            term: m.current_term,
-            vote: (m.vote.leader_id.term, m.vote.leader_id.node_id),
-            last_log_index: m.last_log_index.unwrap_or(0),
-            commit_index: self.inner.committed.load(Ordering::Relaxed).max(applied),
-            applied_index: applied,
-            voters: m.membership_config.membership().voter_ids().collect(),
-            fatal: m.running_state.as_ref().err().map(|e| e.to_string()),
-        }
+        self.inner.status()
+    }
+
+    /// Queues a membership change (carried out by the leader); the completion carries
+    /// [`Done::Membership`](crate::Done::Membership).
+    pub fn submit_membership(&self, change: MembershipChange) -> u64 {
+        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        self.send(Submission::Membership { ticket, change });
+        ticket
     }
 
     /// Stops Raft, the proposer and the transport. Committed state is in the store.
     pub async fn stop(&self) {
         self.proposer.abort();
+        self.peer_watch.abort();
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
@@ -286,7 +339,15 @@ async fn start_node(cfg: &ServerConfig) -> Result<Started, StartError> {
         .is_initialized()
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
-    if !initialized {
+    if !initialized && cfg.join {
+        tracing::info!(
+            "node {} starts empty to join a running cluster: add it from the leader \
+             (add_learner {} <address>, then promote {})",
+            cfg.id,
+            cfg.id,
+            cfg.id
+        );
+    } else if !initialized {
         // Every founding member proposes the same membership as entry 0; openraft accepts
         // that on a pristine node and refuses it harmlessly once the group has formed. The
         // entries must be identical on every server (log matching: one index and term, one

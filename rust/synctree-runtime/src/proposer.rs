@@ -9,6 +9,7 @@
 //! once per `(origin, seq)` and never one older than the last it applied from that server.
 
 use crate::handler::not_leader;
+use crate::membership::{Membership, MembershipChange};
 use crate::node::Inner;
 use crate::rpc::{Committed, ForwardError, Rpc, RpcReply};
 use futures::stream::{FuturesOrdered, StreamExt};
@@ -34,11 +35,13 @@ const FORWARD_ATTEMPT: Duration = Duration::from_secs(1);
 enum Routed {
     Write(EncodedBatch),
     ReadIndex,
+    Membership(MembershipChange),
 }
 
 enum RoutedOk {
     Committed(Committed),
     ReadIndex(u64),
+    Membership(Membership),
 }
 
 /// A request queued by the main thread.
@@ -51,6 +54,10 @@ pub(crate) enum Submission {
         ticket: u64,
         path: String,
         property: String,
+    },
+    Membership {
+        ticket: u64,
+        change: MembershipChange,
     },
 }
 
@@ -107,6 +114,8 @@ pub enum Done {
         index: u64,
         value: Option<Value>,
     },
+    /// A membership change took effect (its entry is committed).
+    Membership(Membership),
 }
 
 /// One batch on its way: its requests' tickets and stamps, and the batch itself (kept for
@@ -262,7 +271,9 @@ fn fail_queued(
     let mut next = Some(first);
     while let Some(sub) = next.take() {
         let ticket = match sub {
-            Submission::Write { ticket, .. } | Submission::Read { ticket, .. } => ticket,
+            Submission::Write { ticket, .. }
+            | Submission::Read { ticket, .. }
+            | Submission::Membership { ticket, .. } => ticket,
         };
         let _ = done.send(Completion {
             ticket,
@@ -329,6 +340,14 @@ impl Inner {
                         let _ = done.send(Completion { ticket, result });
                     });
                 }
+                Submission::Membership { ticket, change } => {
+                    let inner = self.clone();
+                    let done = done.clone();
+                    tokio::spawn(async move {
+                        let result = inner.membership(change).await.map(Done::Membership);
+                        let _ = done.send(Completion { ticket, result });
+                    });
+                }
             }
             if writes.len() < MAX_BATCH_EVENTS {
                 next = rx.try_recv().ok();
@@ -388,9 +407,9 @@ impl Inner {
     async fn read_index_applied(&self) -> Result<u64, RequestError> {
         let index = match self.route(Routed::ReadIndex).await? {
             RoutedOk::ReadIndex(i) => i,
-            RoutedOk::Committed(_) => {
+            _ => {
                 return Err(RequestError::uncertain(
-                    "internal error: a read was answered as a write",
+                    "internal error: a read index request got another answer",
                 ))
             }
         };
@@ -417,6 +436,7 @@ impl Inner {
         let result = match result {
             Ok(c) => Ok(c),
             Err(ForwardError::Failed(e)) => Err(RequestError::uncertain(e)),
+            Err(ForwardError::Refused(e)) => Err(RequestError::refused(e)),
             Err(ForwardError::NotLeader { .. }) => self.propose(p.batch.clone()).await,
         };
         finish(done, p, result);
@@ -459,6 +479,10 @@ impl Inner {
                 .await
                 .map(RoutedOk::Committed),
             Routed::ReadIndex => self.read_index_local().await.map(RoutedOk::ReadIndex),
+            Routed::Membership(change) => self
+                .membership_local(change)
+                .await
+                .map(RoutedOk::Membership),
         }
     }
 
@@ -468,6 +492,7 @@ impl Inner {
         let what = match req {
             Routed::Write(_) => "write",
             Routed::ReadIndex => "read",
+            Routed::Membership(_) => "membership change",
         };
         let deadline = Instant::now() + self.request_timeout;
         let mut last_problem = String::from("no leader is known");
@@ -497,6 +522,7 @@ impl Inner {
             match result {
                 Ok(v) => return Ok(v),
                 Err(ForwardError::Failed(msg)) => return Err(RequestError::uncertain(msg)),
+                Err(ForwardError::Refused(msg)) => return Err(RequestError::refused(msg)),
                 Err(ForwardError::NotLeader { .. }) => {}
             }
             if Instant::now() >= deadline {
@@ -521,6 +547,7 @@ impl Inner {
         let rpc = match req {
             Routed::Write(batch) => Rpc::Propose(batch.clone()),
             Routed::ReadIndex => Rpc::ReadIndex,
+            Routed::Membership(change) => Rpc::Membership(change.clone()),
         };
         let body = rmp_serde::to_vec(&rpc)
             .map_err(|e| ForwardError::Failed(format!("cannot encode request: {e}")))?;
@@ -548,6 +575,7 @@ impl Inner {
         match rmp_serde::from_slice::<RpcReply>(&bytes) {
             Ok(RpcReply::Propose(r)) => r.map(RoutedOk::Committed),
             Ok(RpcReply::ReadIndex(r)) => r.map(RoutedOk::ReadIndex),
+            Ok(RpcReply::Membership(r)) => r.map(RoutedOk::Membership),
             Ok(other) => Err(ForwardError::Failed(format!(
                 "leader {leader} sent an unexpected reply: {other:?}"
             ))),
@@ -561,8 +589,21 @@ impl Inner {
     pub(crate) async fn propose(&self, batch: EncodedBatch) -> Result<Committed, RequestError> {
         match self.route(Routed::Write(batch)).await? {
             RoutedOk::Committed(c) => Ok(c),
-            RoutedOk::ReadIndex(_) => Err(RequestError::uncertain(
-                "internal error: a write was answered as a read",
+            _ => Err(RequestError::uncertain(
+                "internal error: a write got another answer",
+            )),
+        }
+    }
+
+    /// Carries out a membership change through the leader, wherever it is.
+    pub(crate) async fn membership(
+        &self,
+        change: MembershipChange,
+    ) -> Result<Membership, RequestError> {
+        match self.route(Routed::Membership(change)).await? {
+            RoutedOk::Membership(m) => Ok(m),
+            _ => Err(RequestError::uncertain(
+                "internal error: a membership change got another answer",
             )),
         }
     }

@@ -1,5 +1,7 @@
 //! Messages between servers, encoded with rmp-serde inside one transport request each.
 
+use crate::membership::{Membership, MembershipChange};
+use crate::node::Status;
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -22,6 +24,10 @@ pub enum Rpc {
     Propose(EncodedBatch),
     /// A follower asks the leader for a read index (leadership confirmed by a quorum).
     ReadIndex,
+    /// A membership change, for the leader (from a server, or from an operator).
+    Membership(MembershipChange),
+    /// This server's status (operators).
+    Status,
 }
 
 /// Why the leader did not take a forwarded proposal or read.
@@ -29,7 +35,9 @@ pub enum Rpc {
 pub enum ForwardError {
     /// The receiver is not the leader; here is who it thinks is.
     NotLeader { leader: Option<NodeId> },
-    /// Anything else, with the reason.
+    /// Refused: certainly not done, with the reason.
+    Refused(String),
+    /// Anything else, with the reason (it may have been done).
     Failed(String),
 }
 
@@ -52,4 +60,6 @@ pub enum RpcReply {
     ),
     Propose(Result<Committed, ForwardError>),
     ReadIndex(Result<u64, ForwardError>),
+    Membership(Result<Membership, ForwardError>),
+    Status(Status),
 }

@@ -3,75 +3,19 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
-use synctree_proto::{Op, ShadowTree, Value};
+use std::time::Duration;
+use synctree_proto::{ShadowTree, Value};
 use synctree_runtime::{
-    Applied, Completion, Done, MemNetwork, Server, ServerConfig, StorageMode, TlsSource,
-    TransportMode,
+    Applied, Done, MemNetwork, Server, ServerConfig, StorageMode, TlsSource, TransportMode,
 };
 
 mod common;
-use common::{start_tuned, start_with};
+use common::{
+    complete, leader_of, read, set, spawn, start_tuned, start_with, wait_until, QuicCluster,
+};
 
 fn start(id: u64, net: &MemNetwork, dir: &Path) -> Server {
     start_with(id, net, dir, 1)
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn leader_of(servers: &[&Server]) -> u64 {
-    let mut leader = 0;
-    wait_until("a leader all agree on", || {
-        let ls: Vec<_> = servers.iter().map(|s| s.status().leader).collect();
-        leader = ls[0].unwrap_or(0);
-        leader != 0
-            && ls.iter().all(|l| *l == Some(leader))
-            && servers.iter().any(|s| s.status().is_leader)
-    });
-    leader
-}
-
-fn complete(server: &Server, ticket: u64) -> Result<Done, String> {
-    let mut got = None;
-    let mut buf: Vec<Completion> = Vec::new();
-    wait_until("a completion", || {
-        server.poll_completions(&mut buf);
-        if let Some(c) = buf.iter().find(|c| c.ticket == ticket) {
-            got = Some(c.result.clone());
-        }
-        got.is_some()
-    });
-    got.expect("completion").map_err(|e| e.message)
-}
-
-fn spawn(name: &str) -> Op {
-    Op::Spawn {
-        parent: String::new(),
-        name: name.into(),
-        scene: "Node".into(),
-        props: vec![],
-    }
-}
-
-fn set(path: &str, v: i64) -> Op {
-    Op::SetProperty {
-        path: path.into(),
-        property: "hp".into(),
-        value: Value::Int(v),
-    }
-}
-
-fn read(server: &Server, path: &str) -> Option<Value> {
-    match complete(server, server.submit_read(path.into(), "hp".into())) {
-        Ok(Done::Read { value, .. }) => value,
-        other => panic!("read failed: {other:?}"),
-    }
 }
 
 /// Drains a server's applied stream into a mirror tree, as the Godot layer does.
@@ -365,35 +309,8 @@ fn three_servers_over_real_quic_with_generated_certs() {
         .status()
         .expect("run synctree certs");
     assert!(status.success());
-    // Bind each server on a free port first, then tell the others.
-    let ports: Vec<u16> = (0..3)
-        .map(|_| {
-            std::net::UdpSocket::bind("127.0.0.1:0")
-                .expect("bind")
-                .local_addr()
-                .expect("addr")
-                .port()
-        })
-        .collect();
-    let addr_of = |id: u64| SocketAddr::from(([127, 0, 0, 1], ports[(id - 1) as usize]));
-    let servers: Vec<Server> = (1..=3u64)
-        .map(|id| {
-            let peers = (1..=3)
-                .filter(|p| *p != id)
-                .map(|p| (p, addr_of(p)))
-                .collect();
-            let storage = StorageMode::Dir {
-                dir: dir.path().join(format!("q{id}")),
-                fsync: true,
-            };
-            let transport = TransportMode::Quic {
-                listen: addr_of(id),
-                tls: synctree_runtime::TlsSource::Dir(certs.clone()),
-            };
-            Server::start(ServerConfig::new(id, peers, storage, transport))
-                .expect("start over QUIC")
-        })
-        .collect();
+    let quic = QuicCluster::new(3, &certs, dir.path());
+    let servers: Vec<Server> = (1..=3u64).map(|id| quic.start(id, false)).collect();
     leader_of(&servers.iter().collect::<Vec<_>>());
     let s = &servers[1];
     complete(s, s.submit(spawn("Q"))).expect("spawn over QUIC");

@@ -123,7 +123,7 @@ fn client(c: u64, slot: &Slot, started: Instant, until: Instant, history: &Mutex
                 last_seen.insert(key, value.clone());
                 ("ok", to_json(&value))
             }
-            Some(Ok(Done::Write { .. })) => ("ok", Json::Null),
+            Some(Ok(Done::Write { .. } | Done::Membership(_))) => ("ok", Json::Null),
             Some(Err(e)) if e.uncertain => ("unknown", Json::Null),
             Some(Err(_)) => ("fail", Json::Null),
             None => ("unknown", Json::Null),

@@ -262,7 +262,7 @@ impl Workload {
                         }
                         ("ok", Some(v))
                     }
-                    Ok(Done::Write { .. }) => ("ok", None),
+                    Ok(Done::Write { .. } | Done::Membership(_)) => ("ok", None),
                     Err(e) if e.uncertain => ("unknown", None),
                     Err(_) => ("fail", None),
                 };

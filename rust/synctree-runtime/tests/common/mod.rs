@@ -2,8 +2,11 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
-use synctree_runtime::{MemNetwork, Server, ServerConfig, StorageMode, TransportMode};
+use std::time::{Duration, Instant};
+use synctree_proto::{Op, Value};
+use synctree_runtime::{
+    Completion, Done, MemNetwork, Server, ServerConfig, StorageMode, TransportMode,
+};
 
 /// Starts server `id` of a three-server cluster on the in-memory network, with fsync'd
 /// storage in `dir/n<id>` (so a restart finds its state) and a 2 s request timeout.
@@ -29,4 +32,118 @@ pub fn start_tuned(
     cfg.request_timeout = Duration::from_secs(2);
     tune(&mut cfg);
     Server::start(cfg).expect("server starts")
+}
+
+#[allow(dead_code)]
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[allow(dead_code)]
+pub fn leader_of(servers: &[&Server]) -> u64 {
+    let mut leader = 0;
+    wait_until("a leader all agree on", || {
+        let ls: Vec<_> = servers.iter().map(|s| s.status().leader).collect();
+        leader = ls[0].unwrap_or(0);
+        leader != 0
+            && ls.iter().all(|l| *l == Some(leader))
+            && servers.iter().any(|s| s.status().is_leader)
+    });
+    leader
+}
+
+#[allow(dead_code)]
+pub fn complete(server: &Server, ticket: u64) -> Result<Done, String> {
+    let mut got = None;
+    let mut buf: Vec<Completion> = Vec::new();
+    wait_until("a completion", || {
+        server.poll_completions(&mut buf);
+        if let Some(c) = buf.iter().find(|c| c.ticket == ticket) {
+            got = Some(c.result.clone());
+        }
+        got.is_some()
+    });
+    got.expect("completion").map_err(|e| e.message)
+}
+
+#[allow(dead_code)]
+pub fn spawn(name: &str) -> Op {
+    Op::Spawn {
+        parent: String::new(),
+        name: name.into(),
+        scene: "Node".into(),
+        props: vec![],
+    }
+}
+
+#[allow(dead_code)]
+pub fn set(path: &str, v: i64) -> Op {
+    Op::SetProperty {
+        path: path.into(),
+        property: "hp".into(),
+        value: Value::Int(v),
+    }
+}
+
+#[allow(dead_code)]
+pub fn read(server: &Server, path: &str) -> Option<Value> {
+    match complete(server, server.submit_read(path.into(), "hp".into())) {
+        Ok(Done::Read { value, .. }) => value,
+        other => panic!("read failed: {other:?}"),
+    }
+}
+
+/// Servers of a cluster over real QUIC on loopback: free ports chosen up front, certificates
+/// from `certs`, data under `dir`. Servers 1..=3 found the cluster.
+#[allow(dead_code)]
+pub struct QuicCluster {
+    pub ports: Vec<u16>,
+    pub certs: std::path::PathBuf,
+    pub dir: std::path::PathBuf,
+}
+
+#[allow(dead_code)]
+impl QuicCluster {
+    pub fn new(servers: usize, certs: &Path, dir: &Path) -> Self {
+        let ports = (0..servers)
+            .map(|_| {
+                std::net::UdpSocket::bind("127.0.0.1:0")
+                    .and_then(|s| s.local_addr())
+                    .expect("a free UDP port")
+                    .port()
+            })
+            .collect();
+        QuicCluster {
+            ports,
+            certs: certs.to_owned(),
+            dir: dir.to_owned(),
+        }
+    }
+
+    pub fn addr(&self, id: u64) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports[(id - 1) as usize]))
+    }
+
+    /// Starts server `id` (fsync'd storage in `dir/q<id>`); `join`: it waits to be added.
+    pub fn start(&self, id: u64, join: bool) -> Server {
+        let peers = (1..=3)
+            .filter(|p| *p != id)
+            .map(|p| (p, self.addr(p)))
+            .collect();
+        let storage = StorageMode::Dir {
+            dir: self.dir.join(format!("q{id}")),
+            fsync: true,
+        };
+        let transport = TransportMode::Quic {
+            listen: self.addr(id),
+            tls: synctree_runtime::TlsSource::Dir(self.certs.clone()),
+        };
+        let mut cfg = ServerConfig::new(id, peers, storage, transport);
+        cfg.join = join;
+        Server::start(cfg).expect("start over QUIC")
+    }
 }

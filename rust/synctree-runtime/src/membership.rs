@@ -1,0 +1,178 @@
+//! Membership changes at runtime, carried out on the leader (forwarded like writes):
+//!
+//! ```text
+//!   AddLearner{id, addr}  the new server (started with `join`) receives the log, votes on nothing
+//!   Promote{id}           once it has caught up, it becomes a voter (joint consensus)
+//!   Remove{id}            a voter or learner leaves (a dead server is removed this way)
+//! ```
+//! Each change is one membership entry in the log; a refused change says why and changes
+//! nothing.
+
+use crate::handler::not_leader;
+use crate::node::Inner;
+use crate::rpc::ForwardError;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+use synctree_raft::NodeId;
+
+/// A change of the set of servers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembershipChange {
+    /// Add server `id`, reachable at `addr` (its QUIC address), as a learner.
+    AddLearner { id: NodeId, addr: String },
+    /// Make learner `id` a voter once it has caught up with the leader.
+    Promote { id: NodeId },
+    /// Remove server `id` (voter or learner).
+    Remove { id: NodeId },
+}
+
+impl std::fmt::Display for MembershipChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MembershipChange::AddLearner { id, addr } => write!(f, "add learner {id} at {addr}"),
+            MembershipChange::Promote { id } => write!(f, "promote {id} to voter"),
+            MembershipChange::Remove { id } => write!(f, "remove {id}"),
+        }
+    }
+}
+
+/// The membership after a change: the log index of its entry, voters and learners.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    pub index: u64,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+}
+
+/// A learner this close to the leader's last log entry may be promoted.
+const PROMOTE_LAG: u64 = 64;
+/// How long a promotion waits for a learner to catch up before it is refused.
+const PROMOTE_WAIT: Duration = Duration::from_secs(3);
+
+fn refused(message: String) -> ForwardError {
+    ForwardError::Refused(message)
+}
+
+impl Inner {
+    /// Carries out `change`; this node must be the leader.
+    pub(crate) async fn membership_local(
+        &self,
+        change: &MembershipChange,
+    ) -> Result<Membership, ForwardError> {
+        let (voters, learners, index) = {
+            let m = self.raft.metrics().borrow().clone();
+            if m.state != ServerState::Leader {
+                return Err(not_leader(m.current_leader));
+            }
+            let config = m.membership_config.membership();
+            let voters: BTreeSet<NodeId> = config.voter_ids().collect();
+            let learners: BTreeSet<NodeId> = config.learner_ids().collect();
+            let index = m.membership_config.log_id().map(|l| l.index).unwrap_or(0);
+            (voters, learners, index)
+        };
+        let current = Membership {
+            index,
+            voters: voters.iter().copied().collect(),
+            learners: learners.iter().copied().collect(),
+        };
+        let changes: ChangeMembers<NodeId, BasicNode> = match change {
+            MembershipChange::AddLearner { id, addr } => {
+                addr.parse::<SocketAddr>().map_err(|e| {
+                    refused(format!("invalid address '{addr}' for server {id}: {e}"))
+                })?;
+                if *id == synctree_net::OPERATOR_ID {
+                    return Err(refused("server ids start at 1".into()));
+                }
+                if voters.contains(id) {
+                    return Err(refused(format!("server {id} is already a voter")));
+                }
+                if learners.contains(id) {
+                    return Ok(current);
+                }
+                let mut nodes = BTreeMap::new();
+                nodes.insert(*id, BasicNode { addr: addr.clone() });
+                ChangeMembers::AddNodes(nodes)
+            }
+            MembershipChange::Promote { id } => {
+                if voters.contains(id) {
+                    return Ok(current);
+                }
+                if !learners.contains(id) {
+                    return Err(refused(format!(
+                        "server {id} is not a learner: add it with add_learner first"
+                    )));
+                }
+                self.wait_caught_up(*id).await?;
+                ChangeMembers::AddVoterIds([*id].into())
+            }
+            MembershipChange::Remove { id } => {
+                if voters.contains(id) {
+                    if voters.len() == 1 {
+                        return Err(refused(format!(
+                            "server {id} is the last voter; a cluster needs one"
+                        )));
+                    }
+                    ChangeMembers::RemoveVoters([*id].into())
+                } else if learners.contains(id) {
+                    ChangeMembers::RemoveNodes([*id].into())
+                } else {
+                    return Err(refused(format!("server {id} is not a member")));
+                }
+            }
+        };
+        tracing::info!("membership change on leader {}: {change}", self.id);
+        match self.raft.change_membership(changes, false).await {
+            Ok(resp) => {
+                let (voters, learners) = match &resp.membership {
+                    Some(m) => (m.voter_ids().collect(), m.learner_ids().collect()),
+                    None => (Vec::new(), Vec::new()),
+                };
+                Ok(Membership {
+                    index: resp.log_id.index,
+                    voters,
+                    learners,
+                })
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(not_leader(f.leader_id))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(refused(format!("{change} refused: {e}")))
+            }
+            Err(e) => Err(ForwardError::Failed(e.to_string())),
+        }
+    }
+
+    /// Waits until learner `id` has replicated close to the leader's last entry.
+    async fn wait_caught_up(&self, id: NodeId) -> Result<(), ForwardError> {
+        let deadline = tokio::time::Instant::now() + PROMOTE_WAIT;
+        let mut metrics = self.raft.metrics();
+        loop {
+            let (matched, last) = {
+                let m = metrics.borrow_and_update();
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id).cloned().flatten())
+                    .map(|l| l.index);
+                (matched, m.last_log_index.unwrap_or(0))
+            };
+            if matched.is_some_and(|i| i + PROMOTE_LAG >= last) {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(refused(format!(
+                    "server {id} is still catching up ({} of {last} entries replicated); \
+                     try again when it has",
+                    matched.map_or("none".to_owned(), |i| i.to_string())
+                )));
+            }
+            let _ = tokio::time::timeout(left, metrics.changed()).await;
+        }
+    }
+}
