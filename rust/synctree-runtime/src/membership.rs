@@ -143,7 +143,12 @@ impl Inner {
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 Err(refused(format!("{change} refused: {e}")))
             }
-            Err(e) => Err(ForwardError::Failed(e.to_string())),
+            // Raft stopped here (shutting down, or a fatal error): ask elsewhere. A batch
+            // proposed again through another leader applies once (sessions).
+            Err(RaftError::Fatal(e)) => {
+                tracing::debug!("node {} cannot serve: {e}", self.id);
+                Err(ForwardError::NotLeader { leader: None })
+            }
         }
     }
 

@@ -20,12 +20,12 @@ use synctree_raft::{NodeId, TypeConfig};
 pub struct NetworkFactory {
     pub(crate) transport: Arc<dyn Transport>,
     /// First wait before replicating again to an unreachable peer (doubles up to
-    /// [`MAX_BACKOFF`]).
+    /// `backoff_max`).
     pub(crate) backoff: Duration,
+    /// Longest wait between attempts: below the election timeout, so a peer that comes
+    /// back hears from its leader before it would stand for election itself.
+    pub(crate) backoff_max: Duration,
 }
-
-/// Longest wait between attempts to reach an unreachable peer.
-const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
@@ -38,6 +38,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             transport: self.transport.clone(),
             backoff: self.backoff,
+            backoff_max: self.backoff_max,
         }
     }
 }
@@ -47,6 +48,7 @@ pub struct PeerClient {
     target: NodeId,
     transport: Arc<dyn Transport>,
     backoff: Duration,
+    backoff_max: Duration,
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
@@ -82,11 +84,13 @@ impl PeerClient {
 
 impl RaftNetwork<TypeConfig> for PeerClient {
     /// openraft waits a constant 500 ms after a failed RPC to an unreachable peer; a peer
-    /// that restarted would then hear from its leader only that much later (and may start
-    /// an election meanwhile). Start at one heartbeat and double up to 500 ms.
+    /// that restarted would then hear from its leader only that much later, time out and
+    /// stand for election (disrupting the cluster). Start at one heartbeat and double up to
+    /// half the shortest election timeout.
     fn backoff(&self) -> Backoff {
         let first = self.backoff.max(Duration::from_millis(1));
-        Backoff::new((0u32..).map(move |i| first.saturating_mul(1 << i.min(16)).min(MAX_BACKOFF)))
+        let max = self.backoff_max.max(first);
+        Backoff::new((0u32..).map(move |i| first.saturating_mul(1 << i.min(16)).min(max)))
     }
 
     async fn append_entries(

@@ -88,32 +88,50 @@ impl Inner {
     }
 }
 
-/// Keeps the transport's peer addresses up to date with the membership: servers added at
-/// runtime are reachable at the address they were added with.
-async fn watch_peers(inner: Arc<Inner>) {
+/// How often connections to every member are checked and reopened if closed.
+const KEEP_WARM: Duration = Duration::from_secs(1);
+
+/// Keeps the transport in step with the membership: servers added at runtime are reachable
+/// at the address they were added with, and a connection to every member stays open (so a
+/// follower that stands for election, or forwards a write to a new leader, pays no
+/// handshake when a leader dies).
+async fn maintain_peers(inner: Arc<Inner>) {
     let mut metrics = inner.raft.metrics();
-    let mut known = String::new();
+    let mut seen = None;
+    let mut members: Vec<NodeId> = Vec::new();
+    let mut warm = tokio::time::interval(KEEP_WARM);
+    warm.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let nodes: Vec<(NodeId, String)> = {
+        {
             let m = metrics.borrow_and_update();
-            m.membership_config
-                .nodes()
-                .map(|(id, n)| (*id, n.addr.clone()))
-                .collect()
-        };
-        let fingerprint = format!("{nodes:?}");
-        if fingerprint != known {
-            for (id, addr) in &nodes {
-                if *id != inner.id {
-                    if let Ok(addr) = addr.parse() {
-                        inner.transport.set_peer(*id, addr);
+            let id = *m.membership_config.log_id();
+            if seen != Some(id) {
+                seen = Some(id);
+                members.clear();
+                for (peer, node) in m.membership_config.nodes() {
+                    if *peer == inner.id {
+                        continue;
+                    }
+                    members.push(*peer);
+                    if let Ok(addr) = node.addr.parse() {
+                        inner.transport.set_peer(*peer, addr);
                     }
                 }
+                warm.reset_immediately();
             }
-            known = fingerprint;
         }
-        if metrics.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = warm.tick() => {
+                for peer in &members {
+                    // A peer that is down just fails; the next tick tries again.
+                    tokio::spawn(inner.transport.warm_up(*peer));
+                }
+            }
         }
     }
 }
@@ -151,7 +169,7 @@ impl Node {
         let (submit_tx, submit_rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let proposer = tokio::spawn(proposer::run(inner.clone(), submit_rx, done_tx));
-        let peer_watch = tokio::spawn(watch_peers(inner.clone()));
+        let peer_watch = tokio::spawn(maintain_peers(inner.clone()));
         Ok(Node {
             inner,
             submit_tx,
@@ -317,6 +335,7 @@ async fn start_node(cfg: &ServerConfig) -> Result<Started, StartError> {
     let network = NetworkFactory {
         transport: transport.clone(),
         backoff: cfg.tuning.heartbeat,
+        backoff_max: cfg.tuning.election_min / 2,
     };
     let raft = Raft::new(cfg.id, raft_config(cfg)?, network, log_store, sm)
         .await

@@ -296,6 +296,21 @@ async fn leader_moves(mut metrics: RaftMetricsWatch, leader: NodeId) {
     }
 }
 
+/// Resolves once this node knows a leader (at once if it already does and that leader is
+/// not the one that just failed: the caller's backoff decides then).
+async fn leader_known(mut metrics: RaftMetricsWatch) {
+    let before = metrics.borrow_and_update().current_leader;
+    loop {
+        if metrics.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        let now = metrics.borrow_and_update().current_leader;
+        if now.is_some() && now != before {
+            return;
+        }
+    }
+}
+
 type RaftMetricsWatch =
     tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, openraft::BasicNode>>;
 
@@ -453,7 +468,13 @@ impl Inner {
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(not_leader(f.leader_id))
             }
-            Err(e) => Err(ForwardError::Failed(e.to_string())),
+            // Raft stopped here (shutting down, or a fatal error): ask elsewhere. A batch
+            // proposed again through another leader applies once (sessions).
+            Err(RaftError::APIError(e)) => Err(ForwardError::Failed(e.to_string())),
+            Err(RaftError::Fatal(e)) => {
+                tracing::debug!("node {} cannot serve: {e}", self.id);
+                Err(ForwardError::NotLeader { leader: None })
+            }
         }
     }
 
@@ -464,7 +485,17 @@ impl Inner {
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                 Err(not_leader(f.leader_id))
             }
-            Err(e) => Err(ForwardError::Failed(e.to_string())),
+            // Raft stopped here (shutting down, or a fatal error): ask elsewhere. A batch
+            // proposed again through another leader applies once (sessions).
+            // This leader could not hear from a quorum: retried until the deadline.
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+                tracing::debug!("node {}: {e}", self.id);
+                Err(ForwardError::NotLeader { leader: None })
+            }
+            Err(RaftError::Fatal(e)) => {
+                tracing::debug!("node {} cannot serve: {e}", self.id);
+                Err(ForwardError::NotLeader { leader: None })
+            }
         }
     }
 
@@ -528,7 +559,12 @@ impl Inner {
             if Instant::now() >= deadline {
                 break;
             }
-            tokio::time::sleep(backoff(attempt)).await;
+            // Try again after a short backoff, or as soon as this node learns of a leader.
+            tokio::select! {
+                biased;
+                () = tokio::time::sleep(backoff(attempt)) => {}
+                () = leader_known(self.raft.metrics()) => {}
+            }
         }
         Err(RequestError::uncertain(format!(
             "no quorum: {what} not confirmed within {} ms ({last_problem}); a majority of \

@@ -121,6 +121,11 @@ impl Client {
         }
     }
 
+    /// Opens a connection to `target` unless one is open.
+    pub(super) async fn connect_to(&self, target: NodeId) -> Result<(), NetError> {
+        self.connection(target).await.map(|_| ())
+    }
+
     /// The cached connection to `target`, or a new one; `true` if it was made just now.
     async fn connection(&self, target: NodeId) -> Result<(Connection, bool), NetError> {
         if self.shut_down.load(Ordering::SeqCst) {

@@ -35,9 +35,10 @@ pub struct QuicConfig {
     pub keep_alive: Duration,
     /// A connection with no traffic for this long is dropped (default 10 s).
     pub idle_timeout: Duration,
-    /// A connect attempt (QUIC + TLS handshake) is abandoned after this long (default 2 s), and
-    /// the next request starts a fresh one. Bounds how long a peer that comes back up stays
-    /// unnoticed: a long-running attempt retransmits its first packet ever more rarely.
+    /// A connect attempt (QUIC + TLS handshake) is abandoned after this long (default 500 ms),
+    /// and the next request starts a fresh one. Bounds how long a peer that comes back up
+    /// stays unnoticed: a long-running attempt retransmits its first packet ever more rarely,
+    /// and a restarted follower that hears nothing from its leader stands for election.
     pub connect_timeout: Duration,
 }
 
@@ -52,7 +53,7 @@ impl QuicConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             keep_alive: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_millis(500),
         }
     }
 
@@ -84,9 +85,10 @@ fn transport_config(cfg: &QuicConfig) -> Result<TransportConfig, StartError> {
                 ))
             },
         )?))
-        // Servers talk over LANs or between data centres: the RFC's 333 ms guess before the first
-        // RTT sample only delays handshake loss recovery.
-        .initial_rtt(Duration::from_millis(100));
+        // Servers talk over LANs or between nearby data centres: the RFC's 333 ms guess before
+        // the first RTT sample only delays handshake loss recovery (a lost Initial to a peer
+        // that is just restarting is resent after ~3x this, then twice as late each time).
+        .initial_rtt(Duration::from_millis(20));
     // Ask the peer to acknowledge at once instead of delaying ACKs up to 25 ms: keeps the
     // congestion window and stream credit moving for request/response traffic.
     let mut ack = AckFrequencyConfig::default();

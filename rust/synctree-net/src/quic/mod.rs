@@ -189,6 +189,11 @@ impl Transport for QuicTransport {
     fn remove_peer(&self, id: NodeId) {
         self.inner.client.remove_peer(id);
     }
+
+    fn warm_up(&self, target: NodeId) -> BoxFuture<'static, Result<(), NetError>> {
+        let inner = self.inner.clone();
+        async move { inner.client.connect_to(target).await }.boxed()
+    }
 }
 
 impl std::fmt::Debug for QuicTransport {

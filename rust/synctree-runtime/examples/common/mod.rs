@@ -11,3 +11,14 @@ pub fn free_udp_ports(n: usize) -> std::io::Result<Vec<u16>> {
         })
         .collect()
 }
+
+/// Logs to stderr when `RUST_LOG` is set (e.g. `RUST_LOG=openraft=info`).
+#[allow(dead_code)]
+pub fn log_if_asked() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
+}
