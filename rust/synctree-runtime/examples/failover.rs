@@ -9,50 +9,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 use synctree_proto::{Op, Value};
-use synctree_runtime::{
-    Completion, RaftTuning, Server, ServerConfig, StorageMode, TlsSource, TransportMode,
-};
-
-fn start(id: u64, ports: &[u16], dir: &Path, t: &RaftTuning) -> anyhow::Result<Server> {
-    let addr = |id: u64| SocketAddr::from(([127, 0, 0, 1], ports[(id - 1) as usize]));
-    let peers = (1..=3).filter(|p| *p != id).map(|p| (p, addr(p))).collect();
-    let storage = StorageMode::Dir {
-        dir: dir.join(format!("n{id}")),
-        fsync: true,
-    };
-    let transport = TransportMode::Quic {
-        listen: addr(id),
-        tls: TlsSource::Dir(dir.join("certs")),
-    };
-    let mut cfg = ServerConfig::new(id, peers, storage, transport);
-    cfg.tuning = t.clone();
-    Ok(Server::start(cfg)?)
-}
+use synctree_runtime::{RaftTuning, Server};
 
 /// Submits `op` on `s` and waits for its completion, draining every applied stream.
 fn write(s: &Server, all: &[Option<Server>], op: Op) -> anyhow::Result<()> {
-    let ticket = s.submit(op);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut buf: Vec<Completion> = Vec::new();
-    loop {
-        for x in all.iter().flatten() {
-            while x.try_recv_applied().is_some() {}
-        }
-        s.poll_completions(&mut buf);
-        if let Some(c) = buf.iter().find(|c| c.ticket == ticket) {
-            return c
-                .result
-                .clone()
-                .map(|_| ())
-                .map_err(|e| anyhow::anyhow!("{e}"));
-        }
-        anyhow::ensure!(Instant::now() < deadline, "write did not complete");
-        std::thread::sleep(Duration::from_micros(200));
-    }
+    common::run(s, all, [op], 1).map(|_| ())
 }
 
 fn leader(all: &[Option<Server>]) -> Option<usize> {
@@ -71,18 +34,9 @@ fn main() -> anyhow::Result<()> {
         t.election_max = Duration::from_millis(max);
     }
     let dir = tempfile::tempdir()?;
-    for id in 1..=3 {
-        synctree_net::certs::ensure_dev_cluster(&dir.path().join("certs"), id)?;
-    }
-    let ports = common::free_udp_ports(3)?;
-    let mut all: Vec<Option<Server>> = (1..=3)
-        .map(|id| start(id, &ports, dir.path(), &t).map(Some))
-        .collect::<anyhow::Result<_>>()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while leader(&all).is_none() {
-        anyhow::ensure!(Instant::now() < deadline, "no leader");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let cluster = common::Quic3::new(dir.path(), true, t.clone())?;
+    let mut all: Vec<Option<Server>> = cluster.start_all()?.into_iter().map(Some).collect();
+    common::wait_leader(&all)?;
     let first = leader(&all).expect("leader");
     let spawn = Op::Spawn {
         parent: String::new(),
@@ -117,7 +71,7 @@ fn main() -> anyhow::Result<()> {
         );
         let _ = stopper.join();
         // Bring it back and let it catch up before the next kill.
-        all[l] = Some(start(l as u64 + 1, &ports, dir.path(), &t)?);
+        all[l] = Some(cluster.start(l as u64 + 1)?);
         let back = all[l].as_ref().expect("restarted");
         let target = all[survivor]
             .as_ref()
@@ -130,9 +84,7 @@ fn main() -> anyhow::Result<()> {
                 Instant::now() < deadline,
                 "restarted server did not catch up"
             );
-            for x in all.iter().flatten() {
-                while x.try_recv_applied().is_some() {}
-            }
+            common::drain(&all);
             std::thread::sleep(Duration::from_millis(2));
         }
     }

@@ -6,10 +6,12 @@
 //!   cargo xtask godot              tools/provision-godot.sh ─▶ which Godot 4 is used
 //!   cargo xtask demo               build + Godot + N headless servers + a driver ─▶ status table
 //!   cargo xtask test               build + Godot + cargo nextest/test + GDScript runner ─▶ summary
+//!   cargo xtask chaos --runs N --seed S   N simulation seeds + real-process fault runs (soak)
 //! ```
 
 mod bench;
 mod build;
+mod chaos;
 mod demo;
 mod godot;
 mod process;
@@ -43,6 +45,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run every test: cargo tests and the Godot-side GDScript tests (what CI runs).
     Test(test::TestArgs),
+    /// The long soak: N simulation seeds with every fault, then the real-process fault runs.
+    Chaos(chaos::ChaosArgs),
 }
 
 /// The repository root (xtask lives in `<root>/rust/xtask`).
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::demo(&args),
         Command::Test(args) => test::test(&args),
         Command::Bench(args) => bench::bench(&args),
+        Command::Chaos(args) => chaos::chaos(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
