@@ -177,7 +177,10 @@ impl Inner {
                     matched.map_or("none".to_owned(), |i| i.to_string())
                 )));
             }
-            let _ = tokio::time::timeout(left, metrics.changed()).await;
+            if let Ok(Err(_)) = tokio::time::timeout(left, metrics.changed()).await {
+                // Raft stopped here: let the change be asked elsewhere.
+                return Err(ForwardError::NotLeader { leader: None });
+            }
         }
     }
 }

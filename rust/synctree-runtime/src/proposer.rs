@@ -21,6 +21,7 @@ use std::time::Duration;
 use synctree_proto::{Batch, EncodedBatch, Event, Op, OpId, Stamp, Value};
 use synctree_raft::NodeId;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 /// Most events in one log entry.
@@ -136,12 +137,16 @@ pub(crate) async fn run(
     let mut seq = 0u64;
     let mut synced = false;
     let mut pipeline: FuturesOrdered<Settling> = FuturesOrdered::new();
+    // Reads and membership changes run beside the batches; they belong to this task, so
+    // stopping the server (aborting it) stops them too.
+    let mut side = JoinSet::new();
     loop {
         tokio::select! {
             biased;
             Some((p, result)) = pipeline.next(), if !pipeline.is_empty() => {
                 inner.settle(p, result, &done).await;
             }
+            Some(_) = side.join_next(), if !side.is_empty() => {}
             first = rx.recv(), if pipeline.len() < inner.pipeline => {
                 let Some(first) = first else { break };
                 if !synced && matches!(first, Submission::Write { .. }) {
@@ -154,7 +159,7 @@ pub(crate) async fn run(
                         }
                     }
                 }
-                let Some(p) = inner.gather(first, &mut rx, &done, &mut seq) else {
+                let Some(p) = inner.gather(first, &mut rx, &done, &mut seq, &mut side) else {
                     continue;
                 };
                 if inner.known_leader() == Some(inner.id) {
@@ -327,6 +332,7 @@ impl Inner {
         rx: &mut mpsc::UnboundedReceiver<Submission>,
         done: &std::sync::mpsc::Sender<Completion>,
         seq: &mut u64,
+        side: &mut JoinSet<()>,
     ) -> Option<Proposal> {
         let mut writes: Vec<(u64, Event)> = Vec::new();
         let mut next = Some(first);
@@ -350,7 +356,7 @@ impl Inner {
                 } => {
                     let inner = self.clone();
                     let done = done.clone();
-                    tokio::spawn(async move {
+                    side.spawn(async move {
                         let result = inner.read(&path, &property).await;
                         let _ = done.send(Completion { ticket, result });
                     });
@@ -358,7 +364,7 @@ impl Inner {
                 Submission::Membership { ticket, change } => {
                     let inner = self.clone();
                     let done = done.clone();
-                    tokio::spawn(async move {
+                    side.spawn(async move {
                         let result = inner.membership(change).await.map(Done::Membership);
                         let _ = done.send(Completion { ticket, result });
                     });

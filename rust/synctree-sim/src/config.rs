@@ -5,8 +5,10 @@ use std::time::Duration;
 /// The shape of a run; the seed decides everything else.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
-    /// Raft voters (3 or 5).
+    /// Raft voters at start (3 or 5).
     pub servers: u64,
+    /// Further server slots the nemesis may add (as learner, then voter) and remove.
+    pub spares: u64,
     /// Steps of workload and faults; a step is `tick` of virtual time.
     pub steps: u64,
     pub tick: Duration,
@@ -28,6 +30,7 @@ impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
             servers: 3,
+            spares: 2,
             steps: 10_000,
             tick: Duration::from_millis(1),
             clients: 4,

@@ -10,6 +10,7 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use std::time::Duration;
 use synctree_raft::NodeId;
+use synctree_runtime::{Completion, Done, MembershipChange};
 
 #[derive(Debug, Clone)]
 enum Repair {
@@ -19,8 +20,21 @@ enum Repair {
     CalmNetwork,
 }
 
+/// A membership change on its way: where it was submitted, and what it asked.
+struct PendingChange {
+    node: NodeId,
+    incarnation: u64,
+    ticket: u64,
+    change: MembershipChange,
+    since: u64,
+}
+
+/// A membership change that never answered is forgotten after this many steps.
+const CHANGE_PATIENCE: u64 = 5_000;
+
 pub struct Nemesis {
     rng: StdRng,
+    change: Option<PendingChange>,
     /// Chance per step of a new fault.
     rate: f64,
     max_skew_ns: i64,
@@ -32,6 +46,7 @@ impl Nemesis {
     pub fn new(seed: u64, max_skew: Duration) -> Self {
         Nemesis {
             rng: StdRng::seed_from_u64(seed ^ 0x6e65_6d65_7369_7300),
+            change: None,
             rate: 1.0 / 250.0,
             max_skew_ns: max_skew.as_nanos() as i64,
             pending: Vec::new(),
@@ -140,6 +155,7 @@ impl Nemesis {
                 self.pending.push((later, Repair::Unblock(vec![(x, y)])));
                 format!("one-way cut {x} -> {y}")
             }
+            57..65 if self.change.is_none() => return self.change_membership(step, world).await,
             57..65 => {
                 let &id = ids.choose(&mut self.rng)?;
                 world.net.isolate(id);
@@ -173,6 +189,97 @@ impl Nemesis {
             }
         };
         Some(what)
+    }
+
+    /// Starts a membership change: promote a learner; else add a server (a spare, or a
+    /// removed one on a fresh disk) as a learner, or remove a voter, keeping 3 to 5 voters.
+    async fn change_membership(&mut self, step: u64, world: &mut World) -> Option<String> {
+        let (voters, learners) = world.members()?;
+        let change = if let Some(&id) = learners.first() {
+            MembershipChange::Promote { id }
+        } else if voters.len() < 5 && (voters.len() <= 3 || self.rng.random_bool(0.5)) {
+            let outside: Vec<usize> = (0..world.slots.len())
+                .filter(|i| !voters.contains(&world.slots[*i].id))
+                .collect();
+            let &i = outside.choose(&mut self.rng)?;
+            // The newcomer starts empty; it comes up (or not) like any server.
+            if world.start_fresh(i).await.is_err() {
+                return None;
+            }
+            let id = world.slots[i].id;
+            MembershipChange::AddLearner {
+                id,
+                addr: World::address(id).to_string(),
+            }
+        } else {
+            let &id = voters.choose(&mut self.rng)?;
+            MembershipChange::Remove { id }
+        };
+        let via: Vec<usize> = world
+            .running_members()
+            .into_iter()
+            .filter(|i| match &change {
+                MembershipChange::Remove { id } => world.slots[*i].id != *id,
+                _ => true,
+            })
+            .collect();
+        let &i = via.choose(&mut self.rng)?;
+        let slot = &world.slots[i];
+        let node = slot.node.as_ref()?;
+        let ticket = node.submit_membership(change.clone());
+        let what = format!("membership: {change} (asked on {})", slot.id);
+        self.change = Some(PendingChange {
+            node: slot.id,
+            incarnation: slot.incarnation,
+            ticket,
+            change,
+            since: step,
+        });
+        Some(what)
+    }
+
+    /// Takes the answer to the pending membership change from `completions`; a removed
+    /// server is taken out for good. Returns what happened.
+    pub async fn collect(
+        &mut self,
+        step: u64,
+        world: &mut World,
+        completions: &mut Vec<(NodeId, u64, Completion)>,
+    ) -> Option<String> {
+        let pending = self.change.as_ref()?;
+        let key = (pending.node, pending.incarnation, pending.ticket);
+        let answer = completions
+            .iter()
+            .position(|(id, inc, c)| (*id, *inc, c.ticket) == key)
+            .map(|at| completions.swap_remove(at).2);
+        let lost = !world.slots.iter().any(|s| {
+            s.id == pending.node && s.incarnation == pending.incarnation && s.node.is_some()
+        });
+        let Some(c) = answer else {
+            if lost || step > pending.since + CHANGE_PATIENCE {
+                let p = self.change.take()?;
+                return Some(format!("membership: {} got no answer", p.change));
+            }
+            return None;
+        };
+        let p = self.change.take()?;
+        match c.result {
+            Ok(Done::Membership(m)) => {
+                if let MembershipChange::Remove { id } = p.change {
+                    world.retire(world.index_of(id)).await;
+                }
+                Some(format!(
+                    "membership: {} done at {}: voters {:?}, learners {:?}",
+                    p.change, m.index, m.voters, m.learners
+                ))
+            }
+            other => Some(format!("membership: {} failed: {other:?}", p.change)),
+        }
+    }
+
+    /// Whether a membership change is still waiting for its answer.
+    pub fn changing(&self) -> bool {
+        self.change.is_some()
     }
 
     /// Ends every fault: the network heals, crashed servers restart.

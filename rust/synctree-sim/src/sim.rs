@@ -215,7 +215,7 @@ impl Sim {
     async fn tick(&mut self) -> Result<(), Violation> {
         tokio::time::sleep(self.cfg.tick).await;
         self.step += 1;
-        self.observe()
+        self.observe().await
     }
 
     /// Puts every running server's Raft status in the trace.
@@ -244,11 +244,21 @@ impl Sim {
         }
     }
 
-    fn observe(&mut self) -> Result<(), Violation> {
+    async fn observe(&mut self) -> Result<(), Violation> {
         self.drain_applied();
-        let (writes, events) = self.workload.collect(self.now_ns(), self.step, &self.world);
+        let mut completions = self.world.poll_completions();
+        let (writes, events) =
+            self.workload
+                .collect(self.now_ns(), self.step, &self.world, &mut completions);
         for e in events {
             self.note(format_args!("client {}: {}", e.client, e.line));
+        }
+        if let Some(what) = self
+            .nemesis
+            .collect(self.step, &mut self.world, &mut completions)
+            .await
+        {
+            self.note(what);
         }
         for w in writes {
             self.hlc.check(w)?;
@@ -328,6 +338,29 @@ impl Sim {
         self.note("nemesis: healed everything; recovery");
         self.note_status();
         let deadline = self.now_ns() + self.cfg.recovery.as_nanos() as u64;
+        // A membership change under way finishes (or is given up), then a newcomer that was
+        // never added leaves.
+        while self.nemesis.changing() {
+            self.tick().await?;
+            if self.now_ns() > deadline {
+                return Err(Violation::new(
+                    "liveness",
+                    "after healing, a membership change did not finish",
+                ));
+            }
+        }
+        let members = self.world.running_members();
+        let outsiders: Vec<usize> = self
+            .world
+            .running()
+            .map(|(i, _, _)| i)
+            .filter(|i| !members.contains(i))
+            .collect();
+        for i in outsiders {
+            let id = self.world.slots[i].id;
+            self.note(format_args!("server {id} is not a member: it leaves"));
+            self.world.retire(i).await;
+        }
         let mut audited = false;
         loop {
             if self.workload.idle() {
@@ -363,12 +396,13 @@ impl Sim {
         }
         // Every server ends on the same applied index (and so, by `trees equal`, the same tree).
         loop {
-            let applied: Vec<u64> = self
-                .world
-                .running()
-                .map(|(_, _, n)| n.status().applied_index)
+            let members = self.world.running_members();
+            let applied: Vec<u64> = members
+                .iter()
+                .filter_map(|i| self.world.slots[*i].node.as_ref())
+                .map(|n| n.status().applied_index)
                 .collect();
-            if applied.windows(2).all(|w| w[0] == w[1]) {
+            if !applied.is_empty() && applied.windows(2).all(|w| w[0] == w[1]) {
                 self.note(format_args!("converged at applied index {}", applied[0]));
                 return Ok(());
             }

@@ -151,7 +151,7 @@ impl Workload {
     /// scripted one always).
     pub fn issue(&mut self, now_ns: u64, step: u64, world: &World, random: bool) -> Vec<Event> {
         let mut events = Vec::new();
-        let up: Vec<usize> = world.running().map(|(i, _, _)| i).collect();
+        let up = world.running_members();
         if up.is_empty() {
             return events;
         }
@@ -228,20 +228,25 @@ impl Workload {
         now_ns: u64,
         step: u64,
         world: &World,
+        completions: &mut Vec<(NodeId, u64, Completion)>,
     ) -> (Vec<StampedWrite>, Vec<Event>) {
         let mut writes = Vec::new();
         let mut events = Vec::new();
-        let mut buf: Vec<Completion> = Vec::new();
-        for (_, slot, node) in world.running() {
-            buf.clear();
-            node.poll_completions(&mut buf);
-            for c in buf.drain(..) {
-                let Some(ci) = self
-                    .by_ticket
-                    .remove(&(slot.id, slot.incarnation, c.ticket))
-                else {
-                    continue; // a client that already gave up
-                };
+        let mine: Vec<(usize, Completion)> = {
+            let mut mine = Vec::new();
+            completions.retain(|(id, incarnation, c)| {
+                match self.by_ticket.remove(&(*id, *incarnation, c.ticket)) {
+                    Some(ci) => {
+                        mine.push((ci, c.clone()));
+                        false
+                    }
+                    None => true,
+                }
+            });
+            mine
+        };
+        {
+            for (ci, c) in mine {
                 let Some(f) = self.clients[ci].in_flight.take() else {
                     continue;
                 };

@@ -7,7 +7,9 @@ use crate::invariants::{LogMatching, NodeSample, Violation};
 use std::net::SocketAddr;
 use std::time::Duration;
 use synctree_raft::{NodeId, Storage};
-use synctree_runtime::{MemNetwork, Node, RaftTuning, ServerConfig, StorageMode, TransportMode};
+use synctree_runtime::{
+    Completion, MemNetwork, Node, RaftTuning, ServerConfig, StorageMode, TransportMode,
+};
 
 /// One server slot: its disk always, its running node when up.
 pub struct Slot {
@@ -16,6 +18,10 @@ pub struct Slot {
     pub node: Option<Node>,
     /// Starts so far.
     pub incarnation: u64,
+    /// Starts empty and waits to be added (a spare, or a server given a fresh disk).
+    join: bool,
+    /// Removed from the cluster: stays down until it is added again.
+    pub retired: bool,
 }
 
 pub struct World {
@@ -35,14 +41,21 @@ impl World {
             "1..={} servers",
             clock::MAX_SERVERS
         );
+        assert!(
+            cfg.servers + cfg.spares <= clock::MAX_SERVERS as u64,
+            "at most {} servers and spares",
+            clock::MAX_SERVERS
+        );
         let peers: Vec<NodeId> = (1..=cfg.servers).collect();
         let mut slots = Vec::new();
-        for &id in &peers {
+        for id in 1..=cfg.servers + cfg.spares {
             slots.push(Slot {
                 id,
                 storage: Storage::in_memory()?,
                 node: None,
                 incarnation: 0,
+                join: id > cfg.servers,
+                retired: false,
             });
         }
         let tuning = RaftTuning {
@@ -58,20 +71,20 @@ impl World {
             tuning,
             request_timeout: Duration::from_millis(1500),
         };
-        for i in 0..world.slots.len() {
+        for i in 0..cfg.servers as usize {
             world.restart(i).await.map_err(|v| anyhow::anyhow!("{v}"))?;
         }
         Ok(world)
     }
 
-    fn address(id: NodeId) -> SocketAddr {
+    pub fn address(id: NodeId) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 7000 + id as u16))
     }
 
     /// Starts server `i` from its disk; the log found there must be the one last observed.
     pub async fn restart(&mut self, i: usize) -> Result<(), Violation> {
         let slot = &mut self.slots[i];
-        if slot.node.is_some() {
+        if slot.node.is_some() || slot.retired {
             return Ok(());
         }
         let on_disk = synctree_raft::log_records(&slot.storage)
@@ -93,6 +106,7 @@ impl World {
         cfg.request_timeout = self.request_timeout;
         cfg.hooks.clock = clock::physical(slot.id);
         cfg.hooks.log_observer = Some(self.logs.observer(slot.id));
+        cfg.join = slot.join;
         let node = Node::start(cfg)
             .await
             .map_err(|e| Violation::new("restart", format!("server {}: {e}", slot.id)))?;
@@ -117,10 +131,64 @@ impl World {
             .filter_map(|(i, s)| s.node.as_ref().map(|n| (i, s, n)))
     }
 
+    /// Servers that crashed and will come back (not spares never started, not retired ones).
     pub fn down(&self) -> Vec<usize> {
         (0..self.slots.len())
-            .filter(|i| self.slots[*i].node.is_none())
+            .filter(|i| {
+                let s = &self.slots[*i];
+                s.node.is_none() && !s.retired && s.incarnation > 0
+            })
             .collect()
+    }
+
+    /// Takes server `i` out for good (it was removed from the cluster): down, not restarted.
+    pub async fn retire(&mut self, i: usize) {
+        self.crash(i).await;
+        self.slots[i].retired = true;
+    }
+
+    /// Starts server `i` as a new, empty server waiting to be added (a fresh disk: whatever
+    /// it held before is gone, as when a machine is replaced).
+    pub async fn start_fresh(&mut self, i: usize) -> Result<(), Violation> {
+        self.crash(i).await;
+        let slot = &mut self.slots[i];
+        slot.storage = Storage::in_memory()
+            .map_err(|e| Violation::new("storage", format!("server {}: {e}", slot.id)))?;
+        slot.join = true;
+        slot.retired = false;
+        self.logs.forget(slot.id);
+        self.restart(i).await
+    }
+
+    /// The membership as the running server that applied most sees it: (voters, learners).
+    pub fn members(&self) -> Option<(Vec<NodeId>, Vec<NodeId>)> {
+        self.running()
+            .map(|(_, _, n)| n.status())
+            .filter(|s| !s.voters.is_empty())
+            .max_by_key(|s| s.applied_index)
+            .map(|s| (s.voters, s.learners))
+    }
+
+    /// Running servers that are voters or learners.
+    pub fn running_members(&self) -> Vec<usize> {
+        let Some((voters, learners)) = self.members() else {
+            return Vec::new();
+        };
+        self.running()
+            .filter(|(_, s, _)| voters.contains(&s.id) || learners.contains(&s.id))
+            .map(|(i, _, _)| i)
+            .collect()
+    }
+
+    /// Every running server's finished requests: (server, incarnation, completion).
+    pub fn poll_completions(&self) -> Vec<(NodeId, u64, Completion)> {
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        for (_, slot, node) in self.running() {
+            node.poll_completions(&mut buf);
+            out.extend(buf.drain(..).map(|c| (slot.id, slot.incarnation, c)));
+        }
+        out
     }
 
     /// What the invariants look at: every running server's Raft state.

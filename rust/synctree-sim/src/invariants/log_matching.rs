@@ -81,6 +81,11 @@ impl LogMatching {
         })
     }
 
+    /// Forgets `node`'s log: it was given a fresh, empty disk.
+    pub fn forget(&self, node: NodeId) {
+        self.lock().logs.remove(&node);
+    }
+
     /// Violations found since the last call.
     pub fn take_violations(&self) -> Vec<Violation> {
         std::mem::take(&mut self.lock().violations)
