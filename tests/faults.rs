@@ -4,7 +4,7 @@
 //! (`synctree-check`), every server must answer afterwards, and their trees must converge.
 //!
 //! ```text
-//!   leader kill:  kill -9 the leader, restart it; again with the next leader
+//!   kills:        kill -9 the leader, restart it; then a follower; then the next leader
 //!   partition:    servers reach each other through a UDP relay; cut the leader off (both
 //!                 ways) — the minority refuses writes with "no quorum" — heal; then a one-way
 //!                 cut; server 3's clock runs 400 ms ahead the whole time
@@ -20,7 +20,7 @@ const NODES: [&str; 3] = ["K0", "K1", "K2"];
 /// Written only by the nemesis, on the minority side (outside the clients' history).
 const MINORITY: &str = "M";
 const HOLDER: &str = "res://tests/fixtures/holder.tscn";
-const RUN: Duration = Duration::from_secs(10);
+const RUN: Duration = Duration::from_secs(11);
 const ELECTION: Duration = Duration::from_secs(30);
 
 fn spawn_registers(cluster: &Cluster) -> Result<()> {
@@ -95,17 +95,23 @@ fn run_with(cluster: &mut Cluster, nemesis: impl FnOnce(&mut Cluster) -> Result<
 }
 
 #[test]
-fn leader_killed_twice_history_is_linearizable() -> Result<()> {
+fn leader_and_follower_kills_history_is_linearizable() -> Result<()> {
     let mut cluster = Cluster::start(ClusterConfig::default())?;
     run_with(&mut cluster, |cluster| {
-        for _ in 0..2 {
-            thread::sleep(Duration::from_millis(2500));
+        for round in 0..3 {
+            thread::sleep(Duration::from_millis(2000));
             let leader = cluster.wait_leader(ELECTION)?;
-            eprintln!("nemesis: kill -9 leader {leader}");
-            cluster.kill(leader)?;
+            // Twice the leader, once a follower.
+            let (victim, role) = if round == 1 {
+                (leader % 3 + 1, "follower")
+            } else {
+                (leader, "leader")
+            };
+            eprintln!("nemesis: kill -9 {role} {victim}");
+            cluster.kill(victim)?;
             thread::sleep(Duration::from_millis(1500));
-            eprintln!("nemesis: restart {leader}");
-            cluster.restart(leader)?;
+            eprintln!("nemesis: restart {victim}");
+            cluster.restart(victim)?;
         }
         Ok(())
     })
