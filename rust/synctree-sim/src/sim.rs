@@ -5,8 +5,8 @@
 use crate::clock;
 use crate::config::SimConfig;
 use crate::invariants::{
-    CommittedNeverLost, ElectionSafety, HlcOrder, LogMatching, StateMachineSafety, TreesEqual,
-    Violation,
+    CommittedNeverLost, ElectionSafety, HlcOrder, LiveTrees, LogMatching, StateMachineSafety,
+    TreesEqual, Violation,
 };
 use crate::nemesis::Nemesis;
 use crate::workload::{Workload, REGISTER_NODE};
@@ -42,6 +42,8 @@ pub struct Stats {
     pub ops_fail: u64,
     pub terms_led: usize,
     pub committed: usize,
+    /// Times a live tree (built from effects) was found equal to the replicated one.
+    pub live_checks: u64,
     pub virtual_ms: u64,
 }
 
@@ -86,6 +88,7 @@ struct Sim {
     trees: TreesEqual,
     committed: CommittedNeverLost,
     hlc: HlcOrder,
+    live: LiveTrees,
     trace: Vec<String>,
     step: u64,
 }
@@ -136,6 +139,7 @@ async fn run_on_runtime(seed: u64, cfg: SimConfig) -> Outcome {
         trees: TreesEqual::default(),
         committed: CommittedNeverLost::default(),
         hlc: HlcOrder::default(),
+        live: LiveTrees::default(),
         trace,
         step: 0,
     };
@@ -163,6 +167,7 @@ async fn run_on_runtime(seed: u64, cfg: SimConfig) -> Outcome {
             .sum(),
         terms_led: sim.election.terms_led(),
         committed: sim.committed.count(),
+        live_checks: sim.live.compared(),
         virtual_ms: clock::elapsed().as_millis() as u64,
     };
     for (_, _, node) in sim.world.running() {
@@ -236,16 +241,20 @@ impl Sim {
         }
     }
 
-    fn drain_applied(&self) {
-        for (_, _, node) in self.world.running() {
-            // The live tree of a real server applies these; here they are dropped, so the
-            // state machine never waits on a full channel.
-            while node.try_recv_applied().is_some() {}
+    /// Feeds every running server's committed effects to its live mirror (as its scene tree
+    /// would apply them), and compares the mirror with the replicated tree.
+    fn drain_applied(&mut self) -> Result<(), Violation> {
+        for (_, slot, node) in self.world.running() {
+            while let Some(applied) = node.try_recv_applied() {
+                self.live.apply(slot.id, slot.incarnation, applied)?;
+            }
+            node.inspect(|s| self.live.compare(slot.id, s))?;
         }
+        Ok(())
     }
 
     async fn observe(&mut self) -> Result<(), Violation> {
-        self.drain_applied();
+        self.drain_applied()?;
         let mut completions = self.world.poll_completions();
         let (writes, events) =
             self.workload
@@ -300,7 +309,7 @@ impl Sim {
                 // Not `tick`: the clients' collector would take this completion.
                 tokio::time::sleep(self.cfg.tick).await;
                 self.step += 1;
-                self.drain_applied();
+                self.drain_applied()?;
                 let slot = &self.world.slots[self.world.index_of(id)];
                 let Some(node) = slot
                     .node

@@ -73,6 +73,10 @@ fn a_seed_replays_exactly() {
     let b = run(4242, &cfg);
     assert!(a.passed(), "{a}");
     assert!(a.stats.faults > 0, "no faults injected: {a}");
+    assert!(
+        a.stats.live_checks > 10,
+        "live trees were rarely compared: {a}"
+    );
     assert_eq!(a.trace, b.trace, "same seed, different runs");
     assert_eq!(a.history, b.history);
     let c = run(4243, &cfg);

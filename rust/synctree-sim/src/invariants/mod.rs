@@ -7,11 +7,13 @@
 //!   every step: Raft metrics + state machine ──▶ election_safety, state_machine_safety,
 //!                                                trees_equal, committed_never_lost
 //!   completed writes (stamp, index) ──▶ hlc_order
+//!   committed effects (the live tree's stream) ──▶ live_tree
 //! ```
 
 mod committed_never_lost;
 mod election_safety;
 pub mod hlc_order;
+mod live_tree;
 mod log_matching;
 mod state_machine_safety;
 mod trees_equal;
@@ -19,6 +21,7 @@ mod trees_equal;
 pub use committed_never_lost::CommittedNeverLost;
 pub use election_safety::ElectionSafety;
 pub use hlc_order::HlcOrder;
+pub use live_tree::LiveTrees;
 pub use log_matching::{Containment, LogMatching};
 pub use state_machine_safety::StateMachineSafety;
 pub use trees_equal::TreesEqual;
