@@ -22,7 +22,7 @@ mod store;
 mod types;
 
 pub use log_store::{describe_entry, log_records, LogObserver, LogRecord, LogStore};
-pub use runtime::{seed_thread_rng, SyncRuntime};
+pub use runtime::{random_in, seed_thread_rng, SyncRuntime};
 pub use state_machine::{Applied, Session, Sessions, SharedState, StateMachine, SESSION_WINDOW};
 pub use store::{open, Durability, Storage, StoreError};
 pub use types::{BatchResponse, NodeId, Raft, TypeConfig};

@@ -19,6 +19,16 @@ pub fn seed_thread_rng(seed: Option<u64>) {
     SEEDED.with(|s| *s.borrow_mut() = seed.map(StdRng::seed_from_u64));
 }
 
+/// A random number in `lo..hi` from the same generator as openraft's (seeded by
+/// [`seed_thread_rng`] in simulations).
+pub fn random_in(lo: u64, hi: u64) -> u64 {
+    use rand08::Rng;
+    if hi <= lo {
+        return lo;
+    }
+    ThreadRng.gen_range(lo..hi)
+}
+
 /// Tokio, with [`seed_thread_rng`] honoured.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SyncRuntime;

@@ -4,6 +4,7 @@ use crate::node::Inner;
 use crate::rpc::{ForwardError, Rpc, RpcReply, MAX_RPC_BYTES};
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use openraft::raft::AppendEntriesResponse;
 use std::sync::{Arc, OnceLock};
 use synctree_net::{Handler, HandlerError, NodeId, OPERATOR_ID};
 
@@ -51,10 +52,33 @@ impl Handler for RpcHandler {
 
 async fn serve(inner: &Inner, from: NodeId, rpc: Rpc) -> RpcReply {
     match rpc {
-        Rpc::AppendEntries(req) => RpcReply::AppendEntries(inner.raft.append_entries(req).await),
-        Rpc::Vote(req) => RpcReply::Vote(inner.raft.vote(req).await),
+        // A leader that reached this server (or a vote it granted) restarts its election
+        // timer (see `elector`).
+        Rpc::AppendEntries(req) => {
+            let r = inner.raft.append_entries(req).await;
+            if matches!(
+                r,
+                Ok(AppendEntriesResponse::Success
+                    | AppendEntriesResponse::PartialSuccess(_)
+                    | AppendEntriesResponse::Conflict)
+            ) {
+                inner.contact.heard_leader();
+            }
+            RpcReply::AppendEntries(r)
+        }
+        Rpc::Vote(req) => {
+            let r = inner.raft.vote(req).await;
+            if r.as_ref().is_ok_and(|v| v.vote_granted) {
+                let _ = inner.contact.restart_timer();
+            }
+            RpcReply::Vote(r)
+        }
         Rpc::InstallSnapshot(req) => {
-            RpcReply::InstallSnapshot(inner.raft.install_snapshot(req).await)
+            let r = inner.raft.install_snapshot(req).await;
+            if r.is_ok() {
+                inner.contact.heard_leader();
+            }
+            RpcReply::InstallSnapshot(r)
         }
         Rpc::Propose(batch) => RpcReply::Propose(inner.write_local(batch).await),
         Rpc::ReadIndex => RpcReply::ReadIndex(inner.read_index_local().await),
@@ -71,6 +95,7 @@ async fn serve(inner: &Inner, from: NodeId, rpc: Rpc) -> RpcReply {
         }
         Rpc::Membership(change) => RpcReply::Membership(inner.membership_local(&change).await),
         Rpc::Status => RpcReply::Status(inner.status()),
+        Rpc::PreVote { last_log } => RpcReply::PreVote(inner.grants_pre_vote(last_log)),
     }
 }
 

@@ -16,6 +16,7 @@
 
 mod admin;
 mod config;
+mod elector;
 mod handler;
 mod membership;
 mod network;

@@ -63,17 +63,36 @@ impl Inner {
         &self,
         change: &MembershipChange,
     ) -> Result<Membership, ForwardError> {
-        let (voters, learners, index) = {
-            let m = self.raft.metrics().borrow().clone();
-            if m.state != ServerState::Leader {
-                return Err(not_leader(m.current_leader));
+        // The effective membership (the latest appended, maybe not committed yet), as Raft
+        // holds it: the metrics show the committed one, which may lag a change under way.
+        let view = self
+            .raft
+            .with_raft_state(|st| {
+                let effective = st.membership_state.effective();
+                let m = effective.membership();
+                (
+                    st.server_state == ServerState::Leader,
+                    m.voter_ids().collect::<BTreeSet<NodeId>>(),
+                    m.learner_ids().collect::<BTreeSet<NodeId>>(),
+                    effective.log_id().map(|l| l.index).unwrap_or(0),
+                )
+            })
+            .await;
+        let (leads, voters, learners, index) = match view {
+            Ok(v) => v,
+            Err(e) => {
+                self.record_fatal(&e);
+                return Err(ForwardError::NotLeader { leader: None });
             }
-            let config = m.membership_config.membership();
-            let voters: BTreeSet<NodeId> = config.voter_ids().collect();
-            let learners: BTreeSet<NodeId> = config.learner_ids().collect();
-            let index = m.membership_config.log_id().map(|l| l.index).unwrap_or(0);
-            (voters, learners, index)
         };
+        if !leads {
+            return Err(not_leader(self.raft.metrics().borrow().current_leader));
+        }
+        // A leader that was just removed still leads until it hands over; it must not start
+        // another change (openraft requires the leader to be a member).
+        if !voters.contains(&self.id) {
+            return Err(not_leader(None));
+        }
         let current = Membership {
             index,
             voters: voters.iter().copied().collect(),
@@ -125,7 +144,20 @@ impl Inner {
             }
         };
         tracing::info!("membership change on leader {}: {change}", self.id);
-        match self.raft.change_membership(changes, false).await {
+        // A change is two log entries (joint, then final configuration) made by this one
+        // call: it runs on a task of its own so that a caller who stops waiting (request
+        // timeout) does not cut it between the two and leave the cluster in joint consensus.
+        let raft = self.raft.clone();
+        let change_task = tokio::spawn(async move { raft.change_membership(changes, false).await });
+        let result = match change_task.await {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(ForwardError::Failed(format!(
+                    "{change} was interrupted: {e}"
+                )))
+            }
+        };
+        match result {
             Ok(resp) => {
                 let (voters, learners) = match &resp.membership {
                     Some(m) => (m.voter_ids().collect(), m.learner_ids().collect()),
@@ -146,7 +178,7 @@ impl Inner {
             // Raft stopped here (shutting down, or a fatal error): ask elsewhere. A batch
             // proposed again through another leader applies once (sessions).
             Err(RaftError::Fatal(e)) => {
-                tracing::debug!("node {} cannot serve: {e}", self.id);
+                self.record_fatal(&e);
                 Err(ForwardError::NotLeader { leader: None })
             }
         }

@@ -3,6 +3,7 @@
 //! one.
 
 use crate::config::{ServerConfig, StorageMode, TlsSource, TransportMode};
+use crate::elector::{self, LeaderContact};
 use crate::handler::RpcHandler;
 use crate::membership::MembershipChange;
 use crate::network::NetworkFactory;
@@ -29,6 +30,14 @@ pub(crate) struct Inner {
     pub(crate) pipeline: usize,
     /// Stamps this server's events (when they are proposed).
     pub(crate) clock: Arc<Clock>,
+    /// When a leader was last heard from (the election timer, see `elector`).
+    pub(crate) contact: LeaderContact,
+    /// How long a follower stays loyal to a leader it heard from (the longest election
+    /// timeout, as openraft's leader lease).
+    pub(crate) lease: Duration,
+    /// Why Raft stopped, if a call found it stopped on its own (a panic in its task does not
+    /// reach the metrics).
+    fatal: Mutex<Option<String>>,
     committed: Arc<AtomicU64>,
     quic: Option<QuicTransport>,
 }
@@ -65,9 +74,21 @@ pub struct Node {
     local_addr: Option<std::net::SocketAddr>,
     proposer: JoinHandle<()>,
     peer_watch: JoinHandle<()>,
+    elector: JoinHandle<()>,
 }
 
 impl Inner {
+    /// Remembers that Raft stopped on its own (not by `stop`), for status and operators.
+    pub(crate) fn record_fatal(&self, e: &openraft::error::Fatal<NodeId>) {
+        if matches!(e, openraft::error::Fatal::Stopped) {
+            tracing::debug!("node {}: raft stopped", self.id);
+            return;
+        }
+        tracing::error!("node {}: raft stopped on a fatal error: {e}", self.id);
+        let mut f = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
+        f.get_or_insert_with(|| e.to_string());
+    }
+
     pub(crate) fn status(&self) -> Status {
         let m = self.raft.metrics().borrow().clone();
         let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
@@ -83,7 +104,12 @@ impl Inner {
             applied_index: applied,
             voters: membership.voter_ids().collect(),
             learners: membership.learner_ids().collect(),
-            fatal: m.running_state.as_ref().err().map(|e| e.to_string()),
+            fatal: m
+                .running_state
+                .as_ref()
+                .err()
+                .map(|e| e.to_string())
+                .or_else(|| self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone()),
         }
     }
 }
@@ -148,6 +174,8 @@ fn raft_config(cfg: &ServerConfig) -> Result<Arc<Config>, StartError> {
         // openraft gives each AppendEntries one heartbeat interval; keep payloads small
         // enough for a catching-up follower (fsync included) to answer within it.
         max_payload_entries: 32,
+        // Followers stand for election by synctree's own timer (see `elector`).
+        enable_elect: false,
         ..Default::default()
     };
     Ok(Arc::new(
@@ -170,6 +198,11 @@ impl Node {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let proposer = tokio::spawn(proposer::run(inner.clone(), submit_rx, done_tx));
         let peer_watch = tokio::spawn(maintain_peers(inner.clone()));
+        let elector = tokio::spawn(elector::run(
+            inner.clone(),
+            cfg.tuning.election_min,
+            cfg.tuning.election_max,
+        ));
         Ok(Node {
             inner,
             submit_tx,
@@ -179,6 +212,7 @@ impl Node {
             local_addr,
             proposer,
             peer_watch,
+            elector,
         })
     }
 
@@ -253,6 +287,7 @@ impl Node {
     pub async fn stop(&self) {
         self.proposer.abort();
         self.peer_watch.abort();
+        self.elector.abort();
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
@@ -348,6 +383,9 @@ async fn start_node(cfg: &ServerConfig) -> Result<Started, StartError> {
         request_timeout: cfg.request_timeout,
         pipeline: cfg.tuning.pipeline.max(1),
         clock,
+        contact: LeaderContact::new(),
+        lease: cfg.tuning.election_max,
+        fatal: Mutex::new(None),
         committed,
         quic,
     });

@@ -196,6 +196,7 @@ pub(crate) async fn run(
                             (p, result)
                         })),
                         Err(fatal) => {
+                            inner.record_fatal(&fatal);
                             fail_all(&done, p.tickets, RequestError::uncertain(fatal.to_string()))
                         }
                     }
@@ -478,7 +479,7 @@ impl Inner {
             // proposed again through another leader applies once (sessions).
             Err(RaftError::APIError(e)) => Err(ForwardError::Failed(e.to_string())),
             Err(RaftError::Fatal(e)) => {
-                tracing::debug!("node {} cannot serve: {e}", self.id);
+                self.record_fatal(&e);
                 Err(ForwardError::NotLeader { leader: None })
             }
         }
@@ -499,7 +500,7 @@ impl Inner {
                 Err(ForwardError::NotLeader { leader: None })
             }
             Err(RaftError::Fatal(e)) => {
-                tracing::debug!("node {} cannot serve: {e}", self.id);
+                self.record_fatal(&e);
                 Err(ForwardError::NotLeader { leader: None })
             }
         }

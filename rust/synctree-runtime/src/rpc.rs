@@ -28,6 +28,11 @@ pub enum Rpc {
     Membership(MembershipChange),
     /// This server's status (operators).
     Status,
+    /// Would you vote for a candidate with this last log entry? (Raft's pre-vote: asked
+    /// before standing, so a server that cannot win does not disturb the others.)
+    PreVote {
+        last_log: Option<openraft::LogId<NodeId>>,
+    },
 }
 
 /// Why the leader did not take a forwarded proposal or read.
@@ -62,4 +67,5 @@ pub enum RpcReply {
     ReadIndex(Result<u64, ForwardError>),
     Membership(Result<Membership, ForwardError>),
     Status(Status),
+    PreVote(bool),
 }

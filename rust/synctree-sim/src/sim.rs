@@ -93,8 +93,38 @@ struct Sim {
     step: u64,
 }
 
+thread_local! {
+    /// Panics on this thread since the last look (a task of a simulated server panicked).
+    static PANICS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Records every panic on its thread (then prints it as usual): a panic inside a simulated
+/// server's task is caught by tokio and would otherwise pass unnoticed.
+fn watch_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let at = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            let what = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            PANICS.with(|p| p.borrow_mut().push(format!("{what}{at}")));
+            previous(info);
+        }));
+    });
+    PANICS.with(|p| p.borrow_mut().clear());
+}
+
 /// Runs seed `seed` on a fresh single-threaded runtime with virtual time.
 pub fn run(seed: u64, cfg: &SimConfig) -> Outcome {
+    watch_panics();
     synctree_raft::seed_thread_rng(Some(seed));
     let mut builder = tokio::runtime::Builder::new_current_thread();
     builder.enable_time().start_paused(true);
@@ -254,6 +284,12 @@ impl Sim {
     }
 
     async fn observe(&mut self) -> Result<(), Violation> {
+        if let Some(p) = PANICS.with(|p| p.borrow_mut().drain(..).next()) {
+            return Err(Violation::new(
+                "no panics",
+                format!("a server's task panicked: {p}"),
+            ));
+        }
         self.drain_applied()?;
         let mut completions = self.world.poll_completions();
         let (writes, events) =
