@@ -43,6 +43,18 @@ pub enum StoreError {
         path: PathBuf,
         source: redb::DatabaseError,
     },
+    #[error(
+        "the Raft database '{path}' ({len} bytes) is damaged and was not opened: {source}. \
+         Nothing was read from it. Restore it from a backup; or remove this server from the \
+         cluster (remove_server / `synctree membership remove`), empty its data directory, \
+         start it with --synctree-join and add it again: it catches up from the others \
+         (a voter must never come back with a forgotten log and vote)"
+    )]
+    Damaged {
+        path: PathBuf,
+        len: u64,
+        source: redb::DatabaseError,
+    },
     #[error("cannot initialise the Raft database '{path}': {source}")]
     Init { path: PathBuf, source: redb::Error },
     #[error(
@@ -169,9 +181,18 @@ pub fn open(data_dir: &Path, durability: Durability) -> Result<Storage, StoreErr
             )
         })
         .create(&path)
-        .map_err(|source| StoreError::Open {
-            path: path.clone(),
-            source,
+        .map_err(|source| match source {
+            // redb names what failed (a truncation gives the lengths; a bad page checksum
+            // gives no position).
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)) => StoreError::Damaged {
+                len: std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
+                path: path.clone(),
+                source,
+            },
+            source => StoreError::Open {
+                path: path.clone(),
+                source,
+            },
         })?;
     let durability = match durability {
         Durability::Fsync => redb::Durability::Immediate,

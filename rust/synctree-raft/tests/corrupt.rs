@@ -49,8 +49,9 @@ async fn truncated_data_dir_is_refused_naming_the_file() {
     let err = reopen(dir.path())
         .await
         .expect_err("a truncated log is refused");
+    // redb's reason gives the offset the file stops at and the length it should have.
     assert!(
-        err.contains("raft.redb") && err.contains("truncated"),
+        err.contains("raft.redb") && err.contains("truncated") && err.contains("file_len="),
         "{err}"
     );
 }
@@ -69,7 +70,10 @@ async fn garbled_data_dir_is_refused_or_intact_never_panics() {
         std::fs::write(&file, bytes).expect("write");
         // A plain redb open could panic here; ours checks every page first.
         match reopen(dir.path()).await {
-            Err(e) => assert!(e.contains("raft.redb"), "the error names the file: {e}"),
+            Err(e) => assert!(
+                e.contains("raft.redb") && e.contains("damaged") && e.contains("bytes"),
+                "the error names the file and its size: {e}"
+            ),
             Ok(n) => assert_eq!(
                 n, 200,
                 "opened (the damage hit free space): nothing missing"
