@@ -5,6 +5,8 @@
 
 use crate::control::{Control, Op, OpResult};
 use anyhow::{bail, Result};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -72,18 +74,6 @@ pub struct ClientRun {
     pub nodes: Vec<String>,
 }
 
-/// A tiny deterministic generator, per client.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-}
-
 fn parse_value(text: Option<&str>) -> Value {
     match text.map(str::trim) {
         None | Some("null") => Value::Null,
@@ -98,7 +88,7 @@ impl ClientRun {
     /// Operations until `until`, on the client's home server (the next one while that
     /// one cannot be reached).
     pub fn run(&self, rec: &Recorder, until: Instant) {
-        let mut rng = Lcg(self.id * 7919 + 17);
+        let mut rng = StdRng::seed_from_u64(self.id);
         let mut server = (self.id as usize) % self.servers.len();
         let mut control: Option<Control> = None;
         let mut last_read: Vec<Value> = vec![Value::Null; self.nodes.len()];
@@ -108,11 +98,11 @@ impl ClientRun {
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             };
-            let k = (rng.next() as usize) % self.nodes.len();
+            let k = rng.random_range(0..self.nodes.len());
             let node = &self.nodes[k];
             n += 1;
             let value = self.id as i64 * 1_000_000 + n;
-            let roll = rng.next() % 10;
+            let roll = rng.random_range(0..10);
             let (kind, op, expected) = if roll < 4 {
                 ("write", Op::set(node, "v", &value.to_string()), None)
             } else if roll < 8 {

@@ -3,6 +3,8 @@
 //! restarted twice. The recorded history (written to `$SYNCTREE_HISTORY_OUT` when set, in
 //! the format of docs/history-format.md) must check as linearizable with synctree-check.
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::{json, Value as Json};
 use std::collections::HashMap;
 use std::path::Path;
@@ -53,18 +55,6 @@ fn dispatch(slots: &[Arc<Slot>], stop: &AtomicBool) {
     }
 }
 
-/// A tiny deterministic generator (the test needs no crate for it).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-}
-
 fn to_json(v: &Option<Value>) -> Json {
     match v {
         Some(Value::Int(i)) => json!(i),
@@ -74,7 +64,7 @@ fn to_json(v: &Option<Value>) -> Json {
 }
 
 fn client(c: u64, slot: &Slot, started: Instant, until: Instant, history: &Mutex<Vec<Json>>) {
-    let mut rng = Lcg(c * 7919 + 1);
+    let mut rng = StdRng::seed_from_u64(c);
     let mut last_seen: HashMap<&str, Option<Value>> = HashMap::new();
     let mut n = 0i64;
     while Instant::now() < until {
@@ -82,8 +72,8 @@ fn client(c: u64, slot: &Slot, started: Instant, until: Instant, history: &Mutex
             std::thread::sleep(Duration::from_millis(5));
             continue;
         };
-        let key = KEYS[(rng.next() % 3) as usize];
-        let roll = rng.next() % 10;
+        let key = KEYS[rng.random_range(0..KEYS.len())];
+        let roll = rng.random_range(0..10);
         n += 1;
         let value = (c as i64) * 1_000_000 + n;
         let call_ns = started.elapsed().as_nanos() as i64;
