@@ -265,7 +265,8 @@ func _batch(request: Dictionary) -> Dictionary:
 		while not req.done and Time.get_ticks_msec() < deadline:
 			await get_tree().process_frame
 		if not req.done:
-			results.append({"ok": false, "error": "request did not complete within %d ms" % REQUEST_TIMEOUT_MSEC})
+			results.append({"ok": false, "maybe_applied": true,
+					"error": "request did not complete within %d ms" % REQUEST_TIMEOUT_MSEC})
 			continue
 		var result := {"ok": req.ok, "error": req.error, "maybe_applied": req.maybe_applied}
 		if req.ok and calls[i]["op"] == "read":

@@ -648,7 +648,8 @@ impl SyncedTree {
         let leader_changed = status.leader != self.last_status.leader;
         let status_changed = leader_changed
             || status.term != self.last_status.term
-            || status.voters != self.last_status.voters;
+            || status.voters != self.last_status.voters
+            || status.learners != self.last_status.learners;
         self.last_status = status;
         if leader_changed {
             let leader = self.last_status.leader.unwrap_or(0) as i64;

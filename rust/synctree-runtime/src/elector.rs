@@ -22,6 +22,7 @@ use crate::node::Inner;
 use crate::rpc::{Rpc, RpcReply};
 use futures::stream::{FuturesUnordered, StreamExt};
 use openraft::{LogId, ServerState};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,43 +88,57 @@ impl LeaderContact {
     }
 }
 
-/// Whether a majority of `voters` (this server included) would vote for it now; stops asking
-/// as soon as the answer is known.
-async fn pre_vote(inner: &Arc<Inner>, voters: &[NodeId], timeout: Duration) -> bool {
+/// Whether a majority of every voter configuration (two during a membership change, like
+/// the real vote) would vote for this server now; stops asking once the answer is known.
+async fn pre_vote(inner: &Arc<Inner>, configs: &[BTreeSet<NodeId>], timeout: Duration) -> bool {
     let last_log = inner.raft.data_metrics().borrow().last_log;
     let Ok(body) = rmp_serde::to_vec(&Rpc::PreVote { last_log }) else {
         return false;
     };
-    let majority = voters.len() / 2 + 1;
-    let mut granted = usize::from(voters.contains(&inner.id));
-    let mut refused = 0;
-    let mut asks: FuturesUnordered<_> = voters
+    let mut yes: BTreeSet<NodeId> = [inner.id].into();
+    let mut no: BTreeSet<NodeId> = BTreeSet::new();
+    let peers: BTreeSet<NodeId> = configs.iter().flatten().copied().collect();
+    let mut asks: FuturesUnordered<_> = peers
         .iter()
-        .filter(|v| **v != inner.id)
-        .map(|peer| inner.transport.request(*peer, body.clone(), timeout))
+        .filter(|p| **p != inner.id)
+        .map(|peer| {
+            let reply = inner.transport.request(*peer, body.clone(), timeout);
+            async move { (*peer, reply.await) }
+        })
         .collect();
-    while granted < majority && refused + majority <= voters.len() {
-        let Some(reply) = asks.next().await else {
-            break;
+    let majority =
+        |c: &BTreeSet<NodeId>, of: &BTreeSet<NodeId>| c.intersection(of).count() * 2 > c.len();
+    loop {
+        if configs.iter().all(|c| majority(c, &yes)) {
+            return true;
+        }
+        // Some configuration can no longer reach a majority of yes.
+        if configs
+            .iter()
+            .any(|c| (c.len() - c.intersection(&no).count()) * 2 <= c.len())
+        {
+            return false;
+        }
+        let Some((peer, reply)) = asks.next().await else {
+            return false;
         };
-        let yes = matches!(
+        let granted = matches!(
             reply.ok().and_then(|b| rmp_serde::from_slice(&b).ok()),
             Some(RpcReply::PreVote(true))
         );
-        if yes {
-            granted += 1;
+        if granted {
+            yes.insert(peer);
         } else {
-            refused += 1;
+            no.insert(peer);
         }
     }
-    granted >= majority
 }
 
 impl Inner {
     /// A pre-vote: yes if this server has not heard from a leader for a lease itself (it would
     /// refuse the real vote before that) and the candidate's log is at least as long as ours.
     pub(crate) fn grants_pre_vote(&self, candidate_last_log: Option<LogId<NodeId>>) -> bool {
-        let leads = self.raft.metrics().borrow().state == ServerState::Leader;
+        let leads = self.raft.server_metrics().borrow().state == ServerState::Leader;
         let heard = self.contact.leader.get(self.contact.origin);
         if leads || Instant::now() < heard + self.lease {
             return false;
@@ -150,16 +165,16 @@ pub(crate) async fn run(inner: Arc<Inner>, min: Duration, max: Duration) {
             }
         }
         let mark = inner.contact.restart_timer();
-        let metrics = inner.raft.metrics();
-        let (leads, voters) = {
+        let metrics = inner.raft.server_metrics();
+        let (leads, configs) = {
             let m = metrics.borrow();
-            let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
-            (m.state == ServerState::Leader, voters)
+            let configs = m.membership_config.membership().get_joint_config().clone();
+            (m.state == ServerState::Leader, configs)
         };
-        if leads || !voters.contains(&inner.id) {
+        if leads || !configs.iter().any(|c| c.contains(&inner.id)) {
             continue;
         }
-        if !pre_vote(&inner, &voters, min).await {
+        if !pre_vote(&inner, &configs, min).await {
             tracing::debug!(
                 "node {}: no leader heard from for {wait:?}, but the pre-vote failed",
                 inner.id

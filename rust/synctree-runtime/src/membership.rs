@@ -50,12 +50,9 @@ pub struct Membership {
 
 /// A learner this close to the leader's last log entry may be promoted.
 const PROMOTE_LAG: u64 = 64;
-/// How long a promotion waits for a learner to catch up before it is refused.
+/// How long a promotion waits for a learner to catch up before it is refused (at most half
+/// the request timeout, so the answer reaches the asker in time).
 const PROMOTE_WAIT: Duration = Duration::from_secs(3);
-
-fn refused(message: String) -> ForwardError {
-    ForwardError::Refused(message)
-}
 
 impl Inner {
     /// Carries out `change`; this node must be the leader.
@@ -101,13 +98,15 @@ impl Inner {
         let changes: ChangeMembers<NodeId, BasicNode> = match change {
             MembershipChange::AddLearner { id, addr } => {
                 addr.parse::<SocketAddr>().map_err(|e| {
-                    refused(format!("invalid address '{addr}' for server {id}: {e}"))
+                    ForwardError::Refused(format!("invalid address '{addr}' for server {id}: {e}"))
                 })?;
                 if *id == synctree_net::OPERATOR_ID {
-                    return Err(refused("server ids start at 1".into()));
+                    return Err(ForwardError::Refused("server ids start at 1".into()));
                 }
                 if voters.contains(id) {
-                    return Err(refused(format!("server {id} is already a voter")));
+                    return Err(ForwardError::Refused(format!(
+                        "server {id} is already a voter"
+                    )));
                 }
                 if learners.contains(id) {
                     return Ok(current);
@@ -121,7 +120,7 @@ impl Inner {
                     return Ok(current);
                 }
                 if !learners.contains(id) {
-                    return Err(refused(format!(
+                    return Err(ForwardError::Refused(format!(
                         "server {id} is not a learner: add it with add_learner first"
                     )));
                 }
@@ -131,7 +130,7 @@ impl Inner {
             MembershipChange::Remove { id } => {
                 if voters.contains(id) {
                     if voters.len() == 1 {
-                        return Err(refused(format!(
+                        return Err(ForwardError::Refused(format!(
                             "server {id} is the last voter; a cluster needs one"
                         )));
                     }
@@ -139,7 +138,9 @@ impl Inner {
                 } else if learners.contains(id) {
                     ChangeMembers::RemoveNodes([*id].into())
                 } else {
-                    return Err(refused(format!("server {id} is not a member")));
+                    return Err(ForwardError::Refused(format!(
+                        "server {id} is not a member"
+                    )));
                 }
             }
         };
@@ -173,10 +174,10 @@ impl Inner {
                 Err(not_leader(f.leader_id))
             }
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(refused(format!("{change} refused: {e}")))
+                Err(ForwardError::Refused(format!("{change} refused: {e}")))
             }
-            // Raft stopped here (shutting down, or a fatal error): ask elsewhere. A batch
-            // proposed again through another leader applies once (sessions).
+            // Raft stopped here (shutting down, or a fatal error): ask elsewhere (the change
+            // checks the membership again there).
             Err(RaftError::Fatal(e)) => {
                 self.record_fatal(&e);
                 Err(ForwardError::NotLeader { leader: None })
@@ -186,7 +187,7 @@ impl Inner {
 
     /// Waits until learner `id` has replicated close to the leader's last entry.
     async fn wait_caught_up(&self, id: NodeId) -> Result<(), ForwardError> {
-        let deadline = tokio::time::Instant::now() + PROMOTE_WAIT;
+        let deadline = tokio::time::Instant::now() + PROMOTE_WAIT.min(self.request_timeout / 2);
         let mut metrics = self.raft.metrics();
         loop {
             let (matched, last) = {
@@ -203,7 +204,7 @@ impl Inner {
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
-                return Err(refused(format!(
+                return Err(ForwardError::Refused(format!(
                     "server {id} is still catching up ({} of {last} entries replicated); \
                      try again when it has",
                     matched.map_or("none".to_owned(), |i| i.to_string())

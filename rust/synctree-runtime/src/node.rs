@@ -38,6 +38,8 @@ pub(crate) struct Inner {
     /// Why Raft stopped, if a call found it stopped on its own (a panic in its task does not
     /// reach the metrics).
     fatal: Mutex<Option<String>>,
+    /// Servers whose address came with the configuration.
+    configured_peers: Vec<NodeId>,
     committed: Arc<AtomicU64>,
     quic: Option<QuicTransport>,
 }
@@ -90,7 +92,8 @@ impl Inner {
     }
 
     pub(crate) fn status(&self) -> Status {
-        let m = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
         let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
         let membership = m.membership_config.membership();
         Status {
@@ -122,7 +125,7 @@ const KEEP_WARM: Duration = Duration::from_secs(1);
 /// follower that stands for election, or forwards a write to a new leader, pays no
 /// handshake when a leader dies).
 async fn maintain_peers(inner: Arc<Inner>) {
-    let mut metrics = inner.raft.metrics();
+    let mut metrics = inner.raft.server_metrics();
     let mut seen = None;
     let mut members: Vec<NodeId> = Vec::new();
     let mut warm = tokio::time::interval(KEEP_WARM);
@@ -139,8 +142,16 @@ async fn maintain_peers(inner: Arc<Inner>) {
                         continue;
                     }
                     members.push(*peer);
-                    if let Ok(addr) = node.addr.parse() {
-                        inner.transport.set_peer(*peer, addr);
+                    // Configured peers win (this server's own view of how to reach them);
+                    // others are reached at the address they were added with.
+                    if inner.configured_peers.contains(peer) {
+                        continue;
+                    }
+                    match node.addr.parse::<std::net::SocketAddr>() {
+                        Ok(addr) if !addr.ip().is_unspecified() => {
+                            inner.transport.set_peer(*peer, addr)
+                        }
+                        _ => {}
                     }
                 }
                 warm.reset_immediately();
@@ -297,6 +308,16 @@ impl Node {
     }
 }
 
+impl Drop for Node {
+    /// Stops this node's own tasks. Raft and the transport stop only with [`Node::stop`]
+    /// (a `Server` calls it when dropped): call it before dropping a `Node`.
+    fn drop(&mut self) {
+        self.proposer.abort();
+        self.peer_watch.abort();
+        self.elector.abort();
+    }
+}
+
 type Started = (
     Arc<Inner>,
     mpsc::Receiver<Applied>,
@@ -386,6 +407,7 @@ async fn start_node(cfg: &ServerConfig) -> Result<Started, StartError> {
         contact: LeaderContact::new(),
         lease: cfg.tuning.election_max,
         fatal: Mutex::new(None),
+        configured_peers: cfg.peers.iter().map(|(id, _)| *id).collect(),
         committed,
         quic,
     });

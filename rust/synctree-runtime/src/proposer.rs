@@ -18,13 +18,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use synctree_net::NetError;
 use synctree_proto::{Batch, EncodedBatch, Event, Op, OpId, Stamp, Value};
 use synctree_raft::NodeId;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-/// Most events in one log entry.
 /// Most events in one log entry: big enough to amortise a consensus round, small enough
 /// that an AppendEntries of many entries still fits in one heartbeat interval.
 const MAX_BATCH_EVENTS: usize = 2048;
@@ -149,7 +149,8 @@ pub(crate) async fn run(
             Some(_) = side.join_next(), if !side.is_empty() => {}
             first = rx.recv(), if pipeline.len() < inner.pipeline => {
                 let Some(first) = first else { break };
-                if !synced && matches!(first, Submission::Write { .. }) {
+                // Whatever comes first, writes may be queued behind it: sync before any.
+                if !synced {
                     match inner.sync(&mut seq).await {
                         Ok(()) => synced = true,
                         Err(e) => {
@@ -166,7 +167,7 @@ pub(crate) async fn run(
                     // Waits end when this node stops leading (the batch is then proposed
                     // again through the new leader; sessions apply it once) or at the
                     // request timeout (the outcome is then unknown).
-                    let moved = leader_moves(inner.raft.metrics(), inner.id);
+                    let moved = leader_moves(inner.raft.server_metrics(), inner.id);
                     let deadline = Instant::now() + inner.request_timeout;
                     match inner.raft.client_write_ff(p.batch.clone()).await {
                         Ok(answer) => pipeline.push_back(Box::pin(async move {
@@ -302,8 +303,7 @@ async fn leader_moves(mut metrics: RaftMetricsWatch, leader: NodeId) {
     }
 }
 
-/// Resolves once this node knows a leader (at once if it already does and that leader is
-/// not the one that just failed: the caller's backoff decides then).
+/// Resolves once this node learns of a leader other than the one it knew when called.
 async fn leader_known(mut metrics: RaftMetricsWatch) {
     let before = metrics.borrow_and_update().current_leader;
     loop {
@@ -317,8 +317,10 @@ async fn leader_known(mut metrics: RaftMetricsWatch) {
     }
 }
 
+/// openraft's server metrics: sent only when the leader, state, vote or membership change
+/// (the full metrics are sent several times per commit).
 type RaftMetricsWatch =
-    tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, openraft::BasicNode>>;
+    tokio::sync::watch::Receiver<openraft::metrics::RaftServerMetrics<NodeId, openraft::BasicNode>>;
 
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((5u64 << attempt.min(4)).min(50))
@@ -475,9 +477,9 @@ impl Inner {
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(not_leader(f.leader_id))
             }
+            Err(RaftError::APIError(e)) => Err(ForwardError::Failed(e.to_string())),
             // Raft stopped here (shutting down, or a fatal error): ask elsewhere. A batch
             // proposed again through another leader applies once (sessions).
-            Err(RaftError::APIError(e)) => Err(ForwardError::Failed(e.to_string())),
             Err(RaftError::Fatal(e)) => {
                 self.record_fatal(&e);
                 Err(ForwardError::NotLeader { leader: None })
@@ -492,13 +494,12 @@ impl Inner {
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                 Err(not_leader(f.leader_id))
             }
-            // Raft stopped here (shutting down, or a fatal error): ask elsewhere. A batch
-            // proposed again through another leader applies once (sessions).
             // This leader could not hear from a quorum: retried until the deadline.
             Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
                 tracing::debug!("node {}: {e}", self.id);
                 Err(ForwardError::NotLeader { leader: None })
             }
+            // Raft stopped here (shutting down, or a fatal error): ask elsewhere.
             Err(RaftError::Fatal(e)) => {
                 self.record_fatal(&e);
                 Err(ForwardError::NotLeader { leader: None })
@@ -534,6 +535,9 @@ impl Inner {
         };
         let deadline = Instant::now() + self.request_timeout;
         let mut last_problem = String::from("no leader is known");
+        // Set once an attempt was cut after it may have reached a leader: a later refusal
+        // (say, "not a member" for a removal) may then be that attempt's own doing.
+        let mut maybe_ran = false;
         for attempt in 0.. {
             let result = match self.known_leader() {
                 Some(l) if l == self.id => {
@@ -542,24 +546,34 @@ impl Inner {
                     tokio::select! {
                         biased;
                         r = self.local(&req) => r,
-                        () = leader_moves(self.raft.metrics(), l) => {
+                        () = leader_moves(self.raft.server_metrics(), l) => {
                             last_problem = format!("this server (leader {l}) stopped leading");
+                            maybe_ran = true;
                             Err(ForwardError::NotLeader { leader: None })
                         }
                         () = tokio::time::sleep_until(deadline) => {
                             last_problem = format!(
                                 "this server leads but no quorum confirmed the {what}"
                             );
+                            maybe_ran = true;
                             Err(ForwardError::NotLeader { leader: None })
                         }
                     }
                 }
-                Some(l) => self.forward(l, &req, deadline, &mut last_problem).await,
+                Some(l) => {
+                    self.forward(l, &req, deadline, &mut last_problem, &mut maybe_ran)
+                        .await
+                }
                 None => Err(ForwardError::NotLeader { leader: None }),
             };
             match result {
                 Ok(v) => return Ok(v),
                 Err(ForwardError::Failed(msg)) => return Err(RequestError::uncertain(msg)),
+                Err(ForwardError::Refused(msg)) if maybe_ran => {
+                    return Err(RequestError::uncertain(format!(
+                        "{msg} (an earlier attempt, cut short, may have taken effect)"
+                    )))
+                }
                 Err(ForwardError::Refused(msg)) => return Err(RequestError::refused(msg)),
                 Err(ForwardError::NotLeader { .. }) => {}
             }
@@ -570,7 +584,7 @@ impl Inner {
             tokio::select! {
                 biased;
                 () = tokio::time::sleep(backoff(attempt)) => {}
-                () = leader_known(self.raft.metrics()) => {}
+                () = leader_known(self.raft.server_metrics()) => {}
             }
         }
         Err(RequestError::uncertain(format!(
@@ -586,6 +600,7 @@ impl Inner {
         req: &Routed,
         deadline: Instant,
         last_problem: &mut String,
+        maybe_ran: &mut bool,
     ) -> Result<RoutedOk, ForwardError> {
         let rpc = match req {
             Routed::Write(batch) => Rpc::Propose(batch.clone()),
@@ -594,17 +609,24 @@ impl Inner {
         };
         let body = rmp_serde::to_vec(&rpc)
             .map_err(|e| ForwardError::Failed(format!("cannot encode request: {e}")))?;
+        // A membership change may wait on the leader (a learner catching up): it gets all the
+        // time left; other requests look the leader up again after a short attempt.
+        let most = match req {
+            Routed::Membership(_) => self.request_timeout,
+            _ => FORWARD_ATTEMPT,
+        };
         let left = deadline
             .saturating_duration_since(Instant::now())
-            .clamp(Duration::from_millis(1), FORWARD_ATTEMPT);
+            .clamp(Duration::from_millis(1), most);
         // A leader that died answers nothing: stop waiting as soon as this node sees the
         // leadership move (an election started or ended) rather than after the whole attempt.
         // If the old leader did commit the batch, the retry is answered from the session.
         let reply = tokio::select! {
             biased;
             r = self.transport.request(leader, body, left) => r,
-            () = leader_moves(self.raft.metrics(), leader) => {
+            () = leader_moves(self.raft.server_metrics(), leader) => {
                 *last_problem = format!("leader {leader} stopped leading while asked");
+                *maybe_ran = true;
                 return Err(ForwardError::NotLeader { leader: None });
             }
         };
@@ -612,6 +634,8 @@ impl Inner {
             Ok(bytes) => bytes,
             Err(e) => {
                 *last_problem = format!("leader {leader} unreachable: {e}");
+                // Unless it was never sent, the leader may have acted on it.
+                *maybe_ran |= !matches!(e, NetError::UnknownPeer(_) | NetError::Shutdown { .. });
                 return Err(ForwardError::NotLeader { leader: None });
             }
         };

@@ -181,7 +181,7 @@ fn the_operator_command_changes_membership_over_quic() {
     let (ok, text) = admin(4, &["remove", "9"]);
     assert!(!ok && text.contains("not a member"), "{text}");
 
-    // A server's certificate is not an operator's: the request is refused.
+    // Without the operator's certificate the command refuses to start, naming the file.
     let (ok, text) = synctree(&[
         "membership",
         "--certs",

@@ -119,8 +119,9 @@ impl Nemesis {
                 // Mostly a minority down at once (the cluster must keep going); now and then
                 // a majority (it must stall safely, then recover).
                 let up: Vec<usize> = world.running().map(|(i, _, _)| i).collect();
-                let minority = (world.slots.len() - 1) / 2;
-                let down = world.slots.len() - up.len();
+                let voters = world.members().map(|(v, _)| v).unwrap_or_default();
+                let minority = voters.len().saturating_sub(1) / 2;
+                let down = voters.iter().filter(|v| !world.is_running(**v)).count();
                 if down >= minority && !self.rng.random_bool(0.1) {
                     return None;
                 }

@@ -231,6 +231,10 @@ impl World {
         out
     }
 
+    pub fn is_running(&self, id: NodeId) -> bool {
+        self.slots.iter().any(|s| s.id == id && s.node.is_some())
+    }
+
     pub fn index_of(&self, id: NodeId) -> usize {
         (id - 1) as usize
     }

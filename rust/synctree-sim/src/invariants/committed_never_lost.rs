@@ -5,7 +5,7 @@
 //! at most that server's term at that moment, so every leader of a higher term must hold it.
 
 use super::{show, Containment, LogMatching, NodeSample, Position, Term, Violation};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use synctree_raft::NodeId;
 
 const NAME: &str = "committed never lost";
@@ -14,8 +14,9 @@ const NAME: &str = "committed never lost";
 pub struct CommittedNeverLost {
     /// index -> leader id of every entry known committed.
     committed: HashMap<u64, Term>,
-    /// (position, a leader id no lower than its committing leader's), by increasing index.
-    facts: Vec<(Position, Term)>,
+    /// For each leader id that knew of commits: the highest entry it knew committed (a
+    /// leader of a higher id must hold it, and by log matching all before it).
+    facts: BTreeMap<Term, Position>,
 }
 
 impl CommittedNeverLost {
@@ -44,11 +45,11 @@ impl CommittedNeverLost {
             }
         }
         for leader in nodes.iter().filter(|n| n.is_leader) {
-            let Some((pos, _)) = self
+            let Some(pos) = self
                 .facts
-                .iter()
-                .rev()
-                .find(|(_, known)| *known < leader.term)
+                .range(..leader.term)
+                .map(|(_, pos)| pos)
+                .max_by_key(|pos| pos.0)
             else {
                 continue;
             };
@@ -76,9 +77,10 @@ impl CommittedNeverLost {
         if self.committed.insert(pos.0, pos.1).is_some() {
             return;
         }
-        // Keep facts sorted by index, so the last one a leader must hold is found first.
-        let at = self.facts.partition_point(|(p, _)| p.0 < pos.0);
-        self.facts.insert(at, (pos, known_term));
+        let best = self.facts.entry(known_term).or_insert(pos);
+        if pos.0 > best.0 {
+            *best = pos;
+        }
     }
 
     /// Entries known committed.

@@ -11,7 +11,8 @@ const NAME: &str = "trees equal";
 /// Digest of the replicated state at each applied index, as first seen.
 #[derive(Debug, Default)]
 pub struct TreesEqual {
-    at: HashMap<u64, (u64, NodeId, String)>,
+    /// index -> (digest, first server seen there)
+    at: HashMap<u64, (u64, NodeId)>,
     last_seen: HashMap<NodeId, u64>,
 }
 
@@ -35,17 +36,18 @@ impl TreesEqual {
         let (d, dump) = digest(state);
         match self.at.get(&index) {
             None => {
-                self.at.insert(index, (d, node, dump));
+                self.at.insert(index, (d, node));
                 Ok(())
             }
-            Some((first, _, _)) if *first == d => Ok(()),
-            Some((_, other, their_dump)) => Err(Violation::new(
+            Some((first, _)) if *first == d => Ok(()),
+            Some((_, other)) => Err(Violation::new(
                 NAME,
                 format!(
-                    "servers {other} and {node} differ at applied index {index}\n--- {other}:\n\
-                     {their_dump}--- {node}:\n{dump}"
+                    "servers {other} and {node} differ at applied index {index}; server \
+                     {node} holds:\n{dump}"
                 ),
-            )),
+            )
+            .at(index)),
         }
     }
 }
