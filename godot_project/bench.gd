@@ -9,11 +9,15 @@ extends RefCounted
 ##   {"cmd":"set_load","path":P,"property":Q,"start":S,"count":N,"inflight":K}
 ##        set P.Q to S, S+1, ... keeping K requests in flight -> {"calls_usec":[...],"failed":F,
 ##        "start_usec":..,"end_usec":..}
-##   {"cmd":"watch_spawns","prefix":X,"count":N}      record when the N-th node named X* spawns
+##   {"cmd":"wait_value","path":P,"property":Q,"value":V}  wait until the int P.Q >= V on this
+##        server's live tree -> {"usec":t} (when it was seen)
+##   {"cmd":"watch_spawns","prefix":X,"count":N}      record when N more nodes are under the
+##                                                    SyncedTree (polled each frame, after it applied)
 ##   {"cmd":"watch_spawns_result"}                    -> {"seen":n,"done_usec":t} (poll until n = N)
 ##   {"cmd":"spawn_load","prefix":X,"count":N,"scene":S}  N spawns in one frame -> {"start_usec":..}
 ##   {"cmd":"add_child_baseline","count":N,"scene":S} plain instantiate + add_child of N, timed
 ##   {"cmd":"apply_cost","path":P,"property":Q,"count":N,"rounds":R}  SyncedTree.measure_apply_cost
+##   {"cmd":"spawn_cost","scene":S,"count":N,"rounds":R}  SyncedTree.measure_spawn_cost
 
 var _world
 var _tree: SceneTree
@@ -21,7 +25,6 @@ var _watch_path := NodePath()
 var _watch_property := StringName()
 var _watch_values := PackedInt64Array()
 var _watch_usec := PackedInt64Array()
-var _spawn_prefix := ""
 var _spawn_count := 0
 var _spawn_seen := 0
 var _spawn_done_usec := 0
@@ -52,18 +55,15 @@ func handle(request: Dictionary) -> Dictionary:
 			return {"ok": true, "values": Array(_watch_values), "usec": Array(_watch_usec)}
 		"set_load":
 			return await _set_load(request)
+		"wait_value":
+			return await _wait_value(request)
 		"watch_spawns":
-			_spawn_prefix = str(request.get("prefix", ""))
 			_spawn_count = int(request.get("count", 0))
 			_spawn_seen = 0
 			_spawn_done_usec = 0
-			if not _world.node_spawned.is_connected(_on_node_spawned):
-				_world.node_spawned.connect(_on_node_spawned)
+			_poll_spawns(_world.get_child_count(), _spawn_count)
 			return {"ok": true}
 		"watch_spawns_result":
-			# Keeps watching until all were seen, so it can be polled.
-			if _spawn_seen >= _spawn_count and _world.node_spawned.is_connected(_on_node_spawned):
-				_world.node_spawned.disconnect(_on_node_spawned)
 			return {"ok": true, "seen": _spawn_seen, "done_usec": _spawn_done_usec}
 		"spawn_load":
 			return await _spawn_load(request)
@@ -75,6 +75,11 @@ func handle(request: Dictionary) -> Dictionary:
 					int(request.get("rounds", 5)))
 			d["ok"] = true
 			return d
+		"spawn_cost":
+			var c: Dictionary = _world.measure_spawn_cost(str(request.get("scene")),
+					int(request.get("count", 1000)), int(request.get("rounds", 5)))
+			c["ok"] = not c.is_empty()
+			return c
 	return {"ok": false, "error": "unknown bench cmd %s" % JSON.stringify(request.get("cmd"))}
 
 
@@ -84,11 +89,16 @@ func _on_property_applied(path: NodePath, property: StringName, value) -> void:
 		_watch_usec.append(now_usec())
 
 
-func _on_node_spawned(path: NodePath, _node: Node) -> void:
-	if str(path).begins_with(_spawn_prefix):
-		_spawn_seen += 1
-		if _spawn_seen == _spawn_count:
+## Watches, frame by frame, for `count` more children than `before`; no per-node handler, so
+## the measure adds nothing to the apply path.
+func _poll_spawns(before: int, count: int) -> void:
+	var deadline := Time.get_ticks_msec() + 60_000
+	while Time.get_ticks_msec() < deadline:
+		_spawn_seen = maxi(0, _world.get_child_count() - before)
+		if _spawn_seen >= count:
 			_spawn_done_usec = now_usec()
+			return
+		await _tree.process_frame
 
 
 func _set_load(request: Dictionary) -> Dictionary:
@@ -99,31 +109,44 @@ func _set_load(request: Dictionary) -> Dictionary:
 	var inflight := maxi(1, int(request.get("inflight", 1)))
 	var calls := PackedInt64Array()
 	calls.resize(count)
+	# Requests complete in the order they were issued (one server's batches commit in order;
+	# a refusal may come early and is counted when the head reaches it).
 	var pending: Array = []
+	pending.resize(count)
+	var head := 0
 	var next := 0
-	var done := 0
 	var failed := 0
 	var first_error := ""
 	var started := now_usec()
-	while done < count:
-		while next < count and pending.size() < inflight:
+	while head < count:
+		while next < count and next - head < inflight:
 			calls[next] = now_usec()
-			pending.append(_world.set_synced(path, property, start + next))
+			pending[next] = _world.set_synced(path, property, start + next)
 			next += 1
 		await _tree.process_frame
-		var still: Array = []
-		for r in pending:
-			if r.done:
-				done += 1
-				if not r.ok:
-					failed += 1
-					if first_error == "":
-						first_error = r.error
-			else:
-				still.append(r)
-		pending = still
+		while head < next and pending[head].done:
+			var r = pending[head]
+			if not r.ok:
+				failed += 1
+				if first_error == "":
+					first_error = r.error
+			pending[head] = null
+			head += 1
 	return {"ok": true, "calls_usec": Array(calls), "failed": failed, "first_error": first_error,
 			"start_usec": started, "end_usec": now_usec()}
+
+
+func _wait_value(request: Dictionary) -> Dictionary:
+	var target := int(request.get("value", 0))
+	var deadline := Time.get_ticks_msec() + 30_000
+	while Time.get_ticks_msec() < deadline:
+		var node: Node = _world.get_node_or_null(NodePath(str(request.get("path"))))
+		if node != null:
+			var v = node.get(StringName(str(request.get("property"))))
+			if typeof(v) == TYPE_INT and v >= target:
+				return {"ok": true, "usec": now_usec()}
+		await _tree.process_frame
+	return {"ok": false, "error": "value %d not reached in 30 s" % target}
 
 
 func _spawn_load(request: Dictionary) -> Dictionary:

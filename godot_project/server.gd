@@ -60,7 +60,8 @@ var _bench: RefCounted
 
 ## Benchmark commands, served by bench.gd (see there).
 const BENCH_COMMANDS := ["watch_property", "watch_result", "set_load", "watch_spawns",
-		"watch_spawns_result", "spawn_load", "add_child_baseline", "apply_cost"]
+		"watch_spawns_result", "spawn_load", "add_child_baseline", "apply_cost", "wait_value",
+		"spawn_cost"]
 
 
 func _ready() -> void:

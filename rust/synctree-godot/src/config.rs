@@ -178,5 +178,6 @@ fn tuning(args: &HashMap<String, String>, mut t: RaftTuning) -> Result<RaftTunin
     t.election_min = Duration::from_millis(min);
     t.election_max = Duration::from_millis(max);
     t.snapshot_every = number("snapshot-every", "snapshot_every", t.snapshot_every)?;
+    t.pipeline = number("pipeline", "pipeline", t.pipeline as u64)? as usize;
     Ok(t)
 }

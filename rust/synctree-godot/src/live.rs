@@ -100,7 +100,7 @@ pub enum Applied {
         node: Gd<Node>,
     },
     Despawned {
-        path: NodePath,
+        path: LazyPath,
     },
     Set {
         node: NodeKey,
@@ -108,6 +108,20 @@ pub enum Applied {
         value: Variant,
     },
     Nothing,
+}
+
+/// A node's path, as a NodePath only when something asks (a signal with listeners): making
+/// one parses the string, which a spawn without listeners does not need.
+pub struct LazyPath {
+    path: String,
+    cached: Option<NodePath>,
+}
+
+impl LazyPath {
+    pub fn get(self) -> NodePath {
+        self.cached
+            .unwrap_or_else(|| NodePath::from(self.path.as_str()))
+    }
 }
 
 /// A property name interned by the live tree.
@@ -130,7 +144,8 @@ struct LiveNode {
     id: InstanceId,
     parent: NodeKey,
     path: String,
-    node_path: NodePath,
+    /// Made on first use (see [`LazyPath`]).
+    node_path: Option<NodePath>,
     scene: String,
     children: Vec<NodeKey>,
     /// Its synced properties (set at spawn or since), in first-set order.
@@ -227,8 +242,13 @@ impl LiveTree {
     }
 
     /// The NodePath of a synced node (for signals).
-    pub fn node_path(&self, key: NodeKey) -> Option<&NodePath> {
-        self.nodes.get(&key).map(|n| &n.node_path)
+    pub fn node_path(&mut self, key: NodeKey) -> Option<NodePath> {
+        let n = self.nodes.get_mut(&key)?;
+        Some(
+            n.node_path
+                .get_or_insert_with(|| NodePath::from(n.path.as_str()))
+                .clone(),
+        )
     }
 
     /// Carries out one committed effect on the scene tree.
@@ -305,7 +325,6 @@ impl LiveTree {
         }
         parent_node.add_child(&node);
         let path = synctree_proto::join(&parent_path, &name);
-        let node_path = NodePath::from(path.as_str());
         if let Some(p) = self.nodes.get_mut(&parent) {
             p.children.push(key);
         }
@@ -317,7 +336,7 @@ impl LiveTree {
                 node: node.clone(),
                 parent,
                 path,
-                node_path,
+                node_path: None,
                 scene,
                 children: Vec::new(),
                 synced,
@@ -333,7 +352,10 @@ impl LiveTree {
             );
             return Applied::Nothing;
         };
-        let path = top.node_path.clone();
+        let path = LazyPath {
+            path: top.path.clone(),
+            cached: top.node_path.clone(),
+        };
         let parent = top.parent;
         let mut node = top.node.clone();
         if node.is_instance_valid() {

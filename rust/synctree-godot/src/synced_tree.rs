@@ -73,6 +73,8 @@ pub struct SyncedTree {
     /// Effects being applied, and the log index reached once they are all applied.
     current: Option<(u64, VecDeque<Effect>)>,
     live_index: u64,
+    /// Main-thread time spent applying committed effects, in total (status `apply_usec`).
+    apply_time: std::time::Duration,
     /// Scenes of nodes spawned from here but maybe not applied yet, for property checks.
     pending_scenes: HashMap<String, String>,
     last_status: Status,
@@ -138,17 +140,29 @@ fn rel_path(path: &NodePath) -> Result<String, String> {
 
 #[godot_api]
 impl INode for SyncedTree {
+    fn enter_tree(&mut self) {
+        // Committed changes are applied when the frame begins (SceneTree's `process_frame`),
+        // before any node's `_process` and before scripts awaiting `process_frame` resume: game
+        // code always sees this frame's replicated state, as with SceneMultiplayer's poll.
+        let pump = self.frame_callable();
+        let mut tree = self.base().get_tree();
+        if !tree.is_connected("process_frame", &pump) {
+            tree.connect("process_frame", &pump);
+        }
+    }
+
     fn ready(&mut self) {
         if self.autostart {
             self.start();
         }
     }
 
-    fn process(&mut self, _delta: f64) {
-        self.pump();
-    }
-
     fn exit_tree(&mut self) {
+        let pump = self.frame_callable();
+        let mut tree = self.base().get_tree();
+        if tree.is_connected("process_frame", &pump) {
+            tree.disconnect("process_frame", &pump);
+        }
         self.stop();
     }
 }
@@ -397,6 +411,13 @@ impl SyncedTree {
         req
     }
 
+    /// Internal: applies what was committed, at the start of each frame (connected to
+    /// SceneTree's `process_frame` while this node is in the tree). Do not call.
+    #[func]
+    fn _synctree_frame(&mut self) {
+        self.pump();
+    }
+
     /// Benchmark: the main-thread cost of applying committed property events to the node at
     /// `path` (the same code path as committed effects, signals included when connected)
     /// beside plain `Object.set` calls of the same values. Runs `rounds` alternating rounds
@@ -467,6 +488,81 @@ impl SyncedTree {
         d
     }
 
+    /// Benchmark: the main-thread cost of applying `count` committed spawns of `scene` (the
+    /// same code path as committed effects, signals included when connected) beside a plain
+    /// instantiate + name + `add_child` of as many instances, in `rounds` alternating rounds.
+    /// Returns `{count, rounds, apply_usec, add_child_usec}`: the fastest round of each, in
+    /// microseconds. The spawned nodes are despawned again outside the log (not timed): use it
+    /// on a server whose tree is not being compared.
+    #[func]
+    fn measure_spawn_cost(
+        &mut self,
+        scene: GString,
+        count: i64,
+        #[opt(default = 5)] rounds: i64,
+    ) -> VarDictionary {
+        let mut d = VarDictionary::new();
+        let scene = scene.to_string();
+        if let Err(e) = self.live.scenes.check(&scene) {
+            godot_error!("measure_spawn_cost: {e}");
+            return d;
+        }
+        let mut root = self.to_gd().upcast::<Node>();
+        let count = count.max(1) as u64;
+        let rounds = rounds.max(1);
+        let spawn_listeners = !self
+            .base()
+            .get_signal_connection_list("node_spawned")
+            .is_empty();
+        // Keys far above any the state machine hands out.
+        let base_key = u64::MAX / 2;
+        let (mut best_plain, mut best_apply) = (u128::MAX, u128::MAX);
+        for round in 0..rounds {
+            let mut holder = Node::new_alloc();
+            root.add_child(&holder);
+            let started = std::time::Instant::now();
+            for i in 0..count {
+                let Some(mut node) = self.live.scenes.instantiate(&scene) else {
+                    break;
+                };
+                node.set_name(format!("Plain{i}").as_str());
+                holder.add_child(&node);
+            }
+            best_plain = best_plain.min(started.elapsed().as_micros());
+            holder.queue_free();
+
+            let effects: Vec<Effect> = (0..count)
+                .map(|i| Effect::Spawned {
+                    node: base_key + i,
+                    parent: synctree_proto::ROOT_KEY,
+                    name: format!("SpawnCost{round}_{i}"),
+                    scene: scene.clone(),
+                    props: Vec::new(),
+                })
+                .collect();
+            let started = std::time::Instant::now();
+            for effect in effects {
+                if let live::Applied::Spawned { key, node } = self.live.apply(&mut root, effect) {
+                    if spawn_listeners {
+                        if let Some(path) = self.live.node_path(key) {
+                            self.signals().node_spawned().emit(&path, &node);
+                        }
+                    }
+                }
+            }
+            best_apply = best_apply.min(started.elapsed().as_micros());
+            for i in 0..count {
+                self.live
+                    .apply(&mut root, Effect::Despawned { node: base_key + i });
+            }
+        }
+        d.set("count", count as i64);
+        d.set("rounds", rounds);
+        d.set("apply_usec", best_apply as i64);
+        d.set("add_child_usec", best_plain as i64);
+        d
+    }
+
     /// True if this server is the Raft leader.
     #[func]
     fn is_leader(&self) -> bool {
@@ -510,7 +606,9 @@ impl SyncedTree {
         GString::from(self.live.dump(&self.to_gd().upcast::<Node>()).as_str())
     }
 
-    /// `{id, leader, is_leader, term, commit, applied, raft_applied, last_log, voters, nodes, running}`.
+    /// `{id, leader, is_leader, term, commit, applied, raft_applied, last_log, voters, learners,
+    /// nodes, running, apply_usec}`; `apply_usec` is the main-thread time spent applying committed
+    /// changes since start, in microseconds.
     #[func]
     fn status(&self) -> VarDictionary {
         let s = &self.last_status;
@@ -527,6 +625,7 @@ impl SyncedTree {
         d.set("voters", &ids(&s.voters));
         d.set("learners", &ids(&s.learners));
         d.set("nodes", self.live.len() as i64);
+        d.set("apply_usec", self.apply_time.as_micros() as i64);
         d
     }
 }
@@ -636,6 +735,10 @@ impl SyncedTree {
         Ok(())
     }
 
+    fn frame_callable(&self) -> Callable {
+        Callable::from_object_method(&self.to_gd(), "_synctree_frame")
+    }
+
     /// Runs each frame: status, completions, then committed effects within the frame budget.
     fn pump(&mut self) {
         let Some(server) = self.server.as_ref() else {
@@ -692,7 +795,9 @@ impl SyncedTree {
         self.completions = completions;
         self.finish_all(finished);
 
+        let t = std::time::Instant::now();
         self.apply_effects();
+        self.apply_time += t.elapsed();
         self.flush_waiting();
         self.flush_failed();
     }
@@ -700,10 +805,10 @@ impl SyncedTree {
     fn apply_effects(&mut self) {
         let mut budget = self.max_effects_per_frame.max(1) as usize;
         let mut root = self.to_gd().upcast::<Node>();
-        let listeners = !self
-            .base()
-            .get_signal_connection_list("property_applied")
-            .is_empty();
+        let listening = |signal: &str| !self.base().get_signal_connection_list(signal).is_empty();
+        let listeners = listening("property_applied");
+        let spawn_listeners = listening("node_spawned");
+        let despawn_listeners = listening("node_despawned");
         while budget > 0 {
             if self.current.is_none() {
                 let next = self.server.as_ref().and_then(|s| s.try_recv_applied());
@@ -733,12 +838,14 @@ impl SyncedTree {
                                 self.pending_scenes.remove(p);
                             }
                         }
-                        if let Some(path) = self.live.node_path(key).cloned() {
-                            self.signals().node_spawned().emit(&path, &node);
+                        if spawn_listeners {
+                            if let Some(path) = self.live.node_path(key) {
+                                self.signals().node_spawned().emit(&path, &node);
+                            }
                         }
                     }
-                    live::Applied::Despawned { path } => {
-                        self.signals().node_despawned().emit(&path);
+                    live::Applied::Despawned { path } if despawn_listeners => {
+                        self.signals().node_despawned().emit(&path.get());
                     }
                     live::Applied::Set {
                         node,
@@ -777,7 +884,7 @@ impl SyncedTree {
     }
 
     fn emit_property_applied(&mut self, node: NodeKey, property: live::PropId, value: &Variant) {
-        let Some(path) = self.live.node_path(node).cloned() else {
+        let Some(path) = self.live.node_path(node) else {
             return;
         };
         let name = self.live.prop_name(property).clone();

@@ -2,7 +2,8 @@
 //! QUIC on loopback, fsync on unless `--no-fsync`. Prints p50/p99 of submit -> completion
 //! (committed by a quorum and applied on the submitting server) with 1 and 64 in flight.
 //!
-//! `cargo run --release -p synctree-runtime --example commit_latency [-- --no-fsync]`
+//! `cargo run --release -p synctree-runtime --example commit_latency [-- --no-fsync]
+//! [--throughput N] [--pipeline DEPTH]`
 
 mod common;
 
@@ -13,7 +14,15 @@ use synctree_runtime::{RaftTuning, Server};
 fn main() -> anyhow::Result<()> {
     let fsync = !std::env::args().any(|a| a == "--no-fsync");
     let dir = tempfile::tempdir()?;
-    let cluster = common::Quic3::new(dir.path(), fsync, RaftTuning::default())?;
+    let mut tuning = RaftTuning::default();
+    if let Some(depth) = std::env::args()
+        .skip_while(|a| a != "--pipeline")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+    {
+        tuning.pipeline = depth;
+    }
+    let cluster = common::Quic3::new(dir.path(), fsync, tuning)?;
     let servers: Vec<Option<Server>> = cluster.start_all()?.into_iter().map(Some).collect();
     let l = common::wait_leader(&servers)?;
     let leader = servers[l].as_ref().expect("leader");
@@ -26,6 +35,27 @@ fn main() -> anyhow::Result<()> {
     };
     common::run(leader, &servers, vec![spawn], 1)?;
     println!("fsync: {}", if fsync { "on" } else { "OFF" });
+    if let Some(n) = std::env::args()
+        .skip_while(|a| a != "--throughput")
+        .nth(1)
+        .and_then(|n| n.parse::<i64>().ok())
+    {
+        // Only the throughput run: `n` updates with 256 in flight (for profiling).
+        let ops = (0..n).map(|i| Op::SetProperty {
+            path: "B".into(),
+            property: "v".into(),
+            value: Value::Int(i),
+        });
+        let start = Instant::now();
+        let lat = common::run(leader, &servers, ops, 256)?;
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "leader   in flight 256: {:.0} ops/s over {} ops",
+            lat.len() as f64 / secs,
+            lat.len()
+        );
+        return Ok(());
+    }
     for (who, s) in [("leader", leader), ("follower", follower)] {
         for inflight in [1usize, 64] {
             let ops: Vec<Op> = (0..500)

@@ -20,6 +20,28 @@ pub struct BenchArgs {
     /// Build the extension with the dev profile instead of release.
     #[arg(long)]
     debug: bool,
+    /// Only these parts (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Part>,
+    /// Only the cluster with fsync on, or off (default: both).
+    #[arg(long)]
+    fsync: Option<bool>,
+    /// Batches the leader keeps in consensus at once (`--synctree-pipeline`; default: the
+    /// servers' own setting).
+    #[arg(long)]
+    pipeline: Option<usize>,
+    /// Updates of the throughput run (default 100 000, 20 000 with --quick).
+    #[arg(long)]
+    ops: Option<usize>,
+}
+
+/// The parts of a benchmark run, for `--only`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    Latency,
+    Throughput,
+    Spawn,
+    Apply,
 }
 
 const SCENE: &str = "res://demo_world.tscn";
@@ -43,6 +65,26 @@ fn rss_mib(pid: Option<u32>) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// CPU time used so far by a process's main thread and by all its live threads, in seconds
+/// (`/proc/PID/task/*/schedstat`, nanoseconds on a CPU).
+fn cpu_secs(pid: Option<u32>) -> (f64, f64) {
+    let Some(pid) = pid else {
+        return (f64::NAN, f64::NAN);
+    };
+    let on_cpu = |task: &std::path::Path| {
+        std::fs::read_to_string(task.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+            .map(|ns| ns / 1e9)
+    };
+    let tasks = std::path::PathBuf::from(format!("/proc/{pid}/task"));
+    let main = on_cpu(&tasks.join(pid.to_string())).unwrap_or(f64::NAN);
+    let all = std::fs::read_dir(&tasks)
+        .map(|d| d.flatten().filter_map(|t| on_cpu(&t.path())).sum())
+        .unwrap_or(f64::NAN);
+    (main, all)
+}
+
 fn ok(reply: Value, what: &str) -> Result<Value> {
     ensure!(reply["ok"] == json!(true), "{what} failed: {reply}");
     Ok(reply)
@@ -54,8 +96,18 @@ fn ints(v: &Value) -> Vec<i64> {
         .unwrap_or_default()
 }
 
+/// An unobserved throughput run: updates/s, CPU per update of each server as (main thread,
+/// whole process) in microseconds, log entries it took.
+struct Throughput {
+    rate: f64,
+    cpu: Vec<(f64, f64)>,
+    entries: u64,
+}
+
 struct Bench {
     cluster: Cluster,
+    /// Synced nodes after the setup spawns (spawn rounds despawn back to this).
+    setup_nodes: u64,
     ctl: HashMap<u64, Control>,
     next_value: i64,
 }
@@ -134,9 +186,86 @@ impl Bench {
         Ok((lat, count as f64 / secs.max(1e-9)))
     }
 
-    /// ms from issuing `n` spawns in one frame on `on` until every live tree holds all `n`.
-    fn spawn_convergence(&mut self, on: u64, n: usize, round: usize) -> Result<f64> {
+    /// `count` sets with 256 in flight on `on`, nothing watching each update: returns
+    /// (updates/s from the first call until the last value is on every live tree, CPU per
+    /// update of each server as (main thread, whole process) in microseconds).
+    fn set_throughput(&mut self, on: u64, count: usize) -> Result<Throughput> {
+        let start = self.next_value;
+        self.next_value += count as i64;
+        let pids: Vec<Option<u32>> = self
+            .cluster
+            .ids()
+            .iter()
+            .map(|id| self.cluster.pid(*id))
+            .collect();
+        let before: Vec<(f64, f64)> = pids.iter().map(|p| cpu_secs(*p)).collect();
+        let first_index = self.req(on, json!({"cmd": "status"}))?["status"]["commit"]
+            .as_u64()
+            .unwrap_or(0);
+        let load = self.req(
+            on,
+            json!({"cmd": "set_load", "path": "B", "property": PROP, "start": start, "count": count, "inflight": 256}),
+        )?;
+        ensure!(
+            load["failed"] == json!(0),
+            "set_load: {} failed: {}",
+            load["failed"],
+            load["first_error"]
+        );
+        let last = start + count as i64 - 1;
+        let seen =
+            self.all(json!({"cmd": "wait_value", "path": "B", "property": PROP, "value": last}))?;
+        let after: Vec<(f64, f64)> = pids.iter().map(|p| cpu_secs(*p)).collect();
+        let entries = self.req(on, json!({"cmd": "status"}))?["status"]["commit"]
+            .as_u64()
+            .unwrap_or(0)
+            - first_index;
+        let end = seen
+            .iter()
+            .filter_map(|r| r["usec"].as_i64())
+            .chain(load["end_usec"].as_i64())
+            .max()
+            .unwrap_or(0);
+        let secs = (end - load["start_usec"].as_i64().unwrap_or(0)) as f64 / 1e6;
+        let per_update = before
+            .iter()
+            .zip(&after)
+            .map(|(b, a)| {
+                (
+                    (a.0 - b.0) * 1e6 / count as f64,
+                    (a.1 - b.1) * 1e6 / count as f64,
+                )
+            })
+            .collect();
+        Ok(Throughput {
+            rate: count as f64 / secs.max(1e-9),
+            cpu: per_update,
+            entries,
+        })
+    }
+
+    /// A measure of synctree's apply path beside its plain-Godot counterpart, in one request:
+    /// (`apply_usec`, the field `baseline`).
+    fn paired(&mut self, on: u64, request: Value, baseline: &str) -> Result<(f64, f64)> {
+        let r = self.req(on, request)?;
+        let field = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        Ok((field("apply_usec"), field(baseline)))
+    }
+
+    /// Main-thread time each server has spent applying committed changes, in ms.
+    fn apply_ms(&mut self) -> Result<Vec<f64>> {
+        Ok(self
+            .all(json!({"cmd": "status"}))?
+            .iter()
+            .map(|r| r["status"]["apply_usec"].as_f64().unwrap_or(f64::NAN) / 1000.0)
+            .collect())
+    }
+
+    /// ms from issuing `n` spawns in one frame on `on` until every live tree holds all `n`,
+    /// and the most main-thread time a server spent applying them (ms).
+    fn spawn_convergence(&mut self, on: u64, n: usize, round: usize) -> Result<(f64, f64)> {
         let prefix = format!("S{round}_");
+        let applied_before = self.apply_ms()?;
         self.all(json!({"cmd": "watch_spawns", "prefix": prefix, "count": n}))?;
         let load = self.req(
             on,
@@ -162,11 +291,33 @@ impl Bench {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
+        let apply = self
+            .apply_ms()?
+            .iter()
+            .zip(&applied_before)
+            .map(|(a, b)| a - b)
+            .fold(0.0, f64::max);
         let ops: Vec<Op> = (0..n)
             .map(|i| Op::despawn(&format!("{prefix}{i}")))
             .collect();
         self.ctl.get_mut(&on).context("control")?.batch(&ops)?;
-        Ok((done - load["start_usec"].as_i64().unwrap_or(0)) as f64 / 1000.0)
+        // Every server has applied the despawns before the next measurement starts.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self
+            .all(json!({"cmd": "status"}))?
+            .iter()
+            .any(|r| r["status"]["nodes"].as_u64().unwrap_or(0) > self.setup_nodes)
+        {
+            ensure!(
+                Instant::now() < deadline,
+                "despawns of {n} not applied everywhere"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok((
+            (done - load["start_usec"].as_i64().unwrap_or(0)) as f64 / 1000.0,
+            apply,
+        ))
     }
 }
 
@@ -186,11 +337,14 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
         today()
     )?;
     for fsync in [true, false] {
+        if args.fsync.is_some_and(|f| f != fsync) {
+            continue;
+        }
         eprintln!(
             "[bench] fsync {}: starting three servers...",
             if fsync { "on" } else { "off" }
         );
-        let section = run_cluster(fsync, args.quick)?;
+        let section = run_cluster(fsync, args)?;
         out.push_str(&section);
     }
     println!("{out}");
@@ -200,9 +354,19 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
     Ok(true)
 }
 
-fn run_cluster(fsync: bool, quick: bool) -> Result<String> {
+fn run_cluster(fsync: bool, args: &BenchArgs) -> Result<String> {
+    let quick = args.quick;
+    let part = |p: Part| args.only.is_empty() || args.only.contains(&p);
     let cluster = Cluster::start(ClusterConfig {
         fsync,
+        server_args: args
+            .pipeline
+            .map(|d| {
+                (1..=3)
+                    .map(|id| (id, format!("--synctree-pipeline={d}")))
+                    .collect()
+            })
+            .unwrap_or_default(),
         ..ClusterConfig::default()
     })?;
     let leader = cluster.wait_leader(Duration::from_secs(30))?;
@@ -219,6 +383,7 @@ fn run_cluster(fsync: bool, quick: bool) -> Result<String> {
         cluster,
         ctl,
         next_value: 1,
+        setup_nodes: 2,
     };
     let idle: Vec<f64> = b
         .cluster
@@ -246,6 +411,9 @@ fn run_cluster(fsync: bool, quick: bool) -> Result<String> {
     let scale = if quick { 1 } else { 4 };
     for (who, id) in [("leader", leader), ("follower", follower)] {
         for (inflight, count) in [(1usize, 250 * scale), (64, 2500 * scale)] {
+            if !part(Part::Latency) {
+                continue;
+            }
             eprintln!("[bench]   set_synced latency, {inflight} in flight on the {who}...");
             let (lat, rate) = b.set_latency(id, count, inflight)?;
             writeln!(
@@ -257,16 +425,46 @@ fn run_cluster(fsync: bool, quick: bool) -> Result<String> {
             )?;
         }
     }
-    let total = if quick { 20_000 } else { 100_000 };
-    eprintln!("[bench]   throughput, 256 in flight, {total} ops on the leader...");
-    let (lat, rate) = b.set_latency(leader, total, 256)?;
-    writeln!(
-        s,
-        "| `set_synced` throughput, 256 in flight ({total} ops) | leader | {:.2} ms | {:.2} ms | **{:.0} ops/s** |",
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99),
-        rate
-    )?;
+    let total = args.ops.unwrap_or(if quick { 20_000 } else { 100_000 });
+    let mut cpu_note = String::new();
+    if part(Part::Throughput) {
+        eprintln!("[bench]   throughput, 256 in flight, {total} ops on the leader...");
+        let (lat, rate) = b.set_latency(leader, total, 256)?;
+        writeln!(
+            s,
+            "| `set_synced` 256 in flight ({total} ops), every update timed by a GDScript signal handler on each server | leader | {:.2} ms | {:.2} ms | {:.0} ops/s |",
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            rate
+        )?;
+        eprintln!("[bench]   throughput, 256 in flight, {total} ops on the leader, unobserved...");
+        let Throughput { rate, cpu, entries } = b.set_throughput(leader, total)?;
+        writeln!(
+            s,
+            "| `set_synced` throughput, 256 in flight ({total} ops), first call -> last value on all 3 live trees | leader | | | **{rate:.0} ops/s** |",
+        )?;
+        let ids = b.cluster.ids();
+        let per: Vec<String> = ids
+            .iter()
+            .zip(&cpu)
+            .map(|(id, (main, all))| {
+                let role = if *id == leader {
+                    " (leader, issuing)"
+                } else {
+                    ""
+                };
+                format!("server {id}{role} {all:.1} us ({main:.1} on the main thread)")
+            })
+            .collect();
+        let sum: f64 = cpu.iter().map(|c| c.1).sum();
+        write!(
+            cpu_note,
+            "Unobserved throughput run: {entries} log entries ({:.0} updates per entry); CPU per update: {}; {sum:.1} us in all, on {} cores.\n\n",
+            total as f64 / entries.max(1) as f64,
+            per.join(", "),
+            num_cpus()
+        )?;
+    }
     let after: Vec<f64> = b
         .cluster
         .ids()
@@ -274,49 +472,73 @@ fn run_cluster(fsync: bool, quick: bool) -> Result<String> {
         .map(|id| rss_mib(b.cluster.pid(*id)))
         .collect();
     writeln!(s)?;
+    s.push_str(&cpu_note);
 
-    writeln!(s, "| spawn N in one frame -> all 3 live trees hold N | synctree | plain `add_child` of N (floor) | ratio |")?;
-    writeln!(s, "| --- | --- | --- | --- |")?;
-    for (round, n) in [10usize, 100, 1000].into_iter().enumerate() {
-        eprintln!("[bench]   spawn convergence of {n}...");
-        let mut conv = Vec::new();
-        let mut floor = Vec::new();
-        for rep in 0..if quick { 1 } else { 3 } {
-            conv.push(b.spawn_convergence(leader, n, round * 10 + rep)?);
-            let base = b.req(
-                leader,
-                json!({"cmd": "add_child_baseline", "count": n, "scene": SCENE}),
+    if part(Part::Spawn) {
+        writeln!(s, "| spawn N in one frame -> all 3 live trees hold N | synctree | plain `add_child` of N (floor) | ratio | main-thread apply of the N spawns, slowest server | its ratio to the floor |")?;
+        writeln!(s, "| --- | --- | --- | --- | --- | --- |")?;
+        for (round, n) in [10usize, 100, 1000].into_iter().enumerate() {
+            eprintln!("[bench]   spawn convergence of {n}...");
+            let mut conv = Vec::new();
+            let mut floor = Vec::new();
+            let mut apply = Vec::new();
+            for rep in 0..if quick { 1 } else { 3 } {
+                let (c, a) = b.spawn_convergence(leader, n, round * 10 + rep)?;
+                conv.push(c);
+                apply.push(a);
+                let base = b.req(
+                    leader,
+                    json!({"cmd": "add_child_baseline", "count": n, "scene": SCENE}),
+                )?;
+                floor.push(base["usec"].as_f64().unwrap_or(f64::NAN) / 1000.0);
+            }
+            conv.sort_by(f64::total_cmp);
+            floor.sort_by(f64::total_cmp);
+            apply.sort_by(f64::total_cmp);
+            let (c, f, a) = (
+                percentile(&conv, 0.5),
+                percentile(&floor, 0.5),
+                percentile(&apply, 0.5),
+            );
+            writeln!(
+                s,
+                "| N = {n} (median of {}) | {c:.1} ms | {f:.1} ms | {:.2}x | {a:.1} ms | {:.2}x |",
+                conv.len(),
+                c / f,
+                a / f
             )?;
-            floor.push(base["usec"].as_f64().unwrap_or(f64::NAN) / 1000.0);
         }
-        conv.sort_by(f64::total_cmp);
-        floor.sort_by(f64::total_cmp);
-        let (c, f) = (percentile(&conv, 0.5), percentile(&floor, 0.5));
+        writeln!(s)?;
+    }
+
+    if part(Part::Apply) {
+        eprintln!("[bench]   main-thread apply cost...");
+        let (apply, raw) = b.paired(
+            leader,
+            json!({"cmd": "apply_cost", "path": "Scratch", "property": PROP, "count": 20_000, "rounds": 10}),
+            "raw_set_usec",
+        )?;
         writeln!(
             s,
-            "| N = {n} (median of {}) | {c:.1} ms | {f:.1} ms | {:.2}x |",
-            conv.len(),
-            c / f
+            "Main-thread cost of applying one committed property event: {:.3} us, beside {:.3} us for a raw `Object.set` ({:.2}x; fastest of 10 alternating rounds of 20 000 each).\n",
+            apply / 2e4,
+            raw / 2e4,
+            apply / raw
+        )?;
+        eprintln!("[bench]   main-thread spawn apply cost...");
+        let (apply, plain) = b.paired(
+            leader,
+            json!({"cmd": "spawn_cost", "scene": SCENE, "count": 1000, "rounds": 10}),
+            "add_child_usec",
+        )?;
+        writeln!(
+            s,
+            "Main-thread cost of applying 1000 committed spawns: {:.2} ms, beside {:.2} ms for a plain instantiate + name + `add_child` of 1000 ({:.2}x; fastest of 10 alternating rounds).\n",
+            apply / 1e3,
+            plain / 1e3,
+            apply / plain
         )?;
     }
-    writeln!(s)?;
-
-    eprintln!("[bench]   main-thread apply cost...");
-    let cost = b.req(
-        leader,
-        json!({"cmd": "apply_cost", "path": "Scratch", "property": PROP, "count": 20_000, "rounds": 10}),
-    )?;
-    let (apply, raw) = (
-        cost["apply_usec"].as_f64().unwrap_or(f64::NAN),
-        cost["raw_set_usec"].as_f64().unwrap_or(f64::NAN),
-    );
-    writeln!(
-        s,
-        "Main-thread cost of applying one committed property event: {:.3} us, beside {:.3} us for a raw `Object.set` ({:.2}x; fastest of 10 alternating rounds of 20 000 each).\n",
-        apply / 2e4,
-        raw / 2e4,
-        apply / raw
-    )?;
     writeln!(
         s,
         "Resident memory per server: idle {}; after {} committed ops {} (MiB; snapshots every 10 000 entries keep the log bounded).\n",
