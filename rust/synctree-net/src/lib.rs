@@ -28,6 +28,7 @@
 //! ```
 
 pub mod certs;
+pub mod clients;
 mod error;
 pub mod frame;
 mod handler;

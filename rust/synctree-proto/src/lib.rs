@@ -14,6 +14,7 @@
 //! and the effects it yields are deterministic. The Godot layer turns effects into
 //! `add_child` / `queue_free` / `set` on the main thread.
 
+mod client;
 mod clock;
 mod codec;
 mod dump;
@@ -24,6 +25,10 @@ mod path;
 mod tree;
 mod value;
 
+pub use client::{
+    ClientCursor, EntryEffects, Hello, Resume, ServerMessage, CLIENT_PROTOCOL_VERSION,
+    MAX_HELLO_BYTES,
+};
 pub use clock::{Clock, ClockError, PhysicalClock, Stamp};
 pub use codec::{decode, encode, CodecError};
 pub use dump::{write_node_header, write_property};

@@ -15,12 +15,14 @@
 // openraft's StorageError is large by design; the storage traits return it.
 #![allow(clippy::result_large_err)]
 
+mod feed;
 mod log_store;
 mod runtime;
 mod state_machine;
 mod store;
 mod types;
 
+pub use feed::{Feed, FeedChunk, FeedItem, Start};
 pub use log_store::{describe_entry, log_records, LogObserver, LogRecord, LogStore};
 pub use runtime::{random_in, seed_thread_rng, SyncRuntime};
 pub use state_machine::{Applied, Session, Sessions, SharedState, StateMachine, SESSION_WINDOW};

@@ -2,6 +2,7 @@
 //! outcome, and streams the resulting effects, in log order, to whoever drives the live
 //! scene tree (a bounded channel: a slow main thread slows applying, never reorders it).
 
+use crate::feed::Feed;
 use crate::log_store::{decode, encode};
 use crate::store::{Storage, KEY_SNAPSHOT, META};
 use crate::types::{BatchResponse, NodeId, TypeConfig};
@@ -15,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Cursor;
 use std::sync::{Arc, RwLock};
-use synctree_proto::{Clock, Effect, OpOutcome, ShadowTree, Stamp};
+use synctree_proto::{Clock, Effect, EntryEffects, OpOutcome, ShadowTree, Stamp};
 use tokio::sync::mpsc;
 
 /// What the live tree must do, in log order.
@@ -78,6 +79,8 @@ pub struct StateMachine {
     applied_tx: mpsc::Sender<Applied>,
     clock: Option<Arc<Clock>>,
     snapshot_count: u64,
+    /// Committed entries for game clients, when this server serves them.
+    feed: Option<Arc<Feed>>,
 }
 
 fn sm_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
@@ -117,8 +120,15 @@ impl StateMachine {
             applied_tx,
             clock,
             snapshot_count: 0,
+            feed: None,
         };
         Ok((sm, shared))
+    }
+
+    /// Publishes every applied entry to `feed` (for game clients) from now on.
+    pub fn with_feed(mut self, feed: Arc<Feed>) -> Self {
+        self.feed = Some(feed);
+        self
     }
 
     fn state(&self) -> std::sync::RwLockReadGuard<'_, SharedState> {
@@ -187,10 +197,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut responses = Vec::new();
         let mut effects = Vec::new();
         let mut last_index = None;
+        // (index, where its effects start in `effects`), for the client feed.
+        let mut starts: Vec<(u64, usize)> = Vec::new();
         {
             let mut s = self.state_mut();
             for entry in entries {
                 last_index = Some(entry.log_id.index);
+                if self.feed.is_some() {
+                    starts.push((entry.log_id.index, effects.len()));
+                }
                 s.last_applied = Some(entry.log_id);
                 let mut response = BatchResponse::default();
                 match entry.payload {
@@ -254,6 +269,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 responses.push(response);
             }
+            if let Some(feed) = &self.feed {
+                // Still under the write lock: see `Feed::subscribe`.
+                let ends = starts
+                    .iter()
+                    .skip(1)
+                    .map(|(_, at)| *at)
+                    .chain([effects.len()]);
+                let entries = starts
+                    .iter()
+                    .zip(ends)
+                    .map(|((index, from), to)| EntryEffects {
+                        index: *index,
+                        effects: effects[*from..to].to_vec(),
+                    })
+                    .collect();
+                feed.publish(entries);
+            }
         }
         if let Some(index) = last_index {
             // The receiver is gone only when the server is shutting down.
@@ -274,6 +306,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 applied_tx: self.applied_tx.clone(),
                 clock: self.clock.clone(),
                 snapshot_count: self.snapshot_count,
+                feed: self.feed.clone(),
             },
         }
     }
@@ -307,6 +340,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             s.max_stamp = decoded.max_stamp;
             s.last_applied = meta.last_log_id;
             s.membership = meta.last_membership.clone();
+            if let Some(feed) = &self.feed {
+                feed.reset();
+            }
         }
         observe(self.clock.as_deref(), decoded.max_stamp);
         let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);

@@ -100,6 +100,8 @@ pub struct ServerConfig {
     /// Start empty and wait to be added to a running cluster (as a learner, then promoted),
     /// instead of founding one with `peers`.
     pub join: bool,
+    /// Serve game clients on a client port of their own (QUIC transport only).
+    pub clients: Option<crate::ClientsConfig>,
 }
 
 /// Seams for simulations and tests.
@@ -167,6 +169,7 @@ impl ServerConfig {
             applied_capacity: 1024,
             hooks: Hooks::default(),
             join: false,
+            clients: None,
         }
     }
 }

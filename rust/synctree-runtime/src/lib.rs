@@ -15,8 +15,10 @@
 //! Nothing here touches Godot: the main thread polls, never blocks on Raft.
 
 mod admin;
+mod clients;
 mod config;
 mod elector;
+mod game_client;
 mod handler;
 mod membership;
 mod network;
@@ -26,10 +28,12 @@ mod rpc;
 mod server;
 
 pub use admin::{AdminClient, AdminError};
+pub use clients::{peer_id_of, ClientsConfig};
 pub use config::{
     offset_system_clock, parse_id, parse_peers, ConfigError, Hooks, RaftTuning, ServerConfig,
     StorageMode, TlsSource, TransportMode,
 };
+pub use game_client::{ClientStatus, GameClient, GameClientConfig};
 pub use membership::{Membership, MembershipChange};
 pub use node::{Node, Status};
 pub use proposer::{Completion, Done, RequestError};

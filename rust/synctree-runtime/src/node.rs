@@ -42,6 +42,8 @@ pub(crate) struct Inner {
     configured_peers: Vec<NodeId>,
     committed: Arc<AtomicU64>,
     quic: Option<QuicTransport>,
+    /// The client port, when this server serves game clients.
+    clients: Option<crate::clients::ClientListener>,
 }
 
 /// A point-in-time view of a server, for status getters and operators.
@@ -302,9 +304,17 @@ impl Node {
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
+        if let Some(c) = &self.inner.clients {
+            c.stop();
+        }
         if let Some(q) = &self.inner.quic {
             q.shutdown().await;
         }
+    }
+
+    /// The client port actually bound, if this server serves game clients.
+    pub fn client_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner.clients.as_ref().and_then(|c| c.local_addr())
     }
 }
 
@@ -362,9 +372,29 @@ async fn start_node(cfg: &ServerConfig) -> Result<Started, StartError> {
         cfg.hooks.clock,
     ));
     let (applied_tx, applied_rx) = mpsc::channel(cfg.applied_capacity.max(1));
-    let (sm, shared) = StateMachine::open(storage.clone(), applied_tx, Some(clock.clone()))
+    let (mut sm, shared) = StateMachine::open(storage.clone(), applied_tx, Some(clock.clone()))
         .await
         .map_err(|e| StartError::State(e.to_string()))?;
+    let clients = match (&cfg.clients, &material) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(StartError::Raft(
+                "serving game clients needs the QUIC transport (its TLS certificates)".into(),
+            ))
+        }
+        (Some(c), Some(material)) => {
+            let feed = Arc::new(synctree_raft::Feed::default());
+            sm = sm.with_feed(feed.clone());
+            Some(crate::clients::ClientListener::start(
+                c,
+                material,
+                cfg.id,
+                cluster.clone(),
+                feed,
+                shared.clone(),
+            )?)
+        }
+    };
     let mut log_store = LogStore::new(storage);
     if let Some(observer) = &cfg.hooks.log_observer {
         log_store = log_store.with_observer(observer.clone());
@@ -410,6 +440,7 @@ async fn start_node(cfg: &ServerConfig) -> Result<Started, StartError> {
         configured_peers: cfg.peers.iter().map(|(id, _)| *id).collect(),
         committed,
         quic,
+        clients,
     });
     let _ = handler.inner.set(inner.clone());
 

@@ -10,6 +10,7 @@ use synctree_runtime::{
 
 /// Starts server `id` of a three-server cluster on the in-memory network, with fsync'd
 /// storage in `dir/n<id>` (so a restart finds its state) and a 2 s request timeout.
+#[allow(dead_code)] // not every test binary uses it
 pub fn start_with(id: u64, net: &MemNetwork, dir: &Path, pipeline: usize) -> Server {
     start_tuned(id, net, dir, |cfg| cfg.tuning.pipeline = pipeline)
 }
@@ -130,6 +131,11 @@ impl QuicCluster {
 
     /// Starts server `id` (fsync'd storage in `dir/q<id>`); `join`: it waits to be added.
     pub fn start(&self, id: u64, join: bool) -> Server {
+        self.start_tuned(id, join, |_| {})
+    }
+
+    /// [`Self::start`], with the configuration adjusted by `tune` first.
+    pub fn start_tuned(&self, id: u64, join: bool, tune: impl FnOnce(&mut ServerConfig)) -> Server {
         let peers = (1..=3)
             .filter(|p| *p != id)
             .map(|p| (p, self.addr(p)))
@@ -144,6 +150,7 @@ impl QuicCluster {
         };
         let mut cfg = ServerConfig::new(id, peers, storage, transport);
         cfg.join = join;
+        tune(&mut cfg);
         Server::start(cfg).expect("start over QUIC")
     }
 }

@@ -1,0 +1,164 @@
+//! The messages between a game client and the server it is connected to (the client
+//! protocol), and the rule a client follows to apply what it receives exactly once.
+//!
+//! ```text
+//!   client                                         server
+//!   Hello { token, resume: (cluster, index)? } ──▶ checks the token
+//!                          ◀── Welcome { server, cluster, peer } | Refused { reason }
+//!                          ◀── Reset { index, tree }        (unless it can resume)
+//!                          ◀── Entries [ { index, effects } ... ]   in log order, forever
+//! ```
+//!
+//! Log indices are the same on every server of a cluster (committed entries never change),
+//! so a client that moves to another server resumes from the index it had applied: it
+//! applies an entry only if its index is above the last one it applied ([`ClientCursor`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::effect::Effect;
+use crate::tree::ShadowTree;
+
+/// Version of the client protocol; a server refuses a hello of another version.
+pub const CLIENT_PROTOCOL_VERSION: u32 = 1;
+
+/// The largest hello a server reads (a token and a cursor fit easily).
+pub const MAX_HELLO_BYTES: usize = 16 * 1024;
+
+/// Where a client stands: the cluster it follows and the last log index it applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    pub cluster: String,
+    pub index: u64,
+}
+
+/// The first message of a client on its feed stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u32,
+    /// Checked by the server before anything else is sent.
+    pub token: String,
+    /// `None`: send the whole tree first.
+    pub resume: Option<Resume>,
+}
+
+/// The effects of one committed log entry (none for entries that change no node).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntryEffects {
+    pub index: u64,
+    pub effects: Vec<Effect>,
+}
+
+/// What a server sends a client on its feed stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ServerMessage {
+    /// The hello was accepted. `peer` is the client's peer id, the same on every server.
+    Welcome {
+        server: u64,
+        cluster: String,
+        peer: u64,
+    },
+    /// The hello was refused; the server closes the connection after this.
+    Refused { reason: String },
+    /// Replace the whole synced tree by `tree`, which is the state at log index `index`.
+    Reset { index: u64, tree: ShadowTree },
+    /// Committed entries in log order (possibly some the client already has: skip those).
+    Entries(Vec<EntryEffects>),
+}
+
+/// What a client applied so far, and the exactly-once rule for what arrives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientCursor {
+    /// The cluster the index belongs to (`None` before the first welcome).
+    pub cluster: Option<String>,
+    /// The last log index applied (0: nothing yet).
+    pub index: u64,
+}
+
+impl ClientCursor {
+    /// The resume point to send in a hello, if any.
+    pub fn resume(&self) -> Option<Resume> {
+        self.cluster.as_ref().map(|cluster| Resume {
+            cluster: cluster.clone(),
+            index: self.index,
+        })
+    }
+
+    /// Takes the entries that are new to this client, in order, and advances past them.
+    /// Entries at or below the last applied index are dropped (already applied); an entry
+    /// that does not follow in order is an error (a gap: something was missed).
+    pub fn take_new(&mut self, entries: Vec<EntryEffects>) -> Result<Vec<EntryEffects>, String> {
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            if e.index <= self.index {
+                continue;
+            }
+            if e.index != self.index + 1 {
+                return Err(format!(
+                    "log entry {} arrived after {}: entries in between are missing",
+                    e.index, self.index
+                ));
+            }
+            self.index = e.index;
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    /// A reset to the state at `index` of `cluster`.
+    pub fn reset(&mut self, cluster: &str, index: u64) {
+        self.cluster = Some(cluster.to_owned());
+        self.index = index;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(indices: &[u64]) -> Vec<EntryEffects> {
+        indices
+            .iter()
+            .map(|i| EntryEffects {
+                index: *i,
+                effects: vec![],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn cursor_skips_what_it_has_and_refuses_gaps() {
+        let mut c = ClientCursor::default();
+        c.reset("c1", 10);
+        let got = c.take_new(entries(&[9, 10, 11, 12])).unwrap();
+        assert_eq!(got.iter().map(|e| e.index).collect::<Vec<_>>(), [11, 12]);
+        assert_eq!(c.index, 12);
+        // A resume elsewhere may repeat entries: none is taken twice.
+        assert!(c.take_new(entries(&[11, 12])).unwrap().is_empty());
+        let err = c.take_new(entries(&[14])).unwrap_err();
+        assert!(err.contains("missing"), "{err}");
+        assert_eq!(c.index, 12);
+        assert_eq!(
+            c.resume(),
+            Some(Resume {
+                cluster: "c1".into(),
+                index: 12
+            })
+        );
+    }
+
+    #[test]
+    fn messages_roundtrip() {
+        let m = ServerMessage::Entries(entries(&[1, 2]));
+        let bytes = crate::encode(&m).unwrap();
+        assert_eq!(crate::decode::<ServerMessage>(&bytes, 1 << 20).unwrap(), m);
+        let h = Hello {
+            version: CLIENT_PROTOCOL_VERSION,
+            token: "t".into(),
+            resume: None,
+        };
+        assert_eq!(
+            crate::decode::<Hello>(&crate::encode(&h).unwrap(), MAX_HELLO_BYTES).unwrap(),
+            h
+        );
+    }
+}
