@@ -54,6 +54,17 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
+/// One row of the latency table: p50, p99 (ms) and ops/s.
+fn latency_row(s: &mut String, what: &str, who: &str, lat: &[f64], rate: f64) -> Result<()> {
+    writeln!(
+        s,
+        "| {what} | {who} | {:.2} ms | {:.2} ms | {rate:.0} ops/s |",
+        percentile(lat, 0.5),
+        percentile(lat, 0.99),
+    )?;
+    Ok(())
+}
+
 fn rss_mib(pid: Option<u32>) -> f64 {
     let Some(pid) = pid else { return f64::NAN };
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -416,13 +427,10 @@ fn run_cluster(fsync: bool, args: &BenchArgs) -> Result<String> {
             }
             eprintln!("[bench]   set_synced latency, {inflight} in flight on the {who}...");
             let (lat, rate) = b.set_latency(id, count, inflight)?;
-            writeln!(
-                s,
-                "| `set_synced` call -> applied on all 3 live trees, {inflight} in flight ({count} ops) | {who} | {:.2} ms | {:.2} ms | {:.0} ops/s |",
-                percentile(&lat, 0.5),
-                percentile(&lat, 0.99),
-                rate
-            )?;
+            let what = format!(
+                "`set_synced` call -> applied on all 3 live trees, {inflight} in flight ({count} ops)"
+            );
+            latency_row(&mut s, &what, who, &lat, rate)?;
         }
     }
     let total = args.ops.unwrap_or(if quick { 20_000 } else { 100_000 });
@@ -430,13 +438,10 @@ fn run_cluster(fsync: bool, args: &BenchArgs) -> Result<String> {
     if part(Part::Throughput) {
         eprintln!("[bench]   throughput, 256 in flight, {total} ops on the leader...");
         let (lat, rate) = b.set_latency(leader, total, 256)?;
-        writeln!(
-            s,
-            "| `set_synced` 256 in flight ({total} ops), every update timed by a GDScript signal handler on each server | leader | {:.2} ms | {:.2} ms | {:.0} ops/s |",
-            percentile(&lat, 0.5),
-            percentile(&lat, 0.99),
-            rate
-        )?;
+        let what = format!(
+            "`set_synced` 256 in flight ({total} ops), every update timed by a GDScript signal handler on each server"
+        );
+        latency_row(&mut s, &what, "leader", &lat, rate)?;
         eprintln!("[bench]   throughput, 256 in flight, {total} ops on the leader, unobserved...");
         let Throughput { rate, cpu, entries } = b.set_throughput(leader, total)?;
         writeln!(
