@@ -137,12 +137,9 @@ impl Bench {
             .collect()
     }
 
-    /// Latency call -> applied on all live trees, in ms, for `count` sets with `inflight`
-    /// outstanding, issued on server `on`. Returns (sorted latencies, ops/s on the issuer).
-    fn set_latency(&mut self, on: u64, count: usize, inflight: usize) -> Result<(Vec<f64>, f64)> {
-        let start = self.next_value;
-        self.next_value += count as i64;
-        self.all(json!({"cmd": "watch_property", "path": "B", "property": PROP}))?;
+    /// Sets B.health to `start`, `start + 1`, ... `count` times on `on` with `inflight`
+    /// outstanding (the bench.gd `set_load` command); every set must succeed.
+    fn set_load(&mut self, on: u64, start: i64, count: usize, inflight: usize) -> Result<Value> {
         let load = self.req(
             on,
             json!({"cmd": "set_load", "path": "B", "property": PROP, "start": start, "count": count, "inflight": inflight}),
@@ -153,6 +150,16 @@ impl Bench {
             load["failed"],
             load["first_error"]
         );
+        Ok(load)
+    }
+
+    /// Latency call -> applied on all live trees, in ms, for `count` sets with `inflight`
+    /// outstanding, issued on server `on`. Returns (sorted latencies, ops/s on the issuer).
+    fn set_latency(&mut self, on: u64, count: usize, inflight: usize) -> Result<(Vec<f64>, f64)> {
+        let start = self.next_value;
+        self.next_value += count as i64;
+        self.all(json!({"cmd": "watch_property", "path": "B", "property": PROP}))?;
+        let load = self.set_load(on, start, count, inflight)?;
         let calls = ints(&load["calls_usec"]);
         // The others may still be applying the last values.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -213,16 +220,7 @@ impl Bench {
         let first_index = self.req(on, json!({"cmd": "status"}))?["status"]["commit"]
             .as_u64()
             .unwrap_or(0);
-        let load = self.req(
-            on,
-            json!({"cmd": "set_load", "path": "B", "property": PROP, "start": start, "count": count, "inflight": 256}),
-        )?;
-        ensure!(
-            load["failed"] == json!(0),
-            "set_load: {} failed: {}",
-            load["failed"],
-            load["first_error"]
-        );
+        let load = self.set_load(on, start, count, 256)?;
         let last = start + count as i64 - 1;
         let seen =
             self.all(json!({"cmd": "wait_value", "path": "B", "property": PROP, "value": last}))?;
