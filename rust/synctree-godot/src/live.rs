@@ -6,7 +6,7 @@ use godot::classes::{ClassDb, Node, PackedScene, ResourceLoader};
 use godot::prelude::*;
 use rustc_hash::FxHashMap;
 use std::collections::{HashMap, HashSet};
-use synctree_proto::{write_node_header, write_property, Effect, NodeKey, Value, ROOT_KEY};
+use synctree_proto::{write_node_header, write_property, Effect, NodeKey, ROOT_KEY, SERVER_PEER};
 
 /// Scenes and their property names, loaded once.
 #[derive(Default)]
@@ -147,6 +147,8 @@ struct LiveNode {
     /// Made on first use (see [`LazyPath`]).
     node_path: Option<NodePath>,
     scene: String,
+    /// The peer that owns it (its multiplayer authority).
+    owner: u64,
     children: Vec<NodeKey>,
     /// Its synced properties (set at spawn or since), in first-set order.
     synced: Vec<PropId>,
@@ -254,13 +256,7 @@ impl LiveTree {
     /// Carries out one committed effect on the scene tree.
     pub fn apply(&mut self, root: &mut Gd<Node>, effect: Effect) -> Applied {
         match effect {
-            Effect::Spawned {
-                node: key,
-                parent,
-                name,
-                scene,
-                props,
-            } => self.spawn(root, key, parent, name, scene, props),
+            spawned @ Effect::Spawned { .. } => self.spawn(root, spawned),
             Effect::Despawned { node: key } => self.despawn(key),
             Effect::PropertySet {
                 node: key,
@@ -290,15 +286,18 @@ impl LiveTree {
         }
     }
 
-    fn spawn(
-        &mut self,
-        root: &Gd<Node>,
-        key: NodeKey,
-        parent: NodeKey,
-        name: String,
-        scene: String,
-        props: Vec<(String, Value)>,
-    ) -> Applied {
+    fn spawn(&mut self, root: &Gd<Node>, spawned: Effect) -> Applied {
+        let Effect::Spawned {
+            node: key,
+            parent,
+            name,
+            scene,
+            props,
+            owner,
+        } = spawned
+        else {
+            return Applied::Nothing;
+        };
         let (mut parent_node, parent_path) = if parent == ROOT_KEY {
             (root.clone(), String::new())
         } else {
@@ -323,6 +322,11 @@ impl LiveTree {
                 synced.push(id);
             }
         }
+        if owner != SERVER_PEER {
+            // Godot's own notion of ownership: `is_multiplayer_authority()` holds on the
+            // owning client, and children spawned in the scene inherit it.
+            node.set_multiplayer_authority(i32::try_from(owner).unwrap_or(i32::MAX));
+        }
         parent_node.add_child(&node);
         let path = synctree_proto::join(&parent_path, &name);
         if let Some(p) = self.nodes.get_mut(&parent) {
@@ -338,6 +342,7 @@ impl LiveTree {
                 path,
                 node_path: None,
                 scene,
+                owner,
                 children: Vec::new(),
                 synced,
             },
@@ -396,7 +401,7 @@ impl LiveTree {
             else {
                 continue;
             };
-            write_node_header(out, depth, &name, &live.scene);
+            write_node_header(out, depth, &name, &live.scene, live.owner);
             let mut props: Vec<&(String, StringName)> = live
                 .synced
                 .iter()

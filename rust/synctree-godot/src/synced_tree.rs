@@ -292,6 +292,7 @@ impl SyncedTree {
                 name,
                 scene,
                 props: list,
+                owner: synctree_proto::SERVER_PEER,
             })
         })();
         self.submit(what, op)
@@ -538,6 +539,7 @@ impl SyncedTree {
                     name: format!("SpawnCost{round}_{i}"),
                     scene: scene.clone(),
                     props: Vec::new(),
+                    owner: synctree_proto::SERVER_PEER,
                 })
                 .collect();
             let started = std::time::Instant::now();

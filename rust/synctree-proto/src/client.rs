@@ -7,7 +7,12 @@
 //!                          ◀── Welcome { server, cluster, peer } | Refused { reason }
 //!                          ◀── Reset { index, tree }        (unless it can resume)
 //!                          ◀── Entries [ { index, effects } ... ]   in log order, forever
+//!   Request { id, Write(op) | Read } ──▶ proposed for the client's peer
+//!                          ◀── Outcome { id, Written { index } | Read | Failed { reason } }
 //! ```
+//!
+//! Requests and outcomes share the hello's stream; outcomes may arrive before the entry
+//! they name: a client reports one when it has applied up to its index.
 //!
 //! Log indices are the same on every server of a cluster (committed entries never change),
 //! so a client that moves to another server resumes from the index it had applied: it
@@ -17,12 +22,43 @@ use serde::{Deserialize, Serialize};
 
 use crate::effect::Effect;
 use crate::tree::ShadowTree;
+use crate::{Op, Stamp, Value};
 
 /// Version of the client protocol; a server refuses a hello of another version.
 pub const CLIENT_PROTOCOL_VERSION: u32 = 1;
 
 /// The largest hello a server reads (a token and a cursor fit easily).
 pub const MAX_HELLO_BYTES: usize = 16 * 1024;
+
+/// The largest request a server reads from a client: a frame over it disconnects the client.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// What a client asks of the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// A write proposed on the client's behalf (authority is checked when it applies).
+    Write(Op),
+    /// A linearizable read of a synced property.
+    Read { path: String, property: String },
+}
+
+/// A client's request, numbered by the client to match its outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: u64,
+    pub request: ClientRequest,
+}
+
+/// How a client's request ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Committed at log `index` (applied once the client reaches it), stamped `stamp`.
+    Written { index: u64, stamp: Stamp },
+    /// The committed value at log `index` (`None`: never set).
+    Read { index: u64, value: Option<Value> },
+    /// Refused or lost; `uncertain`: it may have been committed all the same.
+    Failed { reason: String, uncertain: bool },
+}
 
 /// Where a client stands: the cluster it follows and the last log index it applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +99,8 @@ pub enum ServerMessage {
     Reset { index: u64, tree: ShadowTree },
     /// Committed entries in log order (possibly some the client already has: skip those).
     Entries(Vec<EntryEffects>),
+    /// How the client's request `id` ended.
+    Outcome { id: u64, outcome: Outcome },
 }
 
 /// What a client applied so far, and the exactly-once rule for what arrives.
@@ -159,6 +197,25 @@ mod tests {
         assert_eq!(
             crate::decode::<Hello>(&crate::encode(&h).unwrap(), MAX_HELLO_BYTES).unwrap(),
             h
+        );
+        let r = Request {
+            id: 9,
+            request: ClientRequest::Write(Op::Despawn { path: "A".into() }),
+        };
+        assert_eq!(
+            crate::decode::<Request>(&crate::encode(&r).unwrap(), MAX_REQUEST_BYTES).unwrap(),
+            r
+        );
+        let o = ServerMessage::Outcome {
+            id: 9,
+            outcome: Outcome::Failed {
+                reason: "no".into(),
+                uncertain: false,
+            },
+        };
+        assert_eq!(
+            crate::decode::<ServerMessage>(&crate::encode(&o).unwrap(), 1 << 20).unwrap(),
+            o
         );
     }
 }

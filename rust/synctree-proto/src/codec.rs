@@ -155,6 +155,7 @@ mod tests {
                         seq: i as u64,
                     },
                     stamp: clock.stamp(),
+                    peer: 7,
                     op: Op::SetProperty {
                         path: "A/B".into(),
                         property: "p".into(),

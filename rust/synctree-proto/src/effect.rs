@@ -18,13 +18,14 @@ pub const ROOT_KEY: NodeKey = 0;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Effect {
     /// Instance `scene` as the last child of node `parent`, named `name`, set `props` on it,
-    /// and know it as `node` from now on.
+    /// give it multiplayer authority `owner`, and know it as `node` from now on.
     Spawned {
         node: NodeKey,
         parent: NodeKey,
         name: String,
         scene: String,
         props: Vec<(String, Value)>,
+        owner: u64,
     },
     /// Free `node` and its subtree.
     Despawned { node: NodeKey },

@@ -21,6 +21,12 @@ pub enum ApplyError {
     RootNotAllowed,
     #[error("scene path must not be empty")]
     EmptyScene,
+    /// Peer `peer` changed or despawned a node that another peer owns.
+    #[error("peer {peer} may not change '{path}': it is owned by {}", owner_name(*owner))]
+    NotOwner { path: String, owner: u64, peer: u64 },
+    /// A peer spawned a node for another owner.
+    #[error("peer {peer} may not spawn a node owned by {}", owner_name(*owner))]
+    ForeignOwner { owner: u64, peer: u64 },
     /// A compare-and-set found another value; `found` is what it found (`None`: never set).
     #[error("compare-and-set of '{path}'.{property} refused: expected {expected}, found {found}")]
     CompareFailed {
@@ -29,4 +35,12 @@ pub enum ApplyError {
         expected: String,
         found: String,
     },
+}
+
+fn owner_name(owner: u64) -> String {
+    if owner == crate::SERVER_PEER {
+        "the servers".to_owned()
+    } else {
+        format!("peer {owner}")
+    }
 }

@@ -26,15 +26,15 @@ mod tree;
 mod value;
 
 pub use client::{
-    ClientCursor, EntryEffects, Hello, Resume, ServerMessage, CLIENT_PROTOCOL_VERSION,
-    MAX_HELLO_BYTES,
+    ClientCursor, ClientRequest, EntryEffects, Hello, Outcome, Request, Resume, ServerMessage,
+    CLIENT_PROTOCOL_VERSION, MAX_HELLO_BYTES, MAX_REQUEST_BYTES,
 };
 pub use clock::{Clock, ClockError, PhysicalClock, Stamp};
 pub use codec::{decode, encode, CodecError};
 pub use dump::{write_node_header, write_property};
 pub use effect::{CompactString, Effect, NodeKey, ROOT_KEY};
 pub use error::ApplyError;
-pub use op::{Batch, EncodedBatch, Event, Op, OpId, OpOutcome, MAX_BATCH_BYTES};
+pub use op::{Batch, EncodedBatch, Event, Op, OpId, OpOutcome, MAX_BATCH_BYTES, SERVER_PEER};
 pub use path::{join, split_parent, validate_name, validate_path, validate_property, ROOT};
 pub use tree::{NodeView, ShadowTree};
 pub use uhlc;

@@ -7,12 +7,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Op {
     /// Instance `scene` (a `res://` PackedScene path, or a class name such as `Node2D`) as a
-    /// child named `name` of `parent`, then set `props` on it, in order.
+    /// child named `name` of `parent`, then set `props` on it, in order. `owner` is the peer
+    /// that may change or despawn it besides the servers ([`SERVER_PEER`]: servers only).
     Spawn {
         parent: String,
         name: String,
         scene: String,
         props: Vec<(String, Value)>,
+        owner: u64,
     },
     /// Remove the node at `path` and its whole subtree.
     Despawn { path: String },
@@ -51,11 +53,18 @@ pub struct OpId {
     pub seq: u64,
 }
 
+/// The peer id of the servers, as Godot's multiplayer API numbers them: the owner of what
+/// servers spawn, and the author of what they propose on their own behalf.
+pub const SERVER_PEER: u64 = 1;
+
 /// An op as it travels through the log: stamped by the proposing server's HLC.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub id: OpId,
     pub stamp: Stamp,
+    /// On whose behalf the op was proposed: [`SERVER_PEER`] for a server's own calls, else
+    /// the game client's peer id. Authority is checked against it when the op applies.
+    pub peer: u64,
     pub op: Op,
 }
 

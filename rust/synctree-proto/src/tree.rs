@@ -5,7 +5,7 @@
 
 use crate::effect::{CompactString, NodeKey, ROOT_KEY};
 use crate::path::{join, validate_name, validate_path, validate_property};
-use crate::{dump, ApplyError, Effect, Op, Value};
+use crate::{dump, ApplyError, Effect, Op, Value, SERVER_PEER};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -15,6 +15,8 @@ struct Node {
     parent: NodeKey,
     name: String,
     scene: String,
+    /// The peer that may change or despawn it besides the servers.
+    owner: u64,
     props: BTreeMap<String, Value>,
     children: Vec<NodeKey>,
     /// Children by name. Names come from clients: SipHash keeps crafted collisions cheap.
@@ -27,6 +29,7 @@ impl Node {
             parent: ROOT_KEY,
             name,
             scene,
+            owner: SERVER_PEER,
             props: BTreeMap::new(),
             children: Vec::new(),
             by_name: HashMap::new(),
@@ -50,6 +53,7 @@ pub struct NodeView<'a> {
     pub depth: usize,
     pub name: &'a str,
     pub scene: &'a str,
+    pub owner: u64,
     pub props: &'a BTreeMap<String, Value>,
 }
 
@@ -115,26 +119,55 @@ impl ShadowTree {
         self.nodes.get(&key)?.props.get(property)
     }
 
-    /// Validates and applies one op. On error nothing changed.
+    /// The owner of the node at `path` ([`SERVER_PEER`] for the root).
+    pub fn owner_of(&self, path: &str) -> Option<u64> {
+        let key = self.lookup(path)?;
+        self.nodes.get(&key).map(|n| n.owner)
+    }
+
+    /// Validates and applies one op of a server's own. On error nothing changed.
     pub fn apply(&mut self, op: &Op) -> Result<Effect, ApplyError> {
         self.apply_owned(op.clone())
     }
 
     /// [`ShadowTree::apply`] taking the op, so its strings move into the effect.
     pub fn apply_owned(&mut self, op: Op) -> Result<Effect, ApplyError> {
+        self.apply_as(SERVER_PEER, op)
+    }
+
+    /// Applies `op` proposed on behalf of `peer`. Servers ([`SERVER_PEER`]) may do
+    /// anything valid; another peer may spawn only nodes it owns, and change or despawn
+    /// only nodes it owns (a despawn: the whole subtree).
+    pub fn apply_as(&mut self, peer: u64, op: Op) -> Result<Effect, ApplyError> {
         match op {
             Op::Spawn {
                 parent,
                 name,
                 scene,
                 props,
-            } => self.spawn(&parent, name, scene, props),
-            Op::Despawn { path } => self.despawn(&path),
+                owner,
+            } => {
+                if peer != SERVER_PEER && owner != peer {
+                    return Err(ApplyError::ForeignOwner { owner, peer });
+                }
+                self.spawn(&parent, name, scene, props, owner)
+            }
+            Op::Despawn { path } => {
+                if peer != SERVER_PEER {
+                    self.check_owner_subtree(&path, peer)?;
+                }
+                self.despawn(&path)
+            }
             Op::SetProperty {
                 path,
                 property,
                 value,
-            } => self.set(&path, property, value),
+            } => {
+                if peer != SERVER_PEER {
+                    self.check_owner(&path, peer)?;
+                }
+                self.set(&path, property, value)
+            }
             Op::CompareAndSet {
                 path,
                 property,
@@ -143,6 +176,9 @@ impl ShadowTree {
             } => {
                 validate_path(&path)?;
                 validate_property(&property)?;
+                if peer != SERVER_PEER {
+                    self.check_owner(&path, peer)?;
+                }
                 let found = self.get(&path, &property);
                 if self.contains(&path) && found != expected.as_ref() {
                     let show = |v: Option<&Value>| match v {
@@ -161,6 +197,44 @@ impl ShadowTree {
         }
     }
 
+    /// Refuses unless `peer` owns the node at `path` (a missing node is left to the op).
+    fn check_owner(&self, path: &str, peer: u64) -> Result<(), ApplyError> {
+        match self.lookup(path).and_then(|k| self.nodes.get(&k)) {
+            Some(n) if n.owner != peer => Err(ApplyError::NotOwner {
+                path: path.to_owned(),
+                owner: n.owner,
+                peer,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses unless `peer` owns the node at `path` and everything below it.
+    fn check_owner_subtree(&self, path: &str, peer: u64) -> Result<(), ApplyError> {
+        let Some(top) = self.lookup(path) else {
+            return Ok(());
+        };
+        let mut stack = vec![(top, path.to_owned())];
+        while let Some((k, p)) = stack.pop() {
+            let Some(n) = self.nodes.get(&k) else {
+                continue;
+            };
+            if n.owner != peer {
+                return Err(ApplyError::NotOwner {
+                    path: p,
+                    owner: n.owner,
+                    peer,
+                });
+            }
+            for c in &n.children {
+                if let Some(child) = self.nodes.get(c) {
+                    stack.push((*c, join(&p, &child.name)));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Replays an effect this tree's twin produced (the live side's mirror, tests). Keys are
     /// taken as given; an effect that does not fit this tree is refused and changes nothing.
     pub fn apply_effect(&mut self, effect: &Effect) -> Result<(), ApplyError> {
@@ -171,6 +245,7 @@ impl ShadowTree {
                 name,
                 scene,
                 props,
+                owner,
             } => {
                 let p = self
                     .nodes
@@ -183,6 +258,9 @@ impl ShadowTree {
                     });
                 }
                 self.insert(*node, *parent, name.clone(), scene.clone(), props.clone());
+                if let Some(n) = self.nodes.get_mut(node) {
+                    n.owner = *owner;
+                }
                 self.next_key = self.next_key.max(node + 1);
                 Ok(())
             }
@@ -251,6 +329,7 @@ impl ShadowTree {
         name: String,
         scene: String,
         props: Vec<(String, Value)>,
+        owner: u64,
     ) -> Result<Effect, ApplyError> {
         validate_path(parent)?;
         validate_name(&name)?;
@@ -272,12 +351,16 @@ impl ShadowTree {
         let key = self.next_key;
         self.next_key += 1;
         self.insert(key, parent_key, name.clone(), scene.clone(), props.clone());
+        if let Some(n) = self.nodes.get_mut(&key) {
+            n.owner = owner;
+        }
         Ok(Effect::Spawned {
             node: key,
             parent: parent_key,
             name,
             scene,
             props,
+            owner,
         })
     }
 
@@ -341,6 +424,7 @@ impl ShadowTree {
                 depth,
                 name: &node.name,
                 scene: &node.scene,
+                owner: node.owner,
                 props: &node.props,
             });
         }
@@ -355,6 +439,7 @@ impl ShadowTree {
                 parent: n.parent,
                 name: n.name.to_owned(),
                 scene: n.scene.to_owned(),
+                owner: n.owner,
                 props: n
                     .props
                     .iter()
@@ -369,7 +454,7 @@ impl ShadowTree {
     pub fn dump(&self) -> String {
         let mut out = String::new();
         self.walk(|n| {
-            dump::write_node_header(&mut out, n.depth, n.name, n.scene);
+            dump::write_node_header(&mut out, n.depth, n.name, n.scene, n.owner);
             for (prop, value) in n.props {
                 dump::write_property(&mut out, n.depth, prop, value);
             }
@@ -388,6 +473,7 @@ mod tests {
             name: name.into(),
             scene: "Node".into(),
             props: vec![],
+            owner: SERVER_PEER,
         }
     }
 

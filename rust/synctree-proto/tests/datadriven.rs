@@ -6,11 +6,12 @@
 //! ----
 //! ok
 //! ```
-//! Commands: `spawn parent=P name=N scene=S [prop=value ...]`, `despawn path=P`,
+//! Commands: `spawn parent=P name=N scene=S [owner=PEER] [prop=value ...]`, `despawn path=P`,
 //! `set path=P prop=NAME value=V`, `get path=P prop=NAME`, `dump`. Values are `5`, `1.5`,
-//! `true`, `null`, `"text"` or `v2(x,y)`.
+//! `true`, `null`, `"text"` or `v2(x,y)`. Any write may end in `as=PEER`: it is then made on
+//! behalf of that game client (else of a server).
 
-use synctree_proto::{Op, ShadowTree, Value};
+use synctree_proto::{Op, ShadowTree, Value, SERVER_PEER};
 
 fn parse_value(text: &str) -> Value {
     if text == "null" {
@@ -51,9 +52,19 @@ fn arg(args: &[(String, String)], key: &str) -> String {
         .unwrap_or_else(|| panic!("missing {key}="))
 }
 
+/// Removes `key=PEER` from the arguments; the servers' peer when absent.
+fn take_peer(args: &mut Vec<(String, String)>, key: &str) -> u64 {
+    match args.iter().position(|(k, _)| k == key) {
+        Some(i) => args.remove(i).1.parse().expect("a peer id"),
+        None => SERVER_PEER,
+    }
+}
+
 fn run(tree: &mut ShadowTree, command: &str) -> String {
     let words: Vec<&str> = command.split_whitespace().collect();
-    let a = args(&words[1..]);
+    let mut a = args(&words[1..]);
+    let peer = take_peer(&mut a, "as");
+    let owner = take_peer(&mut a, "owner");
     let op = match words[0] {
         "dump" => return tree.dump().trim_end().to_owned(),
         "get" => {
@@ -71,6 +82,7 @@ fn run(tree: &mut ShadowTree, command: &str) -> String {
                 .filter(|(k, _)| !["parent", "name", "scene"].contains(&k.as_str()))
                 .map(|(k, v)| (k.clone(), parse_value(v)))
                 .collect(),
+            owner,
         },
         "despawn" => Op::Despawn {
             path: arg(&a, "path"),
@@ -82,7 +94,7 @@ fn run(tree: &mut ShadowTree, command: &str) -> String {
         },
         other => panic!("unknown command {other}"),
     };
-    match tree.apply(&op) {
+    match tree.apply_as(peer, op) {
         Ok(_) => "ok".to_owned(),
         Err(e) => format!("error: {e}"),
     }

@@ -251,7 +251,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         response.outcomes.reserve(batch.events.len());
                         for event in batch.events {
                             let result = tree
-                                .apply_owned(event.op)
+                                .apply_as(event.peer, event.op)
                                 .map(|effect| effects.push(effect));
                             response.outcomes.push(OpOutcome {
                                 id: event.id,
@@ -428,7 +428,9 @@ mod tests {
                     name: name.into(),
                     scene: "Node".into(),
                     props: vec![],
+                    owner: synctree_proto::SERVER_PEER,
                 },
+                peer: synctree_proto::SERVER_PEER,
             }],
         }
     }

@@ -34,6 +34,7 @@ fn main() -> anyhow::Result<()> {
         name: "A".into(),
         scene: "Node".into(),
         props: vec![],
+        owner: synctree_proto::SERVER_PEER,
     };
     common::run(all[l].as_ref().expect("leader"), &all, [spawn], 1)?;
 

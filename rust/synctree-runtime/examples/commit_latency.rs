@@ -32,6 +32,7 @@ fn main() -> anyhow::Result<()> {
         name: "B".into(),
         scene: "Node".into(),
         props: vec![],
+        owner: synctree_proto::SERVER_PEER,
     };
     common::run(leader, &servers, vec![spawn], 1)?;
     println!("fsync: {}", if fsync { "on" } else { "OFF" });

@@ -43,6 +43,7 @@ fn main() -> anyhow::Result<()> {
         name: "A".into(),
         scene: "Node".into(),
         props: vec![],
+        owner: synctree_proto::SERVER_PEER,
     };
     write(all[first].as_ref().expect("leader"), &all, spawn)?;
     let mut times = Vec::new();

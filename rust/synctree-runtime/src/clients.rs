@@ -8,20 +8,35 @@
 //!                                                   └─ live chunks ─▶ (lagged or reset: again)
 //! ```
 //!
-//! A client that breaks the protocol (an oversized, truncated or undecodable hello, a wrong
-//! version or token) is refused and disconnected, with the reason in this server's log; other
-//! clients and the cluster are not affected.
+//! After its hello a client may send requests on the same stream: writes are proposed on
+//! its behalf (its peer id goes into the log, and the state machine lets a client change only
+//! nodes it owns), reads go through the leader's read index. A client may spawn only scenes
+//! on the spawnable list, makes at most `rate_per_second` requests per second (a token
+//! bucket of `burst`; over it a request fails at once, saying so), and a request frame
+//! larger than [`MAX_REQUEST_BYTES`] disconnects it.
+//!
+//! A client that breaks the protocol (an oversized, truncated or undecodable hello or
+//! request, a wrong version or token) is refused and disconnected, with the reason in this
+//! server's log; other clients and the cluster are not affected.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use quinn::{Connection, Endpoint, Incoming, SendStream, VarInt};
-use synctree_net::frame::{read_frame, write_frame};
+use std::num::NonZeroU32;
+
+use governor::{Quota, RateLimiter};
+use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream, VarInt};
+use synctree_net::frame::{read_frame, write_frame, FrameError};
 use synctree_net::TlsMaterial;
 use synctree_proto::{
-    decode, encode, Hello, ServerMessage, CLIENT_PROTOCOL_VERSION, MAX_HELLO_BYTES,
+    decode, encode, ClientRequest, Hello, Op, Outcome, Request, ServerMessage,
+    CLIENT_PROTOCOL_VERSION, MAX_HELLO_BYTES, MAX_REQUEST_BYTES,
 };
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::proposer::{Done, RequestError, Submitter};
 use synctree_raft::{Feed, FeedItem, NodeId, SharedState, Start};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
@@ -44,6 +59,32 @@ pub struct ClientsConfig {
     /// Tokens that admit a client; each token is one client identity (its peer id derives
     /// from it, so it is the same on every server).
     pub tokens: Vec<String>,
+    /// Scenes (as given to `spawn`) a client may spawn; empty: clients spawn nothing.
+    /// Servers may spawn any scene.
+    pub spawnable: Vec<String>,
+    /// Requests one client may make per second on average ...
+    pub rate_per_second: u32,
+    /// ... and at once after a quiet spell.
+    pub burst: u32,
+}
+
+impl ClientsConfig {
+    /// Default request rate per client.
+    pub const DEFAULT_RATE: u32 = 200;
+    /// Default burst per client.
+    pub const DEFAULT_BURST: u32 = 400;
+
+    /// Serves clients holding `tokens` on `listen`, with default limits and no spawnable
+    /// scene.
+    pub fn new(listen: SocketAddr, tokens: Vec<String>) -> Self {
+        ClientsConfig {
+            listen,
+            tokens,
+            spawnable: Vec::new(),
+            rate_per_second: Self::DEFAULT_RATE,
+            burst: Self::DEFAULT_BURST,
+        }
+    }
 }
 
 /// The peer id of the client holding `token`: the same on every server, in Godot's range of
@@ -57,9 +98,10 @@ pub fn peer_id_of(token: &str) -> u64 {
 struct Ctx {
     server: NodeId,
     cluster: String,
-    tokens: Vec<String>,
+    cfg: ClientsConfig,
     feed: Arc<Feed>,
     shared: Arc<RwLock<SharedState>>,
+    submitter: Submitter,
 }
 
 /// The client port of a running server.
@@ -77,15 +119,17 @@ impl ClientListener {
         cluster: String,
         feed: Arc<Feed>,
         shared: Arc<RwLock<SharedState>>,
+        submitter: Submitter,
     ) -> Result<ClientListener, synctree_net::StartError> {
         let endpoint = synctree_net::clients::listen(cfg.listen, material)?;
         let local = endpoint.local_addr().ok();
         let ctx = Arc::new(Ctx {
             server,
             cluster,
-            tokens: cfg.tokens.clone(),
+            cfg: cfg.clone(),
             feed,
             shared,
+            submitter,
         });
         let accept = tokio::spawn(accept_loop(endpoint.clone(), ctx));
         tracing::info!(
@@ -139,7 +183,7 @@ async fn serve(incoming: Incoming, ctx: Arc<Ctx>) {
         Ok::<_, String>((send, recv, hello))
     })
     .await;
-    let (mut send, _recv, hello) = match stream {
+    let (mut send, recv, hello) = match stream {
         Ok(Ok(s)) => s,
         Ok(Err(reason)) => return refuse(&conn, close::PROTOCOL, &reason),
         Err(_) => return refuse(&conn, close::PROTOCOL, "no hello within 5 s"),
@@ -149,7 +193,7 @@ async fn serve(incoming: Incoming, ctx: Arc<Ctx>) {
             "client protocol version {} is not supported (this server speaks {})",
             hello.version, CLIENT_PROTOCOL_VERSION
         ))
-    } else if !ctx.tokens.iter().any(|t| token_eq(t, &hello.token)) {
+    } else if !ctx.cfg.tokens.iter().any(|t| token_eq(t, &hello.token)) {
         Some("invalid token".to_owned())
     } else {
         None
@@ -184,9 +228,121 @@ async fn serve(incoming: Incoming, ctx: Arc<Ctx>) {
         .resume
         .filter(|r| r.cluster == ctx.cluster)
         .map(|r| r.index);
-    match stream_feed(&mut send, &ctx, after).await {
-        Ok(()) => {}
-        Err(e) => tracing::info!(node = ctx.server, "client {remote} (peer {peer}) left: {e}"),
+    let (out_tx, mut out_rx) = mpsc::channel(OUTCOMES_QUEUED);
+    let mut requests = tokio::spawn(read_requests(recv, ctx.clone(), peer, out_tx));
+    let ended = tokio::select! {
+        r = stream_feed(&mut send, &ctx, after, &mut out_rx) => r,
+        r = &mut requests => match r {
+            Ok(Err(violation)) => return refuse(&conn, close::PROTOCOL, &violation),
+            _ => Err("request reader ended".to_owned()),
+        },
+    };
+    requests.abort();
+    if let Err(e) = ended {
+        tracing::info!(node = ctx.server, "client {remote} (peer {peer}) left: {e}");
+    }
+}
+
+/// Outcomes waiting to be written to one client.
+const OUTCOMES_QUEUED: usize = 1024;
+
+/// Reads a client's requests until it stops sending (`Ok`) or breaks the protocol (`Err`
+/// with the reason). Each request is proposed (or read) on its own; its outcome goes to
+/// `out`, to be written beside the feed.
+async fn read_requests(
+    mut recv: RecvStream,
+    ctx: Arc<Ctx>,
+    peer: u64,
+    out: mpsc::Sender<ServerMessage>,
+) -> Result<(), String> {
+    let nz = |n: u32| NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
+    let limiter = RateLimiter::direct(
+        Quota::per_second(nz(ctx.cfg.rate_per_second)).allow_burst(nz(ctx.cfg.burst)),
+    );
+    let mut in_flight = JoinSet::new();
+    loop {
+        while in_flight.try_join_next().is_some() {}
+        let body = match read_frame(&mut recv, MAX_REQUEST_BYTES).await {
+            Ok(body) => body,
+            // The client closed its side cleanly: nothing more to read, the feed goes on.
+            Err(FrameError::Truncated { got: 0, .. }) => {
+                std::future::pending::<()>().await;
+                return Ok(());
+            }
+            Err(e) if e.is_violation() => return Err(format!("bad request frame: {e}")),
+            Err(e) => return Err(format!("request stream failed: {e}")),
+        };
+        let Request { id, request } =
+            decode(&body, MAX_REQUEST_BYTES).map_err(|e| format!("malformed request: {e}"))?;
+        let request = if limiter.check().is_err() {
+            Err(format!(
+                "rate limit exceeded: a client may make {} requests per second (bursts of \
+                 {}); request not proposed",
+                ctx.cfg.rate_per_second, ctx.cfg.burst
+            ))
+        } else {
+            admit(&ctx.cfg, peer, request)
+        };
+        match request {
+            Err(reason) => {
+                let outcome = Outcome::Failed {
+                    reason,
+                    uncertain: false,
+                };
+                if out
+                    .send(ServerMessage::Outcome { id, outcome })
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+            }
+            Ok(request) => {
+                let submitter = ctx.submitter.clone();
+                let out = out.clone();
+                in_flight.spawn(async move {
+                    let outcome = outcome_of(submitter.request(peer, request).await);
+                    let _ = out.send(ServerMessage::Outcome { id, outcome }).await;
+                });
+            }
+        }
+    }
+}
+
+/// What the server checks before proposing for a client (the rest, ownership included, is
+/// checked when the op applies, the same way on every server). A spawn's owner 0 means the
+/// client itself.
+fn admit(
+    cfg: &ClientsConfig,
+    peer: u64,
+    mut request: ClientRequest,
+) -> Result<ClientRequest, String> {
+    if let ClientRequest::Write(Op::Spawn { scene, owner, .. }) = &mut request {
+        if !cfg.spawnable.iter().any(|s| s == scene) {
+            return Err(format!(
+                "scene '{scene}' is not on the SyncedTree's spawnable list: game clients \
+                 may spawn only the scenes listed there"
+            ));
+        }
+        if *owner == 0 {
+            *owner = peer;
+        }
+    }
+    Ok(request)
+}
+
+fn outcome_of(result: Result<Done, RequestError>) -> Outcome {
+    match result {
+        Ok(Done::Write { index, stamp }) => Outcome::Written { index, stamp },
+        Ok(Done::Read { index, value }) => Outcome::Read { index, value },
+        Ok(Done::Membership(_)) => Outcome::Failed {
+            reason: "internal error: a client request completed as a membership change".into(),
+            uncertain: true,
+        },
+        Err(e) => Outcome::Failed {
+            reason: e.message,
+            uncertain: e.uncertain,
+        },
     }
 }
 
@@ -203,11 +359,13 @@ async fn send_message(send: &mut SendStream, m: &ServerMessage) -> Result<(), St
         .map_err(|e| e.to_string())
 }
 
-/// Sends the client's starting point, then live entries, until the client goes away.
+/// Sends the client's starting point, then live entries and the outcomes of its requests,
+/// until the client goes away.
 async fn stream_feed(
     send: &mut SendStream,
     ctx: &Ctx,
     mut after: Option<u64>,
+    outcomes: &mut mpsc::Receiver<ServerMessage>,
 ) -> Result<(), String> {
     loop {
         let (start, mut rx) = ctx.feed.subscribe(&ctx.shared, after);
@@ -226,7 +384,14 @@ async fn stream_feed(
             }
         }
         loop {
-            match rx.recv().await {
+            let item = tokio::select! {
+                item = rx.recv() => item,
+                Some(outcome) = outcomes.recv() => {
+                    send_message(send, &outcome).await?;
+                    continue;
+                }
+            };
+            match item {
                 Ok(FeedItem::Chunk(c)) => {
                     if after.is_some_and(|a| c.last <= a) {
                         continue;

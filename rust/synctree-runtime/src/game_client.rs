@@ -3,24 +3,40 @@
 //! client's live tree, as [`Applied`] batches in log order, exactly once each. When its server
 //! goes away it connects to the next one and resumes from the last index it applied.
 //!
+//! Requests (writes proposed on the client's behalf, linearizable reads) go to the server it
+//! is connected to; their [`Completion`]s come back by ticket, as a server's do. A request
+//! made while no server is reachable waits for the next connection, up to
+//! [`REQUEST_TIMEOUT`]; one in flight when the connection drops fails as uncertain (it may
+//! have been committed).
+//!
 //! ```text
 //!   servers[i] ── QUIC (cluster CA, node-<id>.synctree) ─▶ Hello { token, resume }
 //!       ◀─ Welcome | Refused     ◀─ Reset { index, tree }     ◀─ Entries ...
 //!   ClientCursor: skip index <= last, refuse gaps ─▶ Applied::{Reset, Effects} ─▶ main thread
 //! ```
 
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use quinn::Endpoint;
+use quinn::{Endpoint, RecvStream, SendStream};
 use synctree_net::frame::{read_frame, write_frame};
 use synctree_net::tls::node_name;
-use synctree_proto::{decode, encode, ClientCursor, Hello, ServerMessage, CLIENT_PROTOCOL_VERSION};
+use synctree_proto::{
+    decode, encode, ClientCursor, ClientRequest, Hello, Op, Outcome, Request, ServerMessage,
+    CLIENT_PROTOCOL_VERSION,
+};
 use synctree_raft::{Applied, NodeId};
+use tokio::sync::mpsc;
 
+use crate::proposer::{Completion, Done, RequestError};
 use crate::server::StartError;
+
+/// A request not sent within this long of being made (no server reachable) fails.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest message a client accepts from a server (a whole-tree reset included).
 const MAX_MESSAGE_BYTES: usize = 256 << 20;
@@ -62,6 +78,17 @@ pub struct GameClient {
     runtime: Option<tokio::runtime::Runtime>,
     applied: Mutex<std::sync::mpsc::Receiver<Applied>>,
     status: Arc<Mutex<ClientStatus>>,
+    requests: mpsc::UnboundedSender<Pending>,
+    completions: Mutex<std::sync::mpsc::Receiver<Completion>>,
+    done: std::sync::mpsc::Sender<Completion>,
+    next_ticket: AtomicU64,
+}
+
+/// A request on its way to a server.
+struct Pending {
+    ticket: u64,
+    request: ClientRequest,
+    made: Instant,
 }
 
 impl GameClient {
@@ -83,13 +110,64 @@ impl GameClient {
             synctree_net::clients::connector(&cfg.ca)?
         };
         let (tx, rx) = std::sync::mpsc::channel();
+        let (requests, requests_rx) = mpsc::unbounded_channel();
+        let (done, completions) = std::sync::mpsc::channel();
         let status = Arc::new(Mutex::new(ClientStatus::default()));
-        runtime.spawn(run(cfg, endpoint, tx, status.clone()));
+        let link = Link {
+            applied: tx,
+            requests: requests_rx,
+            backlog: VecDeque::new(),
+            done: done.clone(),
+            status: status.clone(),
+        };
+        runtime.spawn(run(cfg, endpoint, link));
         Ok(GameClient {
             runtime: Some(runtime),
             applied: Mutex::new(rx),
             status,
+            requests,
+            completions: Mutex::new(completions),
+            done,
+            next_ticket: AtomicU64::new(1),
         })
+    }
+
+    /// Queues a write, proposed on this client's behalf; returns the ticket its
+    /// [`Completion`] will carry. A spawn's `owner` 0 means this client.
+    pub fn submit(&self, op: Op) -> u64 {
+        self.request(ClientRequest::Write(op))
+    }
+
+    /// Queues a linearizable read of a synced property.
+    pub fn submit_read(&self, path: String, property: String) -> u64 {
+        self.request(ClientRequest::Read { path, property })
+    }
+
+    fn request(&self, request: ClientRequest) -> u64 {
+        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        let pending = Pending {
+            ticket,
+            request,
+            made: Instant::now(),
+        };
+        if self.requests.send(pending).is_err() {
+            let reason = self
+                .status()
+                .refused
+                .map(|r| format!("the servers refused this client: {r}"))
+                .unwrap_or_else(|| "the client is shut down".into());
+            let _ = self.done.send(Completion {
+                ticket,
+                result: Err(RequestError::refused(reason)),
+            });
+        }
+        ticket
+    }
+
+    /// Moves finished requests into `out` without blocking.
+    pub fn poll_completions(&self, out: &mut Vec<Completion>) {
+        let rx = self.completions.lock().unwrap_or_else(|p| p.into_inner());
+        out.extend(rx.try_iter());
     }
 
     /// The next batch for the live tree, if any, in log order.
@@ -117,21 +195,57 @@ impl Drop for GameClient {
     }
 }
 
-async fn run(
-    cfg: GameClientConfig,
-    endpoint: Endpoint,
-    tx: std::sync::mpsc::Sender<Applied>,
+/// The client task's ends of its channels to the GameClient.
+struct Link {
+    applied: std::sync::mpsc::Sender<Applied>,
+    requests: mpsc::UnboundedReceiver<Pending>,
+    /// Requests made while no server was connected, oldest first.
+    backlog: VecDeque<Pending>,
+    done: std::sync::mpsc::Sender<Completion>,
     status: Arc<Mutex<ClientStatus>>,
-) {
+}
+
+impl Link {
+    fn complete(&self, ticket: u64, result: Result<Done, RequestError>) {
+        let _ = self.done.send(Completion { ticket, result });
+    }
+
+    /// Moves new requests to the backlog and fails those waiting too long.
+    fn expire(&mut self) {
+        while let Ok(p) = self.requests.try_recv() {
+            self.backlog.push_back(p);
+        }
+        while self
+            .backlog
+            .front()
+            .is_some_and(|p| p.made.elapsed() > REQUEST_TIMEOUT)
+        {
+            if let Some(p) = self.backlog.pop_front() {
+                let e = format!("no server reachable within {REQUEST_TIMEOUT:?}; not sent");
+                self.complete(p.ticket, Err(RequestError::refused(e)));
+            }
+        }
+    }
+}
+
+async fn run(cfg: GameClientConfig, endpoint: Endpoint, mut link: Link) {
     let mut cursor = ClientCursor::default();
     for (id, addr) in cfg.servers.iter().cycle() {
-        let outcome = session(&endpoint, *id, *addr, &cfg.token, &mut cursor, &tx, &status).await;
+        link.expire();
+        let outcome = session(&endpoint, *id, *addr, &cfg.token, &mut cursor, &mut link).await;
+        let status = link.status.clone();
         let set = |f: &dyn Fn(&mut ClientStatus)| update(&status, f);
         set(&|s| s.server = None);
         match outcome {
             Ok(Ended::Refused(reason)) => {
                 tracing::error!("server {id} refused this client: {reason}");
                 set(&|s| s.refused = Some(reason.clone()));
+                link.requests.close();
+                link.expire();
+                for p in std::mem::take(&mut link.backlog) {
+                    let e = format!("the servers refused this client: {reason}");
+                    link.complete(p.ticket, Err(RequestError::refused(e)));
+                }
                 return;
             }
             Ok(Ended::LiveTreeGone) => return,
@@ -159,10 +273,8 @@ async fn session(
     addr: SocketAddr,
     token: &str,
     cursor: &mut ClientCursor,
-    tx: &std::sync::mpsc::Sender<Applied>,
-    status: &Mutex<ClientStatus>,
+    link: &mut Link,
 ) -> Result<Ended, String> {
-    let set = |f: &dyn Fn(&mut ClientStatus)| update(status, f);
     let connecting = endpoint
         .connect(addr, &node_name(id))
         .map_err(|e| e.to_string())?;
@@ -170,7 +282,7 @@ async fn session(
         .await
         .map_err(|_| format!("no handshake within {CONNECT_TIMEOUT:?}"))?
         .map_err(|e| e.to_string())?;
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     let hello = Hello {
         version: CLIENT_PROTOCOL_VERSION,
         token: token.to_owned(),
@@ -180,13 +292,67 @@ async fn session(
     write_frame(&mut send, &[&bytes])
         .await
         .map_err(|e| e.to_string())?;
+    // Messages are read by their own task (a frame read is not cancel safe), so this one
+    // can wait for messages and requests at once.
+    let (messages_tx, mut messages) = mpsc::channel(64);
+    let reader = tokio::spawn(read_messages(recv, messages_tx));
+    let mut in_flight = HashSet::new();
+    let ended = serve_session(id, cursor, link, &mut send, &mut messages, &mut in_flight).await;
+    reader.abort();
+    for ticket in in_flight {
+        let e = format!("connection to server {id} lost before the outcome arrived");
+        link.complete(ticket, Err(RequestError::uncertain(e)));
+    }
+    ended
+}
+
+async fn read_messages(mut recv: RecvStream, out: mpsc::Sender<Result<ServerMessage, String>>) {
+    loop {
+        let message = match read_frame(&mut recv, MAX_MESSAGE_BYTES).await {
+            Ok(body) => {
+                decode(&body, MAX_MESSAGE_BYTES).map_err(|e| format!("malformed message: {e}"))
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let failed = message.is_err();
+        if out.send(message).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+async fn send_request(send: &mut SendStream, p: &Pending) -> Result<(), String> {
+    let bytes = encode(&Request {
+        id: p.ticket,
+        request: p.request.clone(),
+    })
+    .map_err(|e| e.to_string())?;
+    write_frame(send, &[&bytes])
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn serve_session(
+    id: NodeId,
+    cursor: &mut ClientCursor,
+    link: &mut Link,
+    send: &mut SendStream,
+    messages: &mut mpsc::Receiver<Result<ServerMessage, String>>,
+    in_flight: &mut HashSet<u64>,
+) -> Result<Ended, String> {
+    let status = link.status.clone();
+    let set = |f: &dyn Fn(&mut ClientStatus)| update(&status, f);
     let mut welcomed = false;
     loop {
-        let body = read_frame(&mut recv, MAX_MESSAGE_BYTES)
-            .await
-            .map_err(|e| e.to_string())?;
-        let message: ServerMessage =
-            decode(&body, MAX_MESSAGE_BYTES).map_err(|e| format!("malformed message: {e}"))?;
+        let message = tokio::select! {
+            m = messages.recv() => m.ok_or("connection reader stopped")??,
+            p = link.requests.recv(), if welcomed => {
+                let Some(p) = p else { return Ok(Ended::LiveTreeGone) };
+                in_flight.insert(p.ticket);
+                send_request(send, &p).await?;
+                continue;
+            }
+        };
         let applied = match message {
             ServerMessage::Refused { reason } => return Ok(Ended::Refused(reason)),
             ServerMessage::Welcome {
@@ -212,6 +378,31 @@ async fn session(
                 if cursor.cluster.is_none() {
                     cursor.cluster = Some(cluster);
                 }
+                // What was asked while disconnected goes first, in order.
+                while let Some(p) = link.backlog.pop_front() {
+                    in_flight.insert(p.ticket);
+                    send_request(send, &p).await?;
+                }
+                continue;
+            }
+            ServerMessage::Outcome {
+                id: ticket,
+                outcome,
+            } => {
+                if !in_flight.remove(&ticket) {
+                    return Err(format!(
+                        "the server answered request {ticket}, which it was not asked"
+                    ));
+                }
+                let result = match outcome {
+                    Outcome::Written { index, stamp } => Ok(Done::Write { index, stamp }),
+                    Outcome::Read { index, value } => Ok(Done::Read { index, value }),
+                    Outcome::Failed { reason, uncertain } => Err(RequestError {
+                        message: reason,
+                        uncertain,
+                    }),
+                };
+                link.complete(ticket, result);
                 continue;
             }
             _ if !welcomed => return Err("the server sent data before its welcome".into()),
@@ -232,7 +423,7 @@ async fn session(
             }
         };
         let index = cursor.index;
-        if tx.send(applied).is_err() {
+        if link.applied.send(applied).is_err() {
             return Ok(Ended::LiveTreeGone);
         }
         set(&|s| s.index = index);

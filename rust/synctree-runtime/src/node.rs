@@ -206,9 +206,8 @@ impl Node {
         if cfg.peers.iter().any(|(p, _)| *p == cfg.id) {
             return Err(StartError::SelfInPeers(cfg.id));
         }
-        let (inner, applied_rx, local_addr) = start_node(&cfg).await?;
-        let (submit_tx, submit_rx) = mpsc::unbounded_channel();
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let (submit_tx, done_rx, submitter, (submit_rx, done_tx)) = proposer::queue();
+        let (inner, applied_rx, local_addr) = start_node(&cfg, submitter).await?;
         let proposer = tokio::spawn(proposer::run(inner.clone(), submit_rx, done_tx));
         let peer_watch = tokio::spawn(maintain_peers(inner.clone()));
         let elector = tokio::spawn(elector::run(
@@ -243,7 +242,11 @@ impl Node {
     /// stamped when it is proposed (the completion says with what).
     pub fn submit(&self, op: Op) -> u64 {
         let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
-        self.send(Submission::Write { ticket, op });
+        self.send(Submission::Write {
+            ticket,
+            op,
+            peer: synctree_proto::SERVER_PEER,
+        });
         ticket
     }
 
@@ -334,7 +337,10 @@ type Started = (
     Option<std::net::SocketAddr>,
 );
 
-async fn start_node(cfg: &ServerConfig) -> Result<Started, StartError> {
+async fn start_node(
+    cfg: &ServerConfig,
+    submitter: proposer::Submitter,
+) -> Result<Started, StartError> {
     let material = match &cfg.transport {
         TransportMode::Mem(_) => None,
         TransportMode::Quic { tls, .. } => Some(match tls {
@@ -392,6 +398,7 @@ async fn start_node(cfg: &ServerConfig) -> Result<Started, StartError> {
                 cluster.clone(),
                 feed,
                 shared.clone(),
+                submitter,
             )?)
         }
     };

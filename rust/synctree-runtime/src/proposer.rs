@@ -14,14 +14,16 @@ use crate::node::Inner;
 use crate::rpc::{Committed, ForwardError, Rpc, RpcReply};
 use futures::stream::{FuturesOrdered, StreamExt};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use synctree_net::NetError;
-use synctree_proto::{Batch, EncodedBatch, Event, Op, OpId, Stamp, Value};
+use synctree_proto::{Batch, ClientRequest, EncodedBatch, Event, Op, OpId, Stamp, Value};
 use synctree_raft::NodeId;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -45,11 +47,13 @@ enum RoutedOk {
     Membership(Membership),
 }
 
-/// A request queued by the main thread.
+/// A request queued by the main thread or by a game client's connection.
 pub(crate) enum Submission {
     Write {
         ticket: u64,
         op: Op,
+        /// On whose behalf: [`SERVER_PEER`](synctree_proto::SERVER_PEER) or a client.
+        peer: u64,
     },
     Read {
         ticket: u64,
@@ -119,6 +123,96 @@ pub enum Done {
     Membership(Membership),
 }
 
+/// Tickets of requests that game clients made through this server's client port have this
+/// bit set: their completions go to the connection waiting for them, not the main thread.
+const REMOTE_TICKET: u64 = 1 << 63;
+
+type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Done, RequestError>>>>>;
+
+/// Where completions go: the main thread's queue, or the client connection waiting.
+#[derive(Clone)]
+pub(crate) struct Completions {
+    main: std::sync::mpsc::Sender<Completion>,
+    remote: Waiters,
+}
+
+impl Completions {
+    pub(crate) fn send(&self, c: Completion) -> Result<(), ()> {
+        if c.ticket & REMOTE_TICKET == 0 {
+            return self.main.send(c).map_err(|_| ());
+        }
+        let waiter = self
+            .remote
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&c.ticket);
+        // A client that went away no longer waits.
+        waiter.ok_or(())?.send(c.result).map_err(|_| ())
+    }
+}
+
+/// Queues requests for the proposer on behalf of game clients.
+#[derive(Clone)]
+pub(crate) struct Submitter {
+    tx: mpsc::UnboundedSender<Submission>,
+    next: Arc<AtomicU64>,
+    remote: Waiters,
+}
+
+/// The proposer's queue, made before the server starts: the main thread's end and the
+/// completions for it, the game clients' end, and the proposer's end.
+pub(crate) type Queue = (
+    mpsc::UnboundedSender<Submission>,
+    std::sync::mpsc::Receiver<Completion>,
+    Submitter,
+    (mpsc::UnboundedReceiver<Submission>, Completions),
+);
+
+pub(crate) fn queue() -> Queue {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (main, main_rx) = std::sync::mpsc::channel();
+    let remote = Waiters::default();
+    let submitter = Submitter {
+        tx: tx.clone(),
+        next: Arc::new(AtomicU64::new(1)),
+        remote: remote.clone(),
+    };
+    (tx, main_rx, submitter, (rx, Completions { main, remote }))
+}
+
+impl Submitter {
+    /// Proposes (or reads) for client `peer` and waits for the outcome.
+    pub(crate) async fn request(
+        &self,
+        peer: u64,
+        request: ClientRequest,
+    ) -> Result<Done, RequestError> {
+        let ticket = REMOTE_TICKET | self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.remote
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ticket, tx);
+        let submission = match request {
+            ClientRequest::Write(op) => Submission::Write { ticket, op, peer },
+            ClientRequest::Read { path, property } => Submission::Read {
+                ticket,
+                path,
+                property,
+            },
+        };
+        if self.tx.send(submission).is_err() {
+            self.remote
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&ticket);
+            return Err(RequestError::refused("the server is stopping"));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(RequestError::uncertain("the server stopped")))
+    }
+}
+
 /// One batch on its way: its requests' tickets and stamps, and the batch itself (kept for
 /// retries).
 struct Proposal {
@@ -132,7 +226,7 @@ type Settling = Pin<Box<dyn Future<Output = (Proposal, Result<Committed, Forward
 pub(crate) async fn run(
     inner: Arc<Inner>,
     mut rx: mpsc::UnboundedReceiver<Submission>,
-    done: std::sync::mpsc::Sender<Completion>,
+    done: Completions,
 ) {
     let mut seq = 0u64;
     let mut synced = false;
@@ -219,11 +313,7 @@ pub(crate) async fn run(
 }
 
 /// Tells each request of a settled batch its outcome.
-fn finish(
-    done: &std::sync::mpsc::Sender<Completion>,
-    p: Proposal,
-    result: Result<Committed, RequestError>,
-) {
+fn finish(done: &Completions, p: Proposal, result: Result<Committed, RequestError>) {
     match result {
         Ok(c) if c.stale => fail_all(
             done,
@@ -258,7 +348,7 @@ fn finish(
     }
 }
 
-fn fail_all(done: &std::sync::mpsc::Sender<Completion>, tickets: Vec<u64>, error: RequestError) {
+fn fail_all(done: &Completions, tickets: Vec<u64>, error: RequestError) {
     for ticket in tickets {
         let _ = done.send(Completion {
             ticket,
@@ -272,7 +362,7 @@ fn fail_all(done: &std::sync::mpsc::Sender<Completion>, tickets: Vec<u64>, error
 fn fail_queued(
     first: Submission,
     rx: &mut mpsc::UnboundedReceiver<Submission>,
-    done: &std::sync::mpsc::Sender<Completion>,
+    done: &Completions,
     error: RequestError,
 ) {
     let mut next = Some(first);
@@ -333,7 +423,7 @@ impl Inner {
         self: &Arc<Self>,
         first: Submission,
         rx: &mut mpsc::UnboundedReceiver<Submission>,
-        done: &std::sync::mpsc::Sender<Completion>,
+        done: &Completions,
         seq: &mut u64,
         side: &mut JoinSet<()>,
     ) -> Option<Proposal> {
@@ -341,13 +431,14 @@ impl Inner {
         let mut next = Some(first);
         while let Some(sub) = next.take() {
             match sub {
-                Submission::Write { ticket, op } => {
+                Submission::Write { ticket, op, peer } => {
                     let event = Event {
                         id: OpId {
                             origin: self.id,
                             seq: ticket,
                         },
                         stamp: self.clock.stamp(),
+                        peer,
                         op,
                     };
                     writes.push((ticket, event))
@@ -455,7 +546,7 @@ impl Inner {
         &self,
         p: Proposal,
         result: Result<Committed, ForwardError>,
-        done: &std::sync::mpsc::Sender<Completion>,
+        done: &Completions,
     ) {
         let result = match result {
             Ok(c) => Ok(c),

@@ -1,14 +1,18 @@
 //! Game clients over real QUIC: a client follows the tree from one server's client port,
 //! moves to another when its server dies, and resumes there without missing or repeating an
-//! entry; a client with a bad token is refused with the reason.
+//! entry; a client with a bad token is refused with the reason. Clients' commands: proposed
+//! for their peer, refused when they touch what another peer owns, spawn an unlisted scene
+//! or exceed the rate limit; a client sending garbage is disconnected alone.
 
 mod common;
 
 use common::{complete, leader_of, set, spawn, wait_until, QuicCluster};
 use std::net::SocketAddr;
 use std::path::Path;
-use synctree_proto::ShadowTree;
-use synctree_runtime::{Applied, ClientsConfig, GameClient, GameClientConfig, Server};
+use synctree_proto::{Op, ShadowTree, Value};
+use synctree_runtime::{
+    peer_id_of, Applied, ClientsConfig, Completion, Done, GameClient, GameClientConfig, Server,
+};
 
 const TOKEN: &str = "alice-secret-token";
 
@@ -86,10 +90,7 @@ fn a_client_follows_the_tree_and_resumes_on_another_server() {
     let mut servers: Vec<Option<Server>> = (1..=3)
         .map(|id| {
             Some(cluster.start_tuned(id, false, |cfg| {
-                cfg.clients = Some(ClientsConfig {
-                    listen: client_addr(id),
-                    tokens: vec![TOKEN.into()],
-                })
+                cfg.clients = Some(ClientsConfig::new(client_addr(id), vec![TOKEN.into()]))
             }))
         })
         .collect();
@@ -162,10 +163,7 @@ fn a_client_with_a_bad_token_is_refused_with_the_reason() {
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let server = cluster.start_tuned(1, false, |cfg| {
-        cfg.clients = Some(ClientsConfig {
-            listen: addr,
-            tokens: vec![TOKEN.into()],
-        })
+        cfg.clients = Some(ClientsConfig::new(addr, vec![TOKEN.into()]))
     });
     assert_eq!(server.client_addr(), Some(addr));
     let client = GameClient::connect(GameClientConfig {
@@ -196,4 +194,215 @@ fn a_client_with_a_bad_token_is_refused_with_the_reason() {
     });
     assert_eq!(stranger.status().connections, 0);
     server.shutdown();
+}
+
+const BOB: &str = "bob-secret-token";
+
+fn client_complete(client: &GameClient, ticket: u64) -> Result<Done, String> {
+    let mut all = client_complete_all(client, &[ticket]);
+    all.pop().expect("one outcome")
+}
+
+/// The outcomes of `tickets`, in their order.
+fn client_complete_all(client: &GameClient, tickets: &[u64]) -> Vec<Result<Done, String>> {
+    let mut got = std::collections::HashMap::new();
+    let mut buf: Vec<Completion> = Vec::new();
+    wait_until("a client's completions", || {
+        client.poll_completions(&mut buf);
+        for c in buf.drain(..) {
+            got.insert(c.ticket, c.result.map_err(|e| e.message));
+        }
+        tickets.iter().all(|t| got.contains_key(t))
+    });
+    tickets
+        .iter()
+        .map(|t| got.remove(t).expect("completion"))
+        .collect()
+}
+
+fn client_spawn(parent: &str, name: &str, scene: &str) -> Op {
+    Op::Spawn {
+        parent: parent.into(),
+        name: name.into(),
+        scene: scene.into(),
+        props: vec![("hp".into(), Value::Int(10))],
+        owner: 0,
+    }
+}
+
+fn set_hp(path: &str, v: i64) -> Op {
+    set(path, v)
+}
+
+#[test]
+fn clients_command_what_they_own_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    dev_certs(&certs);
+    let cluster = QuicCluster::new(3, &certs, dir.path());
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let addr = |id: u64| SocketAddr::from(([127, 0, 0, 1], ports[id as usize - 1]));
+    let servers: Vec<Server> = (1..=3)
+        .map(|id| {
+            cluster.start_tuned(id, false, |cfg| {
+                let mut c = ClientsConfig::new(addr(id), vec![TOKEN.into(), BOB.into()]);
+                c.spawnable = vec!["Node2D".into()];
+                c.rate_per_second = 20;
+                c.burst = 40;
+                cfg.clients = Some(c);
+            })
+        })
+        .collect();
+    let live: Vec<&Server> = servers.iter().collect();
+    let leader = leader_of(&live);
+    let ls = live.iter().find(|s| s.id() == leader).unwrap();
+    complete(ls, ls.submit(spawn("World"))).expect("the servers spawn World");
+
+    // Alice on server 2, Bob on server 3: different servers, one tree.
+    let connect = |token: &str, first: u64| {
+        let mut order: Vec<u64> = vec![first];
+        order.extend((1..=3).filter(|i| *i != first));
+        GameClient::connect(GameClientConfig {
+            servers: order.into_iter().map(|id| (id, addr(id))).collect(),
+            ca: synctree_net::certs::ca_cert_path(&certs),
+            token: token.into(),
+        })
+        .expect("client starts")
+    };
+    let alice = connect(TOKEN, 2);
+    let bob = connect(BOB, 3);
+    wait_until("both connect", || {
+        alice.status().server == Some(2) && bob.status().server == Some(3)
+    });
+    let (pa, pb) = (peer_id_of(TOKEN), peer_id_of(BOB));
+
+    let spawned = client_complete(
+        &alice,
+        alice.submit(client_spawn("World", "Alice", "Node2D")),
+    );
+    assert!(matches!(spawned, Ok(Done::Write { .. })), "{spawned:?}");
+    wait_until("the spawn reaches server 1", || {
+        servers[0].inspect(|st| st.tree.owner_of("World/Alice")) == Some(pa)
+    });
+
+    // Bob may not touch Alice's node, nor spawn for her, nor spawn an unlisted scene.
+    let e = client_complete(&bob, bob.submit(set_hp("World/Alice", 1))).unwrap_err();
+    assert_eq!(
+        e,
+        format!("peer {pb} may not change 'World/Alice': it is owned by peer {pa}")
+    );
+    let e = client_complete(
+        &bob,
+        bob.submit(Op::Despawn {
+            path: "World/Alice".into(),
+        }),
+    )
+    .unwrap_err();
+    assert!(e.contains("may not change 'World/Alice'"), "{e}");
+    let e = client_complete(&bob, bob.submit(client_spawn("World", "Evil", "Node3D"))).unwrap_err();
+    assert!(
+        e.contains("scene 'Node3D' is not on the SyncedTree's spawnable list"),
+        "{e}"
+    );
+    let mut forged = client_spawn("World", "Forged", "Node2D");
+    if let Op::Spawn { owner, .. } = &mut forged {
+        *owner = pa;
+    }
+    let e = client_complete(&bob, bob.submit(forged)).unwrap_err();
+    assert_eq!(
+        e,
+        format!("peer {pb} may not spawn a node owned by peer {pa}")
+    );
+    let e = client_complete(&bob, bob.submit(set_hp("World", 1))).unwrap_err();
+    assert!(e.contains("owned by the servers"), "{e}");
+
+    // Alice changes her node; Bob reads it linearizably through his server.
+    assert!(client_complete(&alice, alice.submit(set_hp("World/Alice", 42))).is_ok());
+    match client_complete(&bob, bob.submit_read("World/Alice".into(), "hp".into())) {
+        Ok(Done::Read { value, .. }) => assert_eq!(value, Some(Value::Int(42))),
+        other => panic!("read: {other:?}"),
+    }
+    // A server may change anything.
+    complete(ls, ls.submit(set_hp("World/Alice", 43))).expect("a server overrides");
+
+    // Bob floods: the requests over his budget fail at once, saying why; Alice is served.
+    let tickets: Vec<u64> = (0..200)
+        .map(|i| bob.submit(set_hp("World/Alice", i)))
+        .collect();
+    let mut limited = 0;
+    for result in client_complete_all(&bob, &tickets) {
+        if let Err(e) = result {
+            if e.contains("rate limit exceeded") {
+                limited += 1;
+            } else {
+                assert!(e.contains("may not change"), "{e}");
+            }
+        }
+    }
+    assert!(
+        limited >= 100,
+        "only {limited} of 200 requests were rate limited"
+    );
+    assert!(client_complete(&alice, alice.submit(set_hp("World/Alice", 44))).is_ok());
+
+    // Both clients' trees end equal to the servers'.
+    let mut fa = Follower::default();
+    let mut fb = Follower::default();
+    wait_until("both clients hold the servers' tree", || {
+        fa.drain(&alice);
+        fb.drain(&bob);
+        let dump = servers[0].inspect(|st| st.tree.dump());
+        fa.tree.dump() == dump && fb.tree.dump() == dump
+    });
+    assert!(
+        fa.tree
+            .dump()
+            .contains(&format!("Alice (Node2D, owner {pa})")),
+        "{}",
+        fa.tree.dump()
+    );
+    assert_eq!(fa.tree.get("World/Alice", "hp"), Some(&Value::Int(44)));
+
+    // A client that sends garbage after its hello is disconnected, alone.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reason = rt.block_on(garbage_client(&certs, addr(1)));
+    assert!(reason.contains("malformed request"), "{reason}");
+    assert!(client_complete(&alice, alice.submit(set_hp("World/Alice", 45))).is_ok());
+    assert_eq!(bob.status().connections, 1, "{:?}", bob.status());
+    drop((alice, bob));
+    for s in servers {
+        s.shutdown();
+    }
+}
+
+/// Says hello properly, then sends a frame that is not a request; returns why the server
+/// closed the connection.
+async fn garbage_client(certs: &Path, addr: SocketAddr) -> String {
+    use synctree_net::frame::{read_frame, write_frame};
+    use synctree_proto::{encode, Hello, CLIENT_PROTOCOL_VERSION};
+    let endpoint = synctree_net::clients::connector(&synctree_net::certs::ca_cert_path(certs))
+        .expect("connector");
+    let conn = endpoint
+        .connect(addr, &synctree_net::tls::node_name(1))
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+    let hello = encode(&Hello {
+        version: CLIENT_PROTOCOL_VERSION,
+        token: TOKEN.into(),
+        resume: None,
+    })
+    .unwrap();
+    write_frame(&mut send, &[&hello]).await.unwrap();
+    read_frame(&mut recv, 1 << 20).await.expect("welcome");
+    write_frame(&mut send, &[b"\xc1\xc1 not msgpack"])
+        .await
+        .unwrap();
+    match conn.closed().await {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            String::from_utf8_lossy(&c.reason).into_owned()
+        }
+        other => other.to_string(),
+    }
 }

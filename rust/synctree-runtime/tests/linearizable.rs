@@ -160,6 +160,7 @@ fn histories_under_leader_crashes_are_linearizable() {
         name: "K".into(),
         scene: "Node".into(),
         props: vec![],
+        owner: synctree_proto::SERVER_PEER,
     });
     let wait = Instant::now() + Duration::from_secs(20);
     while !slots[0].done.lock().expect("done").contains_key(&t) {

@@ -340,6 +340,7 @@ impl Sim {
                 name: REGISTER_NODE.into(),
                 scene: "Node".into(),
                 props: vec![],
+                owner: synctree_proto::SERVER_PEER,
             });
             loop {
                 // Not `tick`: the clients' collector would take this completion.

@@ -194,6 +194,7 @@ impl Workload {
                     name: (*name).into(),
                     scene: "Node".into(),
                     props: vec![],
+                    owner: synctree_proto::SERVER_PEER,
                 }),
                 Request::Despawn { name } => node.submit(Op::Despawn {
                     path: (*name).into(),

@@ -78,6 +78,7 @@ pub fn spawn(name: &str) -> Op {
         name: name.into(),
         scene: "Node".into(),
         props: vec![],
+        owner: synctree_proto::SERVER_PEER,
     }
 }
 

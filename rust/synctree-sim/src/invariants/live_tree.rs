@@ -121,6 +121,7 @@ mod tests {
             name: name.into(),
             scene: "Node".into(),
             props: vec![],
+            owner: synctree_proto::SERVER_PEER,
         }
     }
 

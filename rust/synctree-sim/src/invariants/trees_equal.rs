@@ -70,6 +70,7 @@ mod tests {
                     name: (*n).into(),
                     scene: "Node".into(),
                     props: vec![],
+                    owner: synctree_proto::SERVER_PEER,
                 })
                 .expect("spawn");
         }
