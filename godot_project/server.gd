@@ -1,6 +1,8 @@
 extends Node
 ## Dedicated-server scene: one SyncedTree (`World`, configured from the command-line user args
-## `-- --synctree-id=... --synctree-listen=... --synctree-peers=...`) and, when
+## `-- --synctree-id=... --synctree-listen=... --synctree-peers=...`; with
+## `--synctree-connect=... --synctree-token=... --synctree-ca=...` it runs as a game client of
+## such servers, driven the same way) and, when
 ## `--synctree-control=PORT` is given, a control server on 127.0.0.1:PORT that `cargo xtask demo`
 ## and the end-to-end tests drive.
 ##
@@ -89,9 +91,10 @@ func _process(_delta: float) -> void:
 	if _quitting:
 		return
 	if not _ready_printed:
-		if world.is_running():
+		# A game client is ready once a server has welcomed it.
+		if world.is_running() and (not world.is_client() or world.is_client_connected()):
 			_ready_printed = true
-			print("SYNCTREE READY id=%d control=%d" % [int(world.status().get("id", world.node_id)), _control_port])
+			print("SYNCTREE READY id=%d control=%d peer=%d" % [int(world.status().get("id", world.node_id)), _control_port, world.peer_id()])
 		elif Time.get_ticks_msec() - _started_msec > START_TIMEOUT_MSEC:
 			_fail_startup("the SyncedTree did not start within %d ms (see the errors above)" % START_TIMEOUT_MSEC)
 			return

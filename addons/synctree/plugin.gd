@@ -94,6 +94,62 @@ const SETTINGS := [
 		"hint_string": "1,64,1",
 	},
 	{
+		# Servers: the UDP address game clients connect to (empty: no client port).
+		"name": "synctree/clients/listen",
+		"type": TYPE_STRING,
+		"default": "",
+		"hint": PROPERTY_HINT_PLACEHOLDER_TEXT,
+		"hint_string": "0.0.0.0:7101",
+	},
+	{
+		# Servers: a file with one client token per line ('#' starts a comment). Keep it
+		# out of the exported game: clients must not ship the other players' tokens.
+		"name": "synctree/clients/tokens_file",
+		"type": TYPE_STRING,
+		"default": "",
+		"hint": PROPERTY_HINT_GLOBAL_FILE,
+		"hint_string": "",
+	},
+	{
+		# Servers: the scenes game clients may spawn (servers may spawn any).
+		"name": "synctree/clients/spawnable",
+		"type": TYPE_PACKED_STRING_ARRAY,
+		"default": PackedStringArray(),
+		"hint": PROPERTY_HINT_TYPE_STRING,
+		"hint_string": "%d/%d:*.tscn,*.scn" % [TYPE_STRING, PROPERTY_HINT_FILE],
+	},
+	{
+		# Servers: requests one client may make per second, and in one burst.
+		"name": "synctree/clients/rate_per_second",
+		"type": TYPE_INT,
+		"default": 200,
+		"hint": PROPERTY_HINT_RANGE,
+		"hint_string": "1,100000,1,or_greater",
+	},
+	{
+		"name": "synctree/clients/burst",
+		"type": TYPE_INT,
+		"default": 400,
+		"hint": PROPERTY_HINT_RANGE,
+		"hint_string": "1,100000,1,or_greater",
+	},
+	{
+		# Game clients: the servers' client ports. Set, a SyncedTree is a client.
+		"name": "synctree/client/connect",
+		"type": TYPE_STRING,
+		"default": "",
+		"hint": PROPERTY_HINT_PLACEHOLDER_TEXT,
+		"hint_string": "1@10.0.0.1:7101,2@10.0.0.2:7101",
+	},
+	{
+		# Game clients: the cluster CA certificate (ca.pem from `synctree certs`).
+		"name": "synctree/client/ca_file",
+		"type": TYPE_STRING,
+		"default": "",
+		"hint": PROPERTY_HINT_FILE,
+		"hint_string": "*.pem",
+	},
+	{
 		"name": "synctree/apply/max_effects_per_frame",
 		"type": TYPE_INT,
 		"default": 4096,

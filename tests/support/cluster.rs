@@ -33,6 +33,11 @@ pub struct ClusterConfig {
     pub relay: bool,
     /// Extra user args (after `--`) of single servers: (id, arg).
     pub server_args: Vec<(u64, String)>,
+    /// Headless Godot game clients to start after the servers: for each, the server it
+    /// connects to first (it knows the others too). Servers then open a client port.
+    pub clients: Vec<u64>,
+    /// The scenes clients may spawn (`--synctree-spawnable`).
+    pub spawnable: Vec<String>,
 }
 
 impl Default for ClusterConfig {
@@ -45,14 +50,19 @@ impl Default for ClusterConfig {
             keep_dir: std::env::var_os("SYNCTREE_KEEP_LOGS").is_some(),
             relay: false,
             server_args: Vec::new(),
+            clients: Vec::new(),
+            spawnable: Vec::new(),
         }
     }
 }
 
-/// One server process and its fixed ports and folders (kept across restarts).
+/// One server (or game client) process and its fixed ports and folders (kept across
+/// restarts).
 pub struct Server {
     pub id: u64,
     pub quic_port: u16,
+    /// The client port of a server (UDP), when the cluster has game clients.
+    pub client_port: u16,
     pub control_port: u16,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
@@ -67,9 +77,32 @@ impl Server {
     }
 }
 
-/// A set of headless Godot servers forming one SyncedTree cluster on loopback.
+/// Which process: server `id`, or game client `n` (1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who {
+    Server(u64),
+    Client(u64),
+}
+
+impl std::fmt::Display for Who {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Who::Server(id) => write!(f, "server {id}"),
+            Who::Client(n) => write!(f, "client {n}"),
+        }
+    }
+}
+
+/// The token of game client `n` (each client its own identity).
+pub fn client_token(n: u64) -> String {
+    format!("player-{n}-token")
+}
+
+/// A set of headless Godot servers forming one SyncedTree cluster on loopback, and the game
+/// clients connected to them.
 pub struct Cluster {
     pub servers: Vec<Server>,
+    pub clients: Vec<Server>,
     godot: PathBuf,
     dir: Option<tempfile::TempDir>,
     dir_path: PathBuf,
@@ -84,22 +117,25 @@ impl Cluster {
         let godot = godot_binary()?;
         let dir = tempfile::Builder::new().prefix("synctree-e2e-").tempdir()?;
         let dir_path = dir.path().to_path_buf();
-        let ports = free_ports(config.servers)?;
-        let servers = ports
-            .iter()
-            .enumerate()
-            .map(|(i, &(quic_port, control_port))| {
-                let id = i as u64 + 1;
-                Server {
-                    id,
-                    quic_port,
-                    control_port,
-                    data_dir: dir_path.join(format!("data-{id}")),
-                    log_path: dir_path.join(format!("server-{id}.log")),
-                    child: None,
-                    log_offset: 0,
-                }
-            })
+        let ports = free_ports(config.servers + config.clients.len())?;
+        let process = |i: usize, kind: &str, id: u64| {
+            let (quic_port, control_port, client_port) = ports[i];
+            Server {
+                id,
+                quic_port,
+                client_port,
+                control_port,
+                data_dir: dir_path.join(format!("data-{kind}{id}")),
+                log_path: dir_path.join(format!("{kind}-{id}.log")),
+                child: None,
+                log_offset: 0,
+            }
+        };
+        let servers = (0..config.servers)
+            .map(|i| process(i, "server", i as u64 + 1))
+            .collect::<Vec<Server>>();
+        let clients = (0..config.clients.len())
+            .map(|i| process(config.servers + i, "client", i as u64 + 1))
             .collect::<Vec<Server>>();
         let relay = if config.relay {
             let quic: Vec<(u64, u16)> = servers.iter().map(|s| (s.id, s.quic_port)).collect();
@@ -109,6 +145,7 @@ impl Cluster {
         };
         let mut cluster = Cluster {
             servers,
+            clients,
             godot,
             dir: Some(dir),
             dir_path,
@@ -121,6 +158,12 @@ impl Cluster {
         for id in cluster.ids() {
             cluster.wait_ready(id)?;
         }
+        for n in 1..=cluster.clients.len() as u64 {
+            cluster.launch(Who::Client(n))?;
+        }
+        for n in 1..=cluster.clients.len() as u64 {
+            cluster.wait_ready_of(Who::Client(n))?;
+        }
         Ok(cluster)
     }
 
@@ -132,12 +175,13 @@ impl Cluster {
             bail!("a cluster with a relay cannot grow (the relay has fixed links)");
         }
         let id = self.servers.len() as u64 + 1;
-        let (quic_port, control_port) = free_ports(1)?[0];
+        let (quic_port, control_port, client_port) = free_ports(1)?[0];
         self.servers.push(Server {
             id,
             quic_port,
+            client_port,
             control_port,
-            data_dir: self.dir_path.join(format!("data-{id}")),
+            data_dir: self.dir_path.join(format!("data-server{id}")),
             log_path: self.dir_path.join(format!("server-{id}.log")),
             child: None,
             log_offset: 0,
@@ -178,11 +222,50 @@ impl Cluster {
     }
 
     pub fn server(&self, id: u64) -> &Server {
-        &self.servers[(id - 1) as usize]
+        self.process(Who::Server(id))
     }
 
-    fn server_mut(&mut self, id: u64) -> &mut Server {
-        &mut self.servers[(id - 1) as usize]
+    /// The process of a server or game client.
+    pub fn process(&self, who: Who) -> &Server {
+        match who {
+            Who::Server(id) => &self.servers[(id - 1) as usize],
+            Who::Client(n) => &self.clients[(n - 1) as usize],
+        }
+    }
+
+    fn process_mut(&mut self, who: Who) -> &mut Server {
+        match who {
+            Who::Server(id) => &mut self.servers[(id - 1) as usize],
+            Who::Client(n) => &mut self.clients[(n - 1) as usize],
+        }
+    }
+
+    /// The command line of game client `n`: its first server, then the others.
+    pub fn client_command_line(&self, n: u64) -> Vec<String> {
+        let first = self.config.clients[(n - 1) as usize];
+        let mut order = vec![first];
+        order.extend(self.ids().into_iter().filter(|id| *id != first));
+        let connect: Vec<String> = order
+            .iter()
+            .map(|id| format!("{id}@127.0.0.1:{}", self.server(*id).client_port))
+            .collect();
+        vec![
+            "--headless".to_owned(),
+            "--path".to_owned(),
+            godot_project().display().to_string(),
+            "res://server.tscn".to_owned(),
+            "--".to_owned(),
+            format!("--synctree-connect={}", connect.join(",")),
+            format!("--synctree-token={}", client_token(n)),
+            format!(
+                "--synctree-ca={}",
+                self.dir_path.join("certs").join("ca.pem").display()
+            ),
+            format!(
+                "--synctree-control={}",
+                self.process(Who::Client(n)).control_port
+            ),
+        ]
     }
 
     /// The command line of server `id`.
@@ -217,6 +300,16 @@ impl Cluster {
             format!("--synctree-fsync={}", self.config.fsync),
             format!("--synctree-control={}", s.control_port),
         ]);
+        if !self.config.clients.is_empty() {
+            let tokens: Vec<String> = (1..=self.config.clients.len() as u64)
+                .map(client_token)
+                .collect();
+            args.extend([
+                format!("--synctree-client-listen=127.0.0.1:{}", s.client_port),
+                format!("--synctree-client-tokens={}", tokens.join(",")),
+                format!("--synctree-spawnable={}", self.config.spawnable.join(",")),
+            ]);
+        }
         args.extend(
             self.config
                 .server_args
@@ -228,9 +321,17 @@ impl Cluster {
     }
 
     fn spawn(&mut self, id: u64) -> Result<()> {
-        let args = self.command_line(id);
+        self.launch(Who::Server(id))
+    }
+
+    /// Starts the process of a server or game client, its output appended to its log.
+    fn launch(&mut self, who: Who) -> Result<()> {
+        let args = match who {
+            Who::Server(id) => self.command_line(id),
+            Who::Client(n) => self.client_command_line(n),
+        };
         let godot = self.godot.clone();
-        let server = self.server_mut(id);
+        let server = self.process_mut(who);
         let mut log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -253,32 +354,72 @@ impl Cluster {
 
     /// Waits until server `id` printed READY (after its latest start).
     pub fn wait_ready(&mut self, id: u64) -> Result<()> {
+        self.wait_ready_of(Who::Server(id))
+    }
+
+    /// Waits until a server or game client printed READY (after its latest start).
+    pub fn wait_ready_of(&mut self, who: Who) -> Result<()> {
         let deadline = Instant::now() + self.config.ready_timeout;
         loop {
             let (path, offset) = {
-                let s = self.server(id);
+                let s = self.process(who);
                 (s.log_path.clone(), s.log_offset)
             };
             if read_from(&path, offset)?.contains(READY_MARKER) {
                 return Ok(());
             }
-            if let Some(child) = self.server_mut(id).child.as_mut() {
+            if let Some(child) = self.process_mut(who).child.as_mut() {
                 if let Some(status) = child.try_wait()? {
-                    self.server_mut(id).child = None;
+                    self.process_mut(who).child = None;
                     bail!(
-                        "server {id} exited ({status}) before it was ready\n{}",
-                        self.log_tail(id, 40)
+                        "{who} exited ({status}) before it was ready\n{}",
+                        self.log_tail_of(who, 40)
                     );
                 }
             }
             if Instant::now() > deadline {
                 bail!(
-                    "server {id} printed no READY line within {:?}\n{}",
+                    "{who} printed no READY line within {:?}\n{}",
                     self.config.ready_timeout,
-                    self.log_tail(id, 40)
+                    self.log_tail_of(who, 40)
                 );
             }
             sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A new control connection to game client `n`.
+    pub fn client_control(&self, n: u64) -> Result<Control> {
+        Control::connect(
+            self.process(Who::Client(n)).control_port,
+            Duration::from_secs(5),
+        )
+        .with_context(|| format!("client {n}"))
+    }
+
+    /// Waits until every live server and game client returns the same dump; returns it.
+    pub fn wait_all_converged(&self, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut dumps = self.dumps();
+            for n in 1..=self.clients.len() as u64 {
+                // Clients are numbered after the servers in failure messages.
+                let id = self.servers.len() as u64 + n;
+                dumps.push((id, self.client_control(n).and_then(|mut c| c.dump())));
+            }
+            let texts: Vec<&String> = dumps.iter().filter_map(|(_, d)| d.as_ref().ok()).collect();
+            if texts.len() == dumps.len() && texts.iter().all(|d| *d == texts[0]) {
+                return Ok(texts[0].clone());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "servers and clients did not converge within {timeout:?} (clients are \
+                     numbered after the servers)\n{}\n{}",
+                    first_difference(&dumps),
+                    self.log_tails(30)
+                );
+            }
+            sleep(Duration::from_millis(200));
         }
     }
 
@@ -289,7 +430,7 @@ impl Cluster {
 
     /// `kill -9` server `id`.
     pub fn kill(&mut self, id: u64) -> Result<()> {
-        if let Some(mut child) = self.server_mut(id).child.take() {
+        if let Some(mut child) = self.process_mut(Who::Server(id)).child.take() {
             child.kill().ok();
             child.wait()?;
         }
@@ -402,11 +543,11 @@ impl Cluster {
     /// Fails if any log holds a `SCRIPT ERROR` or a Rust panic.
     pub fn check_logs(&self) -> Result<()> {
         let mut problems = Vec::new();
-        for s in &self.servers {
+        for s in self.servers.iter().chain(&self.clients) {
             let text = read_from(&s.log_path, 0)?;
             for (n, line) in text.lines().enumerate() {
                 if FATAL_MARKERS.iter().any(|m| line.contains(m)) {
-                    problems.push(format!("server {} log line {}: {line}", s.id, n + 1));
+                    problems.push(format!("{} line {}: {line}", s.log_path.display(), n + 1));
                 }
             }
         }
@@ -419,7 +560,12 @@ impl Cluster {
 
     /// The last `lines` lines of server `id`'s log.
     pub fn log_tail(&self, id: u64, lines: usize) -> String {
-        let s = self.server(id);
+        self.log_tail_of(Who::Server(id), lines)
+    }
+
+    /// The last `lines` lines of a server's or game client's log.
+    pub fn log_tail_of(&self, who: Who, lines: usize) -> String {
+        let s = self.process(who);
         let text = read_from(&s.log_path, 0).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         let tail = &all[all.len().saturating_sub(lines)..];
@@ -432,21 +578,31 @@ impl Cluster {
     }
 
     pub fn log_tails(&self, lines: usize) -> String {
+        let clients = (1..=self.clients.len() as u64).map(Who::Client);
         self.ids()
             .into_iter()
-            .map(|id| self.log_tail(id, lines))
+            .map(Who::Server)
+            .chain(clients)
+            .map(|who| self.log_tail_of(who, lines))
             .collect()
     }
 
     /// Asks every live server to quit, then kills those still running after a grace period.
     pub fn stop(&mut self) {
+        for n in 1..=self.clients.len() as u64 {
+            if self.process(Who::Client(n)).is_running() {
+                if let Ok(mut c) = self.client_control(n) {
+                    let _ = c.quit();
+                }
+            }
+        }
         for id in self.live_ids() {
             if let Ok(mut c) = self.control(id) {
                 let _ = c.quit();
             }
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        for s in &mut self.servers {
+        for s in self.servers.iter_mut().chain(self.clients.iter_mut()) {
             if let Some(mut child) = s.child.take() {
                 loop {
                     match child.try_wait() {
@@ -474,7 +630,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for s in &mut self.servers {
+        for s in self.servers.iter_mut().chain(self.clients.iter_mut()) {
             if let Some(mut child) = s.child.take() {
                 child.kill().ok();
                 child.wait().ok();
@@ -487,16 +643,23 @@ impl Drop for Cluster {
     }
 }
 
-/// `count` pairs of (UDP port for QUIC, TCP port for control), all distinct and free now.
-fn free_ports(count: usize) -> Result<Vec<(u16, u16)>> {
+/// `count` triples of (UDP port for QUIC, TCP port for control, UDP port for game
+/// clients), all distinct and free now.
+fn free_ports(count: usize) -> Result<Vec<(u16, u16, u16)>> {
     let mut udp = Vec::new();
     let mut tcp = Vec::new();
     let mut out = Vec::new();
     for _ in 0..count {
         let u = UdpSocket::bind("127.0.0.1:0")?;
+        let c = UdpSocket::bind("127.0.0.1:0")?;
         let t = TcpListener::bind("127.0.0.1:0")?;
-        out.push((u.local_addr()?.port(), t.local_addr()?.port()));
+        out.push((
+            u.local_addr()?.port(),
+            t.local_addr()?.port(),
+            c.local_addr()?.port(),
+        ));
         udp.push(u);
+        udp.push(c);
         tcp.push(t);
     }
     Ok(out)

@@ -1,5 +1,8 @@
 //! Where a SyncedTree's configuration comes from: command-line user args (after `--`) win,
 //! then the node's exported properties, then project settings under `synctree/...`.
+//!
+//! A SyncedTree is a server (a Raft member) unless it is given servers to connect to
+//! (`--synctree-connect`, `connect_to`, `synctree/client/connect`): then it is a game client.
 
 use godot::classes::{Os, ProjectSettings};
 use godot::prelude::*;
@@ -8,8 +11,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use synctree_runtime::{
-    offset_system_clock, parse_id, parse_peers, MemNetwork, RaftTuning, ServerConfig, StorageMode,
-    TlsSource, TransportMode,
+    offset_system_clock, parse_id, parse_peers, ClientsConfig, GameClientConfig, MemNetwork,
+    RaftTuning, ServerConfig, StorageMode, TlsSource, TransportMode,
 };
 
 /// The exported properties of a SyncedTree, as plain values.
@@ -22,6 +25,17 @@ pub struct Exported {
     pub fsync: bool,
     pub certs_dir: String,
     pub dev_certs_dir: String,
+    pub client_listen: String,
+    pub spawnable_scenes: Vec<String>,
+    pub connect_to: String,
+    pub token: String,
+    pub ca_file: String,
+}
+
+/// What a SyncedTree runs as.
+pub enum Mode {
+    Server(Box<ServerConfig>),
+    Client(GameClientConfig),
 }
 
 fn user_args() -> HashMap<String, String> {
@@ -63,8 +77,18 @@ fn parse_bool(what: &str, v: &str) -> Result<bool, String> {
     }
 }
 
-/// Resolves the server configuration. Errors name the setting and the bad value.
-pub fn resolve(e: &Exported) -> Result<ServerConfig, String> {
+/// A comma-separated list, without empty items.
+fn list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Resolves the configuration: a server's, or a game client's. Errors name the setting and
+/// the bad value.
+pub fn resolve(e: &Exported) -> Result<Mode, String> {
     let args = user_args();
     let pick = |arg: &str, exported: &str, setting_name: &str| -> Option<String> {
         args.get(arg)
@@ -72,6 +96,110 @@ pub fn resolve(e: &Exported) -> Result<ServerConfig, String> {
             .or_else(|| (!exported.is_empty()).then(|| exported.to_owned()))
             .or_else(|| setting(setting_name))
     };
+    if let Some(connect) = pick("connect", &e.connect_to, "client/connect") {
+        let servers = parse_peers(&connect).map_err(|e| e.to_string())?;
+        if servers.is_empty() {
+            return Err(format!("--synctree-connect '{connect}' names no server"));
+        }
+        let token = pick("token", &e.token, "client/token").ok_or(
+            "a game client needs a token: pass --synctree-token=T, set token on the SyncedTree, \
+             or set synctree/client/token",
+        )?;
+        let ca = pick("ca", &e.ca_file, "client/ca_file").ok_or(
+            "a game client needs the cluster CA certificate: pass --synctree-ca=PATH (ca.pem \
+             from `synctree certs`), set ca_file on the SyncedTree, or set synctree/client/ca_file",
+        )?;
+        return Ok(Mode::Client(GameClientConfig {
+            servers,
+            ca: globalize(&ca),
+            token,
+        }));
+    }
+    server_config(e, &args, &pick).map(|c| Mode::Server(Box::new(c)))
+}
+
+/// Game clients served by a server, if it has a client port.
+fn clients_config(
+    e: &Exported,
+    args: &HashMap<String, String>,
+    pick: &dyn Fn(&str, &str, &str) -> Option<String>,
+) -> Result<Option<ClientsConfig>, String> {
+    let Some(listen_text) = pick("client-listen", &e.client_listen, "clients/listen") else {
+        return Ok(None);
+    };
+    let listen: SocketAddr = listen_text
+        .parse()
+        .map_err(|err| format!("invalid client listen address '{listen_text}': {err}"))?;
+    let mut tokens = args
+        .get("client-tokens")
+        .map(|t| list(t))
+        .unwrap_or_default();
+    if let Some(file) = args
+        .get("client-tokens-file")
+        .cloned()
+        .or_else(|| setting("clients/tokens_file"))
+    {
+        let path = globalize(&file);
+        let text = std::fs::read_to_string(&path).map_err(|err| {
+            format!(
+                "cannot read the client tokens file {}: {err}",
+                path.display()
+            )
+        })?;
+        tokens.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+    }
+    if tokens.is_empty() {
+        return Err(format!(
+            "the client port {listen} admits no one: give tokens with synctree/clients/tokens_file \
+             (one per line) or --synctree-client-tokens=T1,T2"
+        ));
+    }
+    let mut cfg = ClientsConfig::new(listen, tokens);
+    cfg.spawnable = match args.get("spawnable") {
+        Some(v) => list(v),
+        None if !e.spawnable_scenes.is_empty() => e.spawnable_scenes.clone(),
+        None => setting_list("clients/spawnable"),
+    };
+    let number = |arg: &str, name: &str, default: u32| -> Result<u32, String> {
+        match args.get(arg).cloned().or_else(|| setting(name)) {
+            None => Ok(default),
+            Some(v) => v.trim().parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                format!("invalid --synctree-{arg} / synctree/{name} '{v}': expected a positive whole number")
+            }),
+        }
+    };
+    cfg.rate_per_second = number(
+        "client-rate",
+        "clients/rate_per_second",
+        cfg.rate_per_second,
+    )?;
+    cfg.burst = number("client-burst", "clients/burst", cfg.burst)?;
+    Ok(Some(cfg))
+}
+
+/// A project setting holding a list of strings (a PackedStringArray or an Array).
+fn setting_list(name: &str) -> Vec<String> {
+    let ps = ProjectSettings::singleton();
+    let key = format!("synctree/{name}");
+    if !ps.has_setting(&key) {
+        return Vec::new();
+    }
+    match ps.get_setting(&key).try_to::<PackedStringArray>() {
+        Ok(a) => a.as_slice().iter().map(|s| s.to_string()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn server_config(
+    e: &Exported,
+    args: &HashMap<String, String>,
+    pick: &dyn Fn(&str, &str, &str) -> Option<String>,
+) -> Result<ServerConfig, String> {
     let id_text = pick("id", &if e.node_id > 0 { e.node_id.to_string() } else { String::new() }, "network/node_id")
         .ok_or("no server id: pass --synctree-id=N, set node_id on the SyncedTree, or set synctree/network/node_id")?;
     let id = parse_id(&id_text).map_err(|e| e.to_string())?;
@@ -123,7 +251,8 @@ pub fn resolve(e: &Exported) -> Result<ServerConfig, String> {
         }
     };
     let mut cfg = ServerConfig::new(id, peers, storage, transport);
-    cfg.tuning = tuning(&args, cfg.tuning)?;
+    cfg.tuning = tuning(args, cfg.tuning)?;
+    cfg.clients = clients_config(e, args, pick)?;
     cfg.join = match args
         .get("join")
         .cloned()

@@ -12,6 +12,7 @@
 //! ```
 //! No tokio task touches a Godot object; the main thread polls.
 
+mod backend;
 mod config;
 mod live;
 mod multiplayer;

@@ -1,6 +1,7 @@
 //! `SyncedTree`: the node that roots a replicated subtree.
 
-use crate::config::{self, Exported};
+use crate::backend::Backend;
+use crate::config::{self, Exported, Mode};
 use crate::live::{self, LiveTree};
 use crate::sync_request::{Failure, SyncRequest};
 use crate::variant::{from_value, to_value};
@@ -9,7 +10,9 @@ use godot::prelude::*;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use synctree_proto::{validate_name, validate_path, validate_property, Effect, Op};
 use synctree_proto::{CompactString, NodeKey, Value};
-use synctree_runtime::{Applied, Completion, Done, Membership, MembershipChange, Server, Status};
+use synctree_runtime::{
+    Applied, Completion, Done, GameClient, Membership, MembershipChange, Server, Status,
+};
 
 /// Roots a scene subtree that is kept identical, in the same order, on every server of a
 /// synctree cluster (Raft over QUIC). Nodes below it are addressed by paths relative to it.
@@ -23,6 +26,13 @@ use synctree_runtime::{Applied, Completion, Done, Membership, MembershipChange, 
 /// --synctree-data-dir=DIR --synctree-certs=DIR | --synctree-dev-certs=DIR
 /// --synctree-fsync=true --synctree-in-memory=false`), then the exported properties, then
 /// project settings under `synctree/`.
+///
+/// Game clients: a server with a client port (`--synctree-client-listen=ADDR`, tokens from
+/// `synctree/clients/tokens_file` or `--synctree-client-tokens=T1,T2`) admits players. A
+/// SyncedTree given servers to connect to (`--synctree-connect=1@HOST:PORT,2@HOST:PORT
+/// --synctree-token=T --synctree-ca=ca.pem`) is a game client: it shows the same tree, and its
+/// calls are proposed by its server on its behalf. A client changes or despawns only nodes it
+/// owns (`spawn`'s `owner`; what it spawns is its own) and spawns only `spawnable_scenes`.
 #[derive(GodotClass)]
 #[class(base=Node, init)]
 pub struct SyncedTree {
@@ -60,8 +70,24 @@ pub struct SyncedTree {
     #[export]
     #[init(val = 4096)]
     max_effects_per_frame: i64,
+    /// Server: UDP address of the port game clients connect to (none: no clients).
+    #[export]
+    client_listen: GString,
+    /// Server: the scenes game clients may spawn (servers may spawn any).
+    #[export]
+    spawnable_scenes: PackedStringArray,
+    /// Game client: the servers' client ports, `1@10.0.0.1:7101,2@10.0.0.2:7101`. Set, this
+    /// SyncedTree is a client.
+    #[export]
+    connect_to: GString,
+    /// Game client: the token the servers admit it with.
+    #[export]
+    token: GString,
+    /// Game client: the cluster CA certificate (`ca.pem`) it checks servers against.
+    #[export]
+    ca_file: GString,
 
-    server: Option<Server>,
+    backend: Option<Backend>,
     #[init(val = LiveTree::new())]
     live: LiveTree,
     /// Requests sent to the runtime, by ticket, with what they asked (for error messages).
@@ -189,7 +215,7 @@ impl SyncedTree {
     /// and reports the error if the configuration is invalid or the server cannot start.
     #[func]
     fn start(&mut self) -> bool {
-        if self.server.is_some() {
+        if self.backend.is_some() {
             return true;
         }
         let exported = Exported {
@@ -201,6 +227,16 @@ impl SyncedTree {
             fsync: self.fsync,
             certs_dir: self.certs_dir.to_string(),
             dev_certs_dir: self.dev_certs_dir.to_string(),
+            client_listen: self.client_listen.to_string(),
+            spawnable_scenes: self
+                .spawnable_scenes
+                .as_slice()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            connect_to: self.connect_to.to_string(),
+            token: self.token.to_string(),
+            ca_file: self.ca_file.to_string(),
         };
         let cfg = match config::resolve(&exported) {
             Ok(cfg) => cfg,
@@ -209,19 +245,44 @@ impl SyncedTree {
                 return false;
             }
         };
-        let id = cfg.id;
-        match Server::start(cfg) {
-            Ok(server) => {
-                if let Some(addr) = server.local_addr() {
-                    godot_print!("synctree: server {id} listening on {addr} (QUIC)");
+        match cfg {
+            Mode::Server(cfg) => {
+                let id = cfg.id;
+                match Server::start(*cfg) {
+                    Ok(server) => {
+                        if let Some(addr) = server.local_addr() {
+                            godot_print!("synctree: server {id} listening on {addr} (QUIC)");
+                        }
+                        if let Some(addr) = server.client_addr() {
+                            godot_print!("synctree: server {id} serves game clients on {addr}");
+                        }
+                        self.node_id = id as i64;
+                        self.backend = Some(Backend::Server(server));
+                        true
+                    }
+                    Err(e) => {
+                        godot_error!("SyncedTree: server {id} cannot start: {e}");
+                        false
+                    }
                 }
-                self.node_id = id as i64;
-                self.server = Some(server);
-                true
             }
-            Err(e) => {
-                godot_error!("SyncedTree: server {id} cannot start: {e}");
-                false
+            Mode::Client(cfg) => {
+                let servers: Vec<String> = cfg
+                    .servers
+                    .iter()
+                    .map(|(id, a)| format!("{id}@{a}"))
+                    .collect();
+                match GameClient::connect(cfg) {
+                    Ok(client) => {
+                        godot_print!("synctree: game client connecting to {}", servers.join(", "));
+                        self.backend = Some(Backend::Client(client));
+                        true
+                    }
+                    Err(e) => {
+                        godot_error!("SyncedTree: the game client cannot start: {e}");
+                        false
+                    }
+                }
             }
         }
     }
@@ -229,8 +290,8 @@ impl SyncedTree {
     /// Stops this server. Committed state stays in its data directory.
     #[func]
     fn stop(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.shutdown();
+        if let Some(backend) = self.backend.take() {
+            backend.shutdown();
         }
         let stopped = "the SyncedTree server stopped before the request completed";
         let pending: Vec<_> = self
@@ -248,15 +309,40 @@ impl SyncedTree {
         self.finish_all(pending);
     }
 
-    /// True while the server runs.
+    /// True while the server runs (on a game client: while it is started).
     #[func]
     fn is_running(&self) -> bool {
-        self.server.is_some()
+        self.backend.is_some()
+    }
+
+    /// True if this SyncedTree is a game client (it connects to servers).
+    #[func]
+    fn is_client(&self) -> bool {
+        matches!(self.backend, Some(Backend::Client(_)))
+    }
+
+    /// True on a game client while it is connected to a server.
+    #[func]
+    fn is_client_connected(&self) -> bool {
+        self.backend
+            .as_ref()
+            .and_then(Backend::client_status)
+            .is_some_and(|s| s.server.is_some())
+    }
+
+    /// This process's peer id, as owners and Godot's multiplayer authority use it: 1 on a
+    /// server, the client's own id on a game client (0 until a server welcomed it).
+    #[func]
+    fn peer_id(&self) -> i64 {
+        self.backend.as_ref().map(|b| b.peer_id()).unwrap_or(0) as i64
     }
 
     /// Spawns an instance of `scene` (a `res://` PackedScene path or a Node class name such as
     /// `Node2D`) named `name` under `parent` (relative to this node; `^"."` for this node),
-    /// then sets `props` on it, everywhere, in commit order.
+    /// then sets `props` on it, everywhere, in commit order. `owner` is the peer that may
+    /// change or despawn it besides the servers, and its multiplayer authority: 0 means the
+    /// caller (the servers, 1, on a server; the client itself on a game client, which may
+    /// spawn only for itself).
     #[func]
     fn spawn(
         &mut self,
@@ -264,9 +350,19 @@ impl SyncedTree {
         name: StringName,
         scene: GString,
         #[opt(default = &Props::default())] props: Props,
+        #[opt(default = 0)] owner: i64,
     ) -> Gd<SyncRequest> {
         let what = What::Spawn(parent.clone(), name.clone(), scene.clone());
         let op = (|| {
+            let owner = match (owner, self.is_client()) {
+                (o, _) if !(0..=i64::from(i32::MAX)).contains(&o) => {
+                    return Err(format!(
+                        "invalid owner {o}: peer ids are 1..2147483647 (0: the caller)"
+                    ))
+                }
+                (0, false) => synctree_proto::SERVER_PEER,
+                (o, _) => o as u64,
+            };
             let parent = rel_path(&parent)?;
             let name = name.to_string();
             validate_name(&name).map_err(|e| e.to_string())?;
@@ -292,7 +388,7 @@ impl SyncedTree {
                 name,
                 scene,
                 props: list,
-                owner: synctree_proto::SERVER_PEER,
+                owner,
             })
         })();
         self.submit(what, op)
@@ -399,7 +495,7 @@ impl SyncedTree {
         let req = SyncRequest::new();
         let property = property.to_string();
         let checked = rel_path(&path).and_then(|p| self.check_property(&p, &property).map(|()| p));
-        match (checked, &self.server) {
+        match (checked, &self.backend) {
             (Err(e), _) => self.failed_now.push((req.clone(), format!("{what}: {e}"))),
             (Ok(_), None) => self
                 .failed_now
@@ -616,7 +712,17 @@ impl SyncedTree {
         let s = &self.last_status;
         let mut d = VarDictionary::new();
         d.set("id", self.node_id);
-        d.set("running", self.server.is_some());
+        d.set("running", self.backend.is_some());
+        d.set("peer", self.peer_id());
+        if let Some(c) = self.backend.as_ref().and_then(Backend::client_status) {
+            d.set("mode", "client");
+            d.set("server", c.server.unwrap_or(0) as i64);
+            d.set("connections", c.connections as i64);
+            d.set("last_error", c.last_error.unwrap_or_default().as_str());
+            d.set("refused", c.refused.unwrap_or_default().as_str());
+        } else {
+            d.set("mode", "server");
+        }
         d.set("leader", s.leader.unwrap_or(0) as i64);
         d.set("is_leader", s.is_leader);
         d.set("term", s.term as i64);
@@ -660,14 +766,18 @@ fn not_running() -> String {
 impl SyncedTree {
     fn submit_membership(&mut self, change: Result<MembershipChange, String>) -> Gd<SyncRequest> {
         let req = SyncRequest::new();
-        match (change, &self.server) {
+        match (change, self.backend.as_ref().map(Backend::server)) {
             (Err(e), _) => self
                 .failed_now
                 .push((req.clone(), format!("membership change: {e}"))),
             (Ok(_), None) => self
                 .failed_now
                 .push((req.clone(), format!("membership change: {}", not_running()))),
-            (Ok(change), Some(server)) => {
+            (Ok(_), Some(None)) => self.failed_now.push((
+                req.clone(),
+                "membership change: a game client cannot change the cluster's membership".into(),
+            )),
+            (Ok(change), Some(Some(server))) => {
                 let ticket = server.submit_membership(change.clone());
                 self.requests
                     .insert(ticket, (req.clone(), What::Membership(change)));
@@ -678,7 +788,7 @@ impl SyncedTree {
 
     fn submit(&mut self, what: What, op: Result<Op, String>) -> Gd<SyncRequest> {
         let req = SyncRequest::new();
-        match (op, &self.server) {
+        match (op, &self.backend) {
             (Err(e), _) => self.failed_now.push((req.clone(), format!("{what}: {e}"))),
             (Ok(_), None) => self
                 .failed_now
@@ -743,7 +853,7 @@ impl SyncedTree {
 
     /// Runs each frame: status, completions, then committed effects within the frame budget.
     fn pump(&mut self) {
-        let Some(server) = self.server.as_ref() else {
+        let Some(server) = self.backend.as_ref() else {
             self.flush_failed();
             return;
         };
@@ -813,7 +923,7 @@ impl SyncedTree {
         let despawn_listeners = listening("node_despawned");
         while budget > 0 {
             if self.current.is_none() {
-                let next = self.server.as_ref().and_then(|s| s.try_recv_applied());
+                let next = self.backend.as_ref().and_then(|s| s.try_recv_applied());
                 match next {
                     None => break,
                     Some(Applied::Effects { index, effects }) => {
