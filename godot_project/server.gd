@@ -24,6 +24,12 @@ extends Node
 ##   {"cmd":"membership","action":"add_learner"|"promote"|"remove","id":N,"address":"HOST:PORT"}
 ##                     -> {"ok":..,"error":..,"result":{"index":..,"voters":[..],"learners":[..]}}
 ##       (SyncedTree.add_learner / promote_to_voter / remove_server; address for add_learner)
+##   {"cmd":"predict","path":"P","property":"position","value":"Vector2(1, 2)"}   (game client)
+##                     -> {"ok":true,"written":..,"error":..,"shown_at_once":..,"final":..,
+##                         "reconciled":[{..}]}
+##       A predicted set_synced (SyncedTree.set_predicted): what the node showed right after
+##       the call, what it shows once the write completed, and the prediction_reconciled
+##       signals seen meanwhile ({predicted, committed, reason}).
 ##   {"cmd":"quit"}    -> {"ok":true}, then the server stops.
 ##   Benchmark commands (cargo xtask bench): see bench.gd.
 ## A malformed request gets {"ok":false,"error":"..."}.
@@ -214,6 +220,8 @@ func _handle(line: String) -> Dictionary:
 			return await _batch(request)
 		"membership":
 			return await _membership(request)
+		"predict":
+			return await _predict(request)
 		"quit":
 			_quitting = true
 			return {"ok": true}
@@ -222,6 +230,28 @@ func _handle(line: String) -> Dictionary:
 			_bench = load("res://bench.gd").new(world, get_tree())
 		return await _bench.handle(request)
 	return _error("unknown cmd %s: expected \"status\", \"dump\", \"batch\" or \"quit\"" % JSON.stringify(cmd))
+
+
+func _predict(request: Dictionary) -> Dictionary:
+	var path := NodePath(str(request.get("path", "")))
+	var property := StringName(str(request.get("property", "")))
+	var value = str_to_var(str(request.get("value", "null")))
+	var node: Node = world.get_node_or_null(path)
+	if node == null:
+		return _error("predict: no node at %s" % path)
+	if not world.set_predicted(path, property):
+		return _error("predict: set_predicted(%s, %s) was refused (see the log)" % [path, property])
+	var events: Array = []
+	var on_reconciled := func(_p: NodePath, _prop: StringName, predicted, committed, reason: String) -> void:
+		events.append({"predicted": var_to_str(predicted), "committed": var_to_str(committed), "reason": reason})
+	world.prediction_reconciled.connect(on_reconciled)
+	var req = world.set_synced(path, property, value)
+	var shown := var_to_str(node.get(property))
+	if not req.done:
+		await req.completed
+	world.prediction_reconciled.disconnect(on_reconciled)
+	return {"ok": true, "written": req.ok, "error": req.error, "shown_at_once": shown,
+			"final": var_to_str(node.get(property)), "reconciled": events}
 
 
 func _membership(request: Dictionary) -> Dictionary:

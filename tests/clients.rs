@@ -2,11 +2,12 @@
 //! clients (`SyncedTree` in client mode, each on a different server) driven over their
 //! control ports through the same GDScript API. What a client spawns is its own; another
 //! client may not change it; an unlisted scene is refused; a flood is rate limited without
-//! hurting the other client; after a `kill -9` of its server a client resumes on another and
-//! its tree matches everyone's.
+//! hurting the other client; a predicted write shows at once and, refused or overtaken, is
+//! rolled back to the committed value; after a `kill -9` of its server a client resumes on
+//! another and its tree matches everyone's.
 
 use anyhow::{ensure, Result};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use synctree_e2e::{Cluster, ClusterConfig, Op};
 
@@ -103,6 +104,64 @@ fn two_godot_clients_on_different_servers_share_one_tree_with_authority() -> Res
         "{:?}",
         r.results
     );
+
+    // Prediction: client 2's predicted move of client 1's player shows at once, is refused,
+    // and is rolled back to the committed value, reported by prediction_reconciled.
+    let r = b.request(&json!({"cmd": "predict", "path": "Arena/PlayerA",
+        "property": "position", "value": "Vector2(50, 50)"}))?;
+    ensure!(
+        r["written"] == false
+            && r["shown_at_once"] == "Vector2(50, 50)"
+            && r["final"] == "Vector2(3, 4)",
+        "{r}"
+    );
+    let events = r["reconciled"].as_array().cloned().unwrap_or_default();
+    ensure!(
+        events.len() == 1
+            && events[0]["committed"] == "Vector2(3, 4)"
+            && events[0]["reason"]
+                .as_str()
+                .is_some_and(|x| x.contains("may not change")),
+        "{r}"
+    );
+    // A race: client 1 predicts a move while a server moves the same player. Whichever
+    // commits last wins everywhere; if that is the server's, client 1 reports a rollback.
+    let racer = {
+        let mut c = cluster.control(leader)?;
+        std::thread::spawn(move || {
+            c.batch(&[Op::set("Arena/PlayerA", "position", "Vector2(200, 200)")])
+        })
+    };
+    let r = a.request(&json!({"cmd": "predict", "path": "Arena/PlayerA",
+        "property": "position", "value": "Vector2(100, 100)"}))?;
+    ensure!(
+        r["written"] == true && r["shown_at_once"] == "Vector2(100, 100)",
+        "{r}"
+    );
+    let lost = r["final"] != "Vector2(100, 100)";
+    ensure!(
+        !lost || r["reconciled"].as_array().map(Vec::len) == Some(1),
+        "a prediction overtaken without a report: {r}"
+    );
+    let raced = racer.join().expect("racer thread")?;
+    ensure!(raced.results[0].ok, "{:?}", raced.results);
+    let dump = cluster.wait_all_converged(Duration::from_secs(30))?;
+    ensure!(
+        dump.contains("Vector2(200.0, 200.0)") || dump.contains("Vector2(100.0, 100.0)"),
+        "{dump}"
+    );
+    let s = client_status(&cluster, 1)?;
+    ensure!(s["predicted_pending"] == 0, "{s}");
+    eprintln!(
+        "prediction race: the {} write committed last",
+        if dump.contains("Vector2(200.0, 200.0)") {
+            "server's"
+        } else {
+            "client's"
+        }
+    );
+    let r = a.batch(&[Op::set("Arena/PlayerA", "position", "Vector2(3, 4)")])?;
+    ensure!(r.results[0].ok, "{:?}", r.results);
 
     // Client 2 floods its server: what is over its budget fails at once, saying so; client 1
     // is served meanwhile and nothing committed is lost.

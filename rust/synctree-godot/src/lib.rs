@@ -16,6 +16,7 @@ mod backend;
 mod config;
 mod live;
 mod multiplayer;
+mod prediction;
 mod sync_request;
 mod synced_tree;
 mod variant;

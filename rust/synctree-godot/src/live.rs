@@ -217,7 +217,7 @@ impl LiveTree {
             .filter(|n| n.is_instance_valid())
     }
 
-    fn intern(&mut self, property: &str) -> PropId {
+    pub fn intern(&mut self, property: &str) -> PropId {
         if let Some(id) = self.prop_ids.get(property) {
             return *id;
         }
@@ -231,6 +231,14 @@ impl LiveTree {
     /// The StringName of an interned property.
     pub fn prop_name(&self, id: PropId) -> &StringName {
         &self.prop_names[id as usize].1
+    }
+
+    /// The live Godot node of a synced node, if it is still alive.
+    pub fn node_of(&self, key: NodeKey) -> Option<Gd<Node>> {
+        self.nodes
+            .get(&key)
+            .filter(|n| alive(n.id))
+            .map(|n| n.node.clone())
     }
 
     /// The key of the synced node at `path`.

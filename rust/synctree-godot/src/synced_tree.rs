@@ -3,6 +3,7 @@
 use crate::backend::Backend;
 use crate::config::{self, Exported, Mode};
 use crate::live::{self, LiveTree};
+use crate::prediction::{Predictions, Settled};
 use crate::sync_request::{Failure, SyncRequest};
 use crate::variant::{from_value, to_value};
 use godot::classes::{INode, Node};
@@ -93,7 +94,12 @@ pub struct SyncedTree {
     /// Requests sent to the runtime, by ticket, with what they asked (for error messages).
     requests: HashMap<u64, (Gd<SyncRequest>, What)>,
     /// Finished in Raft, waiting for the live tree to reach their log index.
-    waiting: BTreeMap<u64, Vec<(Gd<SyncRequest>, Variant)>>,
+    /// With the request's ticket (to settle a prediction).
+    waiting: BTreeMap<u64, Vec<(Gd<SyncRequest>, Variant, u64)>>,
+    /// Game client: writes shown before they commit (`set_predicted`).
+    predictions: Predictions<Variant>,
+    /// Predictions rolled back so far (status `reconciled`).
+    reconciled: u64,
     /// Failed at call time; reported next frame so `await` works.
     failed_now: Vec<(Gd<SyncRequest>, String)>,
     /// Effects being applied, and the log index reached once they are all applied.
@@ -210,6 +216,50 @@ impl SyncedTree {
     /// Leader, term or membership changed; the argument is `status()`.
     #[signal]
     fn status_changed(status: VarDictionary);
+    /// Game client: a predicted write did not end as shown (refused, or another write was
+    /// committed after it); the property now shows `committed` (or a newer pending write of
+    /// this client). `reason` says which.
+    #[signal]
+    fn prediction_reconciled(
+        path: NodePath,
+        property: StringName,
+        predicted: Variant,
+        committed: Variant,
+        reason: GString,
+    );
+
+    /// Game client: show this client's `set_synced` writes of `property` of the node at
+    /// `path` at once, before they commit, then reconcile with the committed order: a write
+    /// refused, or overtaken by one committed after it, is rolled back to the committed value
+    /// (newer writes of this client still pending are shown again), and
+    /// `prediction_reconciled` reports it. Returns false (with an error) on a server, whose
+    /// tree always shows committed state.
+    #[func]
+    fn set_predicted(
+        &mut self,
+        path: NodePath,
+        property: StringName,
+        #[opt(default = true)] enabled: bool,
+    ) -> bool {
+        if !self.is_client() {
+            godot_error!("set_predicted: prediction is for game clients; a server shows committed state only");
+            return false;
+        }
+        match rel_path(&path) {
+            Ok(p) if !p.is_empty() => {
+                self.predictions.enable(&p, &property.to_string(), enabled);
+                true
+            }
+            Ok(_) => {
+                godot_error!("set_predicted: the SyncedTree itself has no synced properties");
+                false
+            }
+            Err(e) => {
+                godot_error!("set_predicted: {e}");
+                false
+            }
+        }
+    }
 
     /// Starts this server (done automatically in `_ready` when `autostart`). Returns false
     /// and reports the error if the configuration is invalid or the server cannot start.
@@ -417,14 +467,29 @@ impl SyncedTree {
         value: Variant,
     ) -> Gd<SyncRequest> {
         let what = What::Set(path.clone(), property.clone());
-        let op = self
-            .property_target(&path, &property, &value)
-            .map(|(path, property, value)| Op::SetProperty {
-                path,
-                property,
-                value,
-            });
-        self.submit(what, op)
+        let target = self.property_target(&path, &property, &value);
+        let predicted = match &target {
+            Ok((p, prop, _)) if self.predictions.is_enabled(p, prop) => self.live.key_of(p),
+            _ => None,
+        };
+        let op = target.map(|(path, property, value)| Op::SetProperty {
+            path,
+            property,
+            value,
+        });
+        let (req, ticket) = self.submit_ticket(what, op);
+        if let (Some(key), Some(ticket), Some(mut node)) = (
+            predicted,
+            ticket,
+            predicted.and_then(|k| self.live.node_of(k)),
+        ) {
+            let id = self.live.intern(&property.to_string());
+            let shown = node.get(&property);
+            self.predictions
+                .predict(ticket, key, id, shown, value.clone());
+            node.set(&property, &value);
+        }
+        req
     }
 
     /// Sets `property` of the node at `path` to `value` only if its committed value is
@@ -734,6 +799,8 @@ impl SyncedTree {
         d.set("learners", &ids(&s.learners));
         d.set("nodes", self.live.len() as i64);
         d.set("apply_usec", self.apply_time.as_micros() as i64);
+        d.set("predicted_pending", self.predictions.pending() as i64);
+        d.set("reconciled", self.reconciled as i64);
         d
     }
 }
@@ -787,18 +854,33 @@ impl SyncedTree {
     }
 
     fn submit(&mut self, what: What, op: Result<Op, String>) -> Gd<SyncRequest> {
+        self.submit_ticket(what, op).0
+    }
+
+    /// Submits `op`; the ticket is `None` if it failed at once.
+    fn submit_ticket(
+        &mut self,
+        what: What,
+        op: Result<Op, String>,
+    ) -> (Gd<SyncRequest>, Option<u64>) {
         let req = SyncRequest::new();
-        match (op, &self.backend) {
-            (Err(e), _) => self.failed_now.push((req.clone(), format!("{what}: {e}"))),
-            (Ok(_), None) => self
-                .failed_now
-                .push((req.clone(), format!("{what}: {}", not_running()))),
+        let ticket = match (op, &self.backend) {
+            (Err(e), _) => {
+                self.failed_now.push((req.clone(), format!("{what}: {e}")));
+                None
+            }
+            (Ok(_), None) => {
+                self.failed_now
+                    .push((req.clone(), format!("{what}: {}", not_running())));
+                None
+            }
             (Ok(op), Some(server)) => {
                 let ticket = server.submit(op);
                 self.requests.insert(ticket, (req.clone(), what));
+                Some(ticket)
             }
-        }
-        req
+        };
+        (req, ticket)
     }
 
     /// Checks a property write on the main thread: the path, the property name, the value's
@@ -882,21 +964,30 @@ impl SyncedTree {
                 continue;
             };
             match c.result {
-                Err(e) => finished.push((
-                    req,
-                    Err(Failure {
-                        message: format!("{what}: {e}"),
-                        maybe_applied: e.uncertain,
-                    }),
-                )),
-                Ok(Done::Write { index, .. }) => self
-                    .waiting
-                    .entry(index)
-                    .or_default()
-                    .push((req, Variant::nil())),
+                Err(e) => {
+                    if let Some(s) = self.predictions.settle(c.ticket) {
+                        self.show_settled(s, &e.message);
+                    }
+                    finished.push((
+                        req,
+                        Err(Failure {
+                            message: format!("{what}: {e}"),
+                            maybe_applied: e.uncertain,
+                        }),
+                    ))
+                }
+                Ok(Done::Write { index, .. }) => {
+                    self.waiting
+                        .entry(index)
+                        .or_default()
+                        .push((req, Variant::nil(), c.ticket))
+                }
                 Ok(Done::Read { index, value }) => {
                     let v = value.as_ref().map(from_value).unwrap_or_default();
-                    self.waiting.entry(index).or_default().push((req, v));
+                    self.waiting
+                        .entry(index)
+                        .or_default()
+                        .push((req, v, c.ticket));
                 }
                 // Nothing for the live tree to apply: done now.
                 Ok(Done::Membership(m)) => {
@@ -963,8 +1054,17 @@ impl SyncedTree {
                         node,
                         property,
                         value,
-                    } if listeners => {
-                        self.emit_property_applied(node, property, &value);
+                    } => {
+                        if let Some(show) = self.predictions.committed(node, property, &value) {
+                            if show != value {
+                                if let Some(mut n) = self.live.node_of(node) {
+                                    n.set(self.live.prop_name(property), &show);
+                                }
+                            }
+                        }
+                        if listeners {
+                            self.emit_property_applied(node, property, &value);
+                        }
                     }
                     _ => {}
                 }
@@ -979,12 +1079,38 @@ impl SyncedTree {
     fn flush_waiting(&mut self) {
         let still = self.waiting.split_off(&(self.live_index + 1));
         let ready = std::mem::replace(&mut self.waiting, still);
-        let done = ready
-            .into_values()
-            .flatten()
-            .map(|(req, value)| (req, Ok(value)))
-            .collect();
+        let mut done = Vec::new();
+        for (req, value, ticket) in ready.into_values().flatten() {
+            if let Some(s) = self.predictions.settle(ticket) {
+                self.show_settled(s, "another write to it was committed after this one");
+            }
+            done.push((req, Ok(value)));
+        }
         self.finish_all(done);
+    }
+
+    /// Shows what a settled prediction leaves, and reports a rollback.
+    fn show_settled(&mut self, s: Settled<Variant>, reason: &str) {
+        let Some(mut node) = self.live.node_of(s.node) else {
+            return;
+        };
+        let name = self.live.prop_name(s.property).clone();
+        node.set(&name, &s.show);
+        if s.rolled_back {
+            self.reconciled += 1;
+            if let Some(path) = self.live.node_path(s.node) {
+                let reason = GString::from(reason);
+                self.emit(|t| {
+                    t.signals().prediction_reconciled().emit(
+                        &path,
+                        &name,
+                        &s.predicted,
+                        &s.show,
+                        &reason,
+                    )
+                });
+            }
+        }
     }
 
     fn flush_failed(&mut self) {
