@@ -11,6 +11,9 @@
 //!                          ◀── Outcome { id, Written { index } | Read | Failed { reason } }
 //! ```
 //!
+//! Godot rpcs between peers travel beside them: `Request { Rpc(rpc) }` from a client (no
+//! outcome), `Rpc(rpc)` to a client; `Peers` tells a client who else is connected.
+//!
 //! Requests and outcomes share the hello's stream; outcomes may arrive before the entry
 //! they name: a client reports one when it has applied up to its index.
 //!
@@ -40,6 +43,50 @@ pub enum ClientRequest {
     Write(Op),
     /// A linearizable read of a synced property.
     Read { path: String, property: String },
+    /// A Godot rpc to other peers; no outcome is sent (the request id is not used).
+    Rpc(PeerRpc),
+}
+
+/// A Godot rpc between peers (game clients, and the servers as peer 1), as it travels:
+/// through the sender's server, and between servers to reach a peer connected elsewhere.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerRpc {
+    /// The sender's peer id (a server sets it for its clients: it cannot be forged).
+    pub from: u64,
+    /// Godot's target: a peer id, 0 for every peer, `-id` for every peer but `id`.
+    pub to: i64,
+    /// The node's absolute path in the scene tree (`/root/Game/World/Player`).
+    pub path: String,
+    pub method: String,
+    /// The arguments, as Godot's `var_to_bytes` of an Array (objects not allowed).
+    #[serde(with = "serde_bytes_compat")]
+    pub args: Vec<u8>,
+}
+
+impl PeerRpc {
+    /// True if peer `peer` is among the targets (the sender never is).
+    pub fn reaches(&self, peer: u64) -> bool {
+        peer != self.from
+            && match self.to {
+                0 => true,
+                t if t < 0 => t.unsigned_abs() != peer,
+                t => t as u64 == peer,
+            }
+    }
+}
+
+/// Byte vectors as msgpack binary (not an array of integers).
+mod serde_bytes_compat {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let b: bytes::Bytes = Deserialize::deserialize(d)?;
+        Ok(b.to_vec())
+    }
 }
 
 /// A client's request, numbered by the client to match its outcome.
@@ -101,6 +148,10 @@ pub enum ServerMessage {
     Entries(Vec<EntryEffects>),
     /// How the client's request `id` ended.
     Outcome { id: u64, outcome: Outcome },
+    /// A Godot rpc for this client.
+    Rpc(PeerRpc),
+    /// The other peers connected to the cluster now (every server; this client excluded).
+    Peers(Vec<u64>),
 }
 
 /// What a client applied so far, and the exactly-once rule for what arrives.
@@ -181,6 +232,25 @@ mod tests {
                 cluster: "c1".into(),
                 index: 12
             })
+        );
+    }
+
+    #[test]
+    fn rpc_targets() {
+        let rpc = |from, to| PeerRpc {
+            from,
+            to,
+            path: "/root/N".into(),
+            method: "m".into(),
+            args: vec![1, 2],
+        };
+        assert!(rpc(5, 0).reaches(1) && rpc(5, 0).reaches(7) && !rpc(5, 0).reaches(5));
+        assert!(rpc(5, 7).reaches(7) && !rpc(5, 7).reaches(1));
+        assert!(rpc(5, -7).reaches(1) && !rpc(5, -7).reaches(7) && !rpc(5, -7).reaches(5));
+        let bytes = crate::encode(&ServerMessage::Rpc(rpc(5, -7))).unwrap();
+        assert_eq!(
+            crate::decode::<ServerMessage>(&bytes, 1 << 10).unwrap(),
+            ServerMessage::Rpc(rpc(5, -7))
         );
     }
 

@@ -36,6 +36,7 @@ use synctree_proto::{
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use crate::peers::Peers;
 use crate::proposer::{Done, RequestError, Submitter};
 use synctree_raft::{Feed, FeedItem, NodeId, SharedState, Start};
 use tokio::sync::broadcast::error::RecvError;
@@ -95,13 +96,15 @@ pub fn peer_id_of(token: &str) -> u64 {
     2 + u64::from(v) % (i32::MAX as u64 - 2)
 }
 
-struct Ctx {
-    server: NodeId,
-    cluster: String,
-    cfg: ClientsConfig,
-    feed: Arc<Feed>,
-    shared: Arc<RwLock<SharedState>>,
-    submitter: Submitter,
+/// What serving clients uses of the server.
+pub(crate) struct Ctx {
+    pub(crate) server: NodeId,
+    pub(crate) cluster: String,
+    pub(crate) cfg: ClientsConfig,
+    pub(crate) feed: Arc<Feed>,
+    pub(crate) shared: Arc<RwLock<SharedState>>,
+    pub(crate) submitter: Submitter,
+    pub(crate) peers: Arc<Peers>,
 }
 
 /// The client port of a running server.
@@ -113,24 +116,13 @@ pub(crate) struct ClientListener {
 
 impl ClientListener {
     pub(crate) fn start(
-        cfg: &ClientsConfig,
         material: &TlsMaterial,
-        server: NodeId,
-        cluster: String,
-        feed: Arc<Feed>,
-        shared: Arc<RwLock<SharedState>>,
-        submitter: Submitter,
+        ctx: Ctx,
     ) -> Result<ClientListener, synctree_net::StartError> {
-        let endpoint = synctree_net::clients::listen(cfg.listen, material)?;
+        let endpoint = synctree_net::clients::listen(ctx.cfg.listen, material)?;
         let local = endpoint.local_addr().ok();
-        let ctx = Arc::new(Ctx {
-            server,
-            cluster,
-            cfg: cfg.clone(),
-            feed,
-            shared,
-            submitter,
-        });
+        let server = ctx.server;
+        let ctx = Arc::new(ctx);
         let accept = tokio::spawn(accept_loop(endpoint.clone(), ctx));
         tracing::info!(
             "node {server} serves game clients on {}",
@@ -229,25 +221,37 @@ async fn serve(incoming: Incoming, ctx: Arc<Ctx>) {
         .filter(|r| r.cluster == ctx.cluster)
         .map(|r| r.index);
     let (out_tx, mut out_rx) = mpsc::channel(OUTCOMES_QUEUED);
+    let others: Vec<u64> = ctx.peers.all().into_iter().filter(|p| *p != peer).collect();
+    let _ = out_tx.try_send(ServerMessage::Peers(others));
+    let conn_no = ctx.peers.join(peer, out_tx.clone());
     let mut requests = tokio::spawn(read_requests(recv, ctx.clone(), peer, out_tx));
+    let mut violation = None;
     let ended = tokio::select! {
         r = stream_feed(&mut send, &ctx, after, &mut out_rx) => r,
         r = &mut requests => match r {
-            Ok(Err(violation)) => return refuse(&conn, close::PROTOCOL, &violation),
-            _ => Err("request reader ended".to_owned()),
+            Ok(Err(v)) => {
+                violation = Some(v);
+                Ok(())
+            }
+            _ => Err("its request stream ended".to_owned()),
         },
+        e = conn.closed() => Err(e.to_string()),
     };
     requests.abort();
+    ctx.peers.leave(peer, conn_no);
+    if let Some(v) = violation {
+        return refuse(&conn, close::PROTOCOL, &v);
+    }
     if let Err(e) = ended {
         tracing::info!(node = ctx.server, "client {remote} (peer {peer}) left: {e}");
     }
 }
 
-/// Outcomes waiting to be written to one client.
+/// Outcomes, rpcs and presence waiting to be written to one client.
 const OUTCOMES_QUEUED: usize = 1024;
 
-/// Reads a client's requests until it stops sending (`Ok`) or breaks the protocol (`Err`
-/// with the reason). Each request is proposed (or read) on its own; its outcome goes to
+/// Reads a client's requests until its connection ends (`Ok`) or it breaks the protocol
+/// (`Err` with the reason). Each request is proposed (or read) on its own; its outcome goes to
 /// `out`, to be written beside the feed.
 async fn read_requests(
     mut recv: RecvStream,
@@ -270,10 +274,12 @@ async fn read_requests(
                 return Ok(());
             }
             Err(e) if e.is_violation() => return Err(format!("bad request frame: {e}")),
-            Err(e) => return Err(format!("request stream failed: {e}")),
+            // The connection went away: not the client's fault.
+            Err(_) => return Ok(()),
         };
         let Request { id, request } =
             decode(&body, MAX_REQUEST_BYTES).map_err(|e| format!("malformed request: {e}"))?;
+        let is_rpc = matches!(request, ClientRequest::Rpc(_));
         let request = if limiter.check().is_err() {
             Err(format!(
                 "rate limit exceeded: a client may make {} requests per second (bursts of \
@@ -284,6 +290,10 @@ async fn read_requests(
             admit(&ctx.cfg, peer, request)
         };
         match request {
+            // An rpc has no outcome to carry a refusal: it is dropped, and logged.
+            Err(reason) if is_rpc => {
+                tracing::warn!(node = ctx.server, "rpc from peer {peer} dropped: {reason}");
+            }
             Err(reason) => {
                 let outcome = Outcome::Failed {
                     reason,
@@ -296,6 +306,10 @@ async fn read_requests(
                 {
                     return Ok(());
                 }
+            }
+            Ok(ClientRequest::Rpc(mut rpc)) => {
+                rpc.from = peer;
+                ctx.peers.client_sent(rpc);
             }
             Ok(request) => {
                 let submitter = ctx.submitter.clone();

@@ -26,8 +26,8 @@ use quinn::{Endpoint, RecvStream, SendStream};
 use synctree_net::frame::{read_frame, write_frame};
 use synctree_net::tls::node_name;
 use synctree_proto::{
-    decode, encode, ClientCursor, ClientRequest, Hello, Op, Outcome, Request, ServerMessage,
-    CLIENT_PROTOCOL_VERSION,
+    decode, encode, ClientCursor, ClientRequest, Hello, Op, Outcome, PeerRpc, Request,
+    ServerMessage, CLIENT_PROTOCOL_VERSION, SERVER_PEER,
 };
 use synctree_raft::{Applied, NodeId};
 use tokio::sync::mpsc;
@@ -71,20 +71,25 @@ pub struct ClientStatus {
     pub last_error: Option<String>,
     /// A server refused this client (a bad token): it stops trying.
     pub refused: Option<String>,
+    /// The other game clients connected to the cluster, as its server last said.
+    pub peers: Vec<u64>,
 }
 
 /// A running game client; dropping it disconnects.
 pub struct GameClient {
     runtime: Option<tokio::runtime::Runtime>,
+    endpoint: Endpoint,
     applied: Mutex<std::sync::mpsc::Receiver<Applied>>,
     status: Arc<Mutex<ClientStatus>>,
     requests: mpsc::UnboundedSender<Pending>,
     completions: Mutex<std::sync::mpsc::Receiver<Completion>>,
     done: std::sync::mpsc::Sender<Completion>,
     next_ticket: AtomicU64,
+    me: u64,
+    rpc_inbox: Mutex<Option<std::sync::mpsc::Receiver<PeerRpc>>>,
 }
 
-/// A request on its way to a server.
+/// A request on its way to a server (ticket 0: an rpc, which has no completion).
 struct Pending {
     ticket: u64,
     request: ClientRequest,
@@ -112,24 +117,65 @@ impl GameClient {
         let (tx, rx) = std::sync::mpsc::channel();
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let (done, completions) = std::sync::mpsc::channel();
+        let (rpcs, rpc_inbox) = std::sync::mpsc::channel();
         let status = Arc::new(Mutex::new(ClientStatus::default()));
+        let me = crate::clients::peer_id_of(&cfg.token);
         let link = Link {
             applied: tx,
             requests: requests_rx,
             backlog: VecDeque::new(),
             done: done.clone(),
             status: status.clone(),
+            rpcs,
         };
-        runtime.spawn(run(cfg, endpoint, link));
+        runtime.spawn(run(cfg, endpoint.clone(), link));
         Ok(GameClient {
             runtime: Some(runtime),
+            endpoint,
             applied: Mutex::new(rx),
             status,
             requests,
             completions: Mutex::new(completions),
             done,
             next_ticket: AtomicU64::new(1),
+            me,
+            rpc_inbox: Mutex::new(Some(rpc_inbox)),
         })
+    }
+
+    /// This client's end of the game peers' rpcs and presence (for the multiplayer API).
+    /// The first call takes the rpcs for this client; later calls get a link that sends
+    /// only. Rpcs made while no server is reachable wait for the next connection (up to
+    /// [`REQUEST_TIMEOUT`]).
+    pub fn peer_link(&self) -> crate::PeerLink {
+        let inbox = self
+            .rpc_inbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_else(|| std::sync::mpsc::channel().1);
+        let requests = self.requests.clone();
+        let status = self.status.clone();
+        crate::PeerLink::new(
+            self.me,
+            Arc::new(move |rpc| {
+                let _ = requests.send(Pending {
+                    ticket: 0,
+                    request: ClientRequest::Rpc(rpc),
+                    made: Instant::now(),
+                });
+            }),
+            Arc::new(move || {
+                let s = status.lock().unwrap_or_else(|p| p.into_inner());
+                match s.server {
+                    Some(_) => std::iter::once(SERVER_PEER)
+                        .chain(s.peers.iter().copied())
+                        .collect(),
+                    None => Vec::new(),
+                }
+            }),
+            inbox,
+        )
     }
 
     /// Queues a write, proposed on this client's behalf; returns the ticket its
@@ -188,8 +234,18 @@ impl GameClient {
 }
 
 impl Drop for GameClient {
+    /// Says goodbye to the server (so it tells the others at once), then stops.
     fn drop(&mut self) {
+        self.endpoint
+            .close(quinn::VarInt::from_u32(0), b"client leaving");
         if let Some(rt) = self.runtime.take() {
+            if tokio::runtime::Handle::try_current().is_err() {
+                let endpoint = self.endpoint.clone();
+                rt.block_on(async {
+                    let _ = tokio::time::timeout(Duration::from_millis(200), endpoint.wait_idle())
+                        .await;
+                });
+            }
             rt.shutdown_timeout(Duration::from_secs(1));
         }
     }
@@ -203,6 +259,7 @@ struct Link {
     backlog: VecDeque<Pending>,
     done: std::sync::mpsc::Sender<Completion>,
     status: Arc<Mutex<ClientStatus>>,
+    rpcs: std::sync::mpsc::Sender<PeerRpc>,
 }
 
 impl Link {
@@ -220,7 +277,7 @@ impl Link {
             .front()
             .is_some_and(|p| p.made.elapsed() > REQUEST_TIMEOUT)
         {
-            if let Some(p) = self.backlog.pop_front() {
+            if let Some(p) = self.backlog.pop_front().filter(|p| p.ticket != 0) {
                 let e = format!("no server reachable within {REQUEST_TIMEOUT:?}; not sent");
                 self.complete(p.ticket, Err(RequestError::refused(e)));
             }
@@ -242,7 +299,10 @@ async fn run(cfg: GameClientConfig, endpoint: Endpoint, mut link: Link) {
                 set(&|s| s.refused = Some(reason.clone()));
                 link.requests.close();
                 link.expire();
-                for p in std::mem::take(&mut link.backlog) {
+                for p in std::mem::take(&mut link.backlog)
+                    .into_iter()
+                    .filter(|p| p.ticket != 0)
+                {
                     let e = format!("the servers refused this client: {reason}");
                     link.complete(p.ticket, Err(RequestError::refused(e)));
                 }
@@ -348,7 +408,9 @@ async fn serve_session(
             m = messages.recv() => m.ok_or("connection reader stopped")??,
             p = link.requests.recv(), if welcomed => {
                 let Some(p) = p else { return Ok(Ended::LiveTreeGone) };
-                in_flight.insert(p.ticket);
+                if p.ticket != 0 {
+                    in_flight.insert(p.ticket);
+                }
                 send_request(send, &p).await?;
                 continue;
             }
@@ -380,9 +442,19 @@ async fn serve_session(
                 }
                 // What was asked while disconnected goes first, in order.
                 while let Some(p) = link.backlog.pop_front() {
-                    in_flight.insert(p.ticket);
+                    if p.ticket != 0 {
+                        in_flight.insert(p.ticket);
+                    }
                     send_request(send, &p).await?;
                 }
+                continue;
+            }
+            ServerMessage::Rpc(rpc) => {
+                let _ = link.rpcs.send(rpc);
+                continue;
+            }
+            ServerMessage::Peers(peers) => {
+                set(&|s| s.peers = peers.clone());
                 continue;
             }
             ServerMessage::Outcome {

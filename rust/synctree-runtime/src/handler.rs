@@ -96,6 +96,14 @@ async fn serve(inner: &Inner, from: NodeId, rpc: Rpc) -> RpcReply {
         Rpc::Membership(change) => RpcReply::Membership(inner.membership_local(&change).await),
         Rpc::Status => RpcReply::Status(inner.status()),
         Rpc::PreVote { last_log } => RpcReply::PreVote(inner.grants_pre_vote(last_log)),
+        Rpc::Relay(rpc) => {
+            inner.peers.relayed(rpc);
+            RpcReply::Ack
+        }
+        Rpc::Presence(list) => {
+            inner.peers.heard(from, list);
+            RpcReply::Ack
+        }
     }
 }
 

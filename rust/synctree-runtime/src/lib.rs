@@ -23,6 +23,7 @@ mod handler;
 mod membership;
 mod network;
 mod node;
+mod peers;
 mod proposer;
 mod rpc;
 mod server;
@@ -36,6 +37,7 @@ pub use config::{
 pub use game_client::{ClientStatus, GameClient, GameClientConfig};
 pub use membership::{Membership, MembershipChange};
 pub use node::{Node, Status};
+pub use peers::PeerLink;
 pub use proposer::{Completion, Done, RequestError};
 pub use server::{Server, StartError};
 pub use synctree_net::MemNetwork;

@@ -44,6 +44,8 @@ pub(crate) struct Inner {
     quic: Option<QuicTransport>,
     /// The client port, when this server serves game clients.
     clients: Option<crate::clients::ClientListener>,
+    /// Game peers across the cluster, and rpcs between them.
+    pub(crate) peers: Arc<crate::peers::Peers>,
 }
 
 /// A point-in-time view of a server, for status getters and operators.
@@ -79,6 +81,8 @@ pub struct Node {
     proposer: JoinHandle<()>,
     peer_watch: JoinHandle<()>,
     elector: JoinHandle<()>,
+    presence: JoinHandle<()>,
+    rpc_inbox: Mutex<Option<std::sync::mpsc::Receiver<synctree_proto::PeerRpc>>>,
 }
 
 impl Inner {
@@ -207,8 +211,10 @@ impl Node {
             return Err(StartError::SelfInPeers(cfg.id));
         }
         let (submit_tx, done_rx, submitter, (submit_rx, done_tx)) = proposer::queue();
-        let (inner, applied_rx, local_addr) = start_node(&cfg, submitter).await?;
+        let (godot_rpcs, rpc_inbox) = std::sync::mpsc::channel();
+        let (inner, applied_rx, local_addr) = start_node(&cfg, submitter, godot_rpcs).await?;
         let proposer = tokio::spawn(proposer::run(inner.clone(), submit_rx, done_tx));
+        let presence = tokio::spawn(crate::peers::run_presence(inner.peers.clone()));
         let peer_watch = tokio::spawn(maintain_peers(inner.clone()));
         let elector = tokio::spawn(elector::run(
             inner.clone(),
@@ -225,6 +231,8 @@ impl Node {
             proposer,
             peer_watch,
             elector,
+            presence,
+            rpc_inbox: Mutex::new(Some(rpc_inbox)),
         })
     }
 
@@ -304,6 +312,7 @@ impl Node {
         self.proposer.abort();
         self.peer_watch.abort();
         self.elector.abort();
+        self.presence.abort();
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
@@ -313,6 +322,25 @@ impl Node {
         if let Some(q) = &self.inner.quic {
             q.shutdown().await;
         }
+    }
+
+    /// This server's end of the game peers' rpcs and presence (for the multiplayer API).
+    /// The first call takes the rpcs for this server; later calls get a link that sends
+    /// only.
+    pub fn peer_link(&self) -> crate::PeerLink {
+        let inbox = self
+            .rpc_inbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_else(|| std::sync::mpsc::channel().1);
+        let (send, all) = (self.inner.peers.clone(), self.inner.peers.clone());
+        crate::PeerLink::new(
+            synctree_proto::SERVER_PEER,
+            std::sync::Arc::new(move |rpc| send.server_sent(rpc)),
+            std::sync::Arc::new(move || all.all()),
+            inbox,
+        )
     }
 
     /// The client port actually bound, if this server serves game clients.
@@ -328,6 +356,7 @@ impl Drop for Node {
         self.proposer.abort();
         self.peer_watch.abort();
         self.elector.abort();
+        self.presence.abort();
     }
 }
 
@@ -340,7 +369,9 @@ type Started = (
 async fn start_node(
     cfg: &ServerConfig,
     submitter: proposer::Submitter,
+    godot_rpcs: std::sync::mpsc::Sender<synctree_proto::PeerRpc>,
 ) -> Result<Started, StartError> {
+    let peers = crate::peers::Peers::new(cfg.id, godot_rpcs);
     let material = match &cfg.transport {
         TransportMode::Mem(_) => None,
         TransportMode::Quic { tls, .. } => Some(match tls {
@@ -391,15 +422,16 @@ async fn start_node(
         (Some(c), Some(material)) => {
             let feed = Arc::new(synctree_raft::Feed::default());
             sm = sm.with_feed(feed.clone());
-            Some(crate::clients::ClientListener::start(
-                c,
-                material,
-                cfg.id,
-                cluster.clone(),
+            let ctx = crate::clients::Ctx {
+                server: cfg.id,
+                cluster: cluster.clone(),
+                cfg: c.clone(),
                 feed,
-                shared.clone(),
+                shared: shared.clone(),
                 submitter,
-            )?)
+                peers: peers.clone(),
+            };
+            Some(crate::clients::ClientListener::start(material, ctx)?)
         }
     };
     let mut log_store = LogStore::new(storage);
@@ -448,8 +480,10 @@ async fn start_node(
         committed,
         quic,
         clients,
+        peers,
     });
     let _ = handler.inner.set(inner.clone());
+    inner.peers.attach(&inner);
 
     let initialized = inner
         .raft

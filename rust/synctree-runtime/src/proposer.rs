@@ -200,6 +200,15 @@ impl Submitter {
                 path,
                 property,
             },
+            ClientRequest::Rpc(_) => {
+                self.remote
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&ticket);
+                return Err(RequestError::refused(
+                    "internal error: an rpc is not proposed",
+                ));
+            }
         };
         if self.tx.send(submission).is_err() {
             self.remote

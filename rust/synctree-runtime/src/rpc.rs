@@ -8,7 +8,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
-use synctree_proto::{EncodedBatch, OpOutcome};
+use synctree_proto::{EncodedBatch, OpOutcome, PeerRpc};
 use synctree_raft::{NodeId, TypeConfig};
 
 /// Largest request a server accepts from a peer (a snapshot chunk is at most 3 MiB).
@@ -33,6 +33,10 @@ pub enum Rpc {
     PreVote {
         last_log: Option<openraft::LogId<NodeId>>,
     },
+    /// A Godot rpc for the receiver's own game clients (see `peers`).
+    Relay(PeerRpc),
+    /// The game clients connected to the sender now.
+    Presence(Vec<u64>),
 }
 
 /// Why the leader did not take a forwarded proposal or read.
@@ -68,4 +72,6 @@ pub enum RpcReply {
     Membership(Result<Membership, ForwardError>),
     Status(Status),
     PreVote(bool),
+    /// Taken (relay, presence).
+    Ack,
 }

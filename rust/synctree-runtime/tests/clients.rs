@@ -406,3 +406,102 @@ async fn garbage_client(certs: &Path, addr: SocketAddr) -> String {
         other => other.to_string(),
     }
 }
+
+fn rpc_to(to: i64, method: &str) -> synctree_proto::PeerRpc {
+    synctree_proto::PeerRpc {
+        from: 0,
+        to,
+        path: "/root/Game".into(),
+        method: method.into(),
+        args: vec![7, 7],
+    }
+}
+
+fn next_rpc(link: &synctree_runtime::PeerLink, what: &str) -> synctree_proto::PeerRpc {
+    let mut got = None;
+    wait_until(what, || {
+        got = link.try_recv();
+        got.is_some()
+    });
+    got.expect("an rpc")
+}
+
+#[test]
+fn rpcs_reach_peers_on_any_server_and_presence_follows_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    dev_certs(&certs);
+    let cluster = QuicCluster::new(3, &certs, dir.path());
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let addr = |id: u64| SocketAddr::from(([127, 0, 0, 1], ports[id as usize - 1]));
+    let servers: Vec<Server> = (1..=3)
+        .map(|id| {
+            cluster.start_tuned(id, false, |cfg| {
+                cfg.clients = Some(ClientsConfig::new(addr(id), vec![TOKEN.into(), BOB.into()]))
+            })
+        })
+        .collect();
+    leader_of(&servers.iter().collect::<Vec<_>>());
+    let links: Vec<_> = servers.iter().map(|s| s.peer_link()).collect();
+    let connect = |token: &str, id: u64| {
+        GameClient::connect(GameClientConfig {
+            servers: vec![(id, addr(id))],
+            ca: synctree_net::certs::ca_cert_path(&certs),
+            token: token.into(),
+        })
+        .expect("client starts")
+    };
+    let alice = connect(TOKEN, 2);
+    let bob = connect(BOB, 3);
+    let (la, lb) = (alice.peer_link(), bob.peer_link());
+    let (pa, pb) = (peer_id_of(TOKEN), peer_id_of(BOB));
+    assert_eq!(
+        (la.unique_id(), lb.unique_id(), links[0].unique_id()),
+        (pa, pb, 1)
+    );
+    let mut both = vec![pa, pb];
+    both.sort_unstable();
+    wait_until("every server sees both clients", || {
+        links.iter().all(|l| l.peers() == both)
+    });
+    wait_until("each client sees the servers and the other", || {
+        la.peers() == vec![1, pb] && lb.peers() == vec![1, pa]
+    });
+
+    // Client to client across servers; the sender id is the server's word, not the client's.
+    let mut forged = rpc_to(pb as i64, "hello");
+    forged.from = 12345;
+    la.send(forged);
+    let got = next_rpc(&lb, "alice's rpc at bob");
+    assert_eq!(
+        (got.from, got.method.as_str(), got.args.as_slice()),
+        (pa, "hello", &[7u8, 7][..])
+    );
+    // To the servers: only the sender's own server runs it.
+    la.send(rpc_to(1, "to_server"));
+    let got = next_rpc(&links[1], "alice's rpc at server 2");
+    assert_eq!((got.from, got.method.as_str()), (pa, "to_server"));
+    // From a server to everyone: both clients, wherever they are.
+    links[0].send(rpc_to(0, "broadcast"));
+    for l in [&la, &lb] {
+        let got = next_rpc(l, "the broadcast");
+        assert_eq!((got.from, got.method.as_str()), (1, "broadcast"));
+    }
+    // To everyone but Bob, from Alice: her server, not Bob, not herself.
+    la.send(rpc_to(-(pb as i64), "not_bob"));
+    let got = next_rpc(&links[1], "alice's rpc at server 2");
+    assert_eq!(got.method, "not_bob");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(lb.try_recv().is_none() && la.try_recv().is_none());
+    assert!(links[0].try_recv().is_none() && links[2].try_recv().is_none());
+
+    // Bob leaves: every server and Alice see it.
+    drop(bob);
+    wait_until("bob's departure reaches everyone", || {
+        links.iter().all(|l| l.peers() == vec![pa]) && la.peers() == vec![1]
+    });
+    drop(alice);
+    for s in servers {
+        s.shutdown();
+    }
+}

@@ -1,0 +1,280 @@
+//! Game peers across the cluster: who is connected where (presence), and Godot rpcs routed
+//! between them.
+//!
+//! ```text
+//!   client A ─▶ server 1 ─┬─ to 1 / 0 ──────────────▶ server 1's Godot (the servers' peer)
+//!                         ├─ to a client of server 1 ─▶ that client's stream
+//!                         └─ to anyone elsewhere ─────▶ Rpc::Relay to the other servers,
+//!                                                       each hands it to its own clients
+//!   presence: each server sends its clients to the others (on change, and every second);
+//!             a list not refreshed for 3 s is dropped (its server is gone); the union is
+//!             the cluster's peers, pushed to every client when it changes.
+//! ```
+//!
+//! Rpcs for the servers (target 1, or everyone) run on the sender's own server only: game
+//! logic that a client triggers runs once, not once per server.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use synctree_proto::{PeerRpc, ServerMessage, SERVER_PEER};
+use synctree_raft::NodeId;
+use tokio::sync::{mpsc, Notify};
+
+use crate::node::Inner;
+use crate::rpc::Rpc;
+
+/// Presence is re-sent this often ...
+const PRESENCE_EVERY: Duration = Duration::from_secs(1);
+/// ... and a server's list not refreshed for this long is dropped.
+const PRESENCE_TTL: Duration = Duration::from_secs(3);
+/// Wait for another server to take a relayed rpc or presence list.
+const RELAY_TIMEOUT: Duration = Duration::from_millis(500);
+
+struct Local {
+    conn: u64,
+    tx: mpsc::Sender<ServerMessage>,
+}
+
+#[derive(Default)]
+struct State {
+    local: HashMap<u64, Local>,
+    remote: HashMap<NodeId, (Vec<u64>, Instant)>,
+    /// The union last pushed to clients.
+    announced: Vec<u64>,
+}
+
+/// The peers of one server: its own clients, the others' (as last heard), and the rpcs for
+/// its Godot main thread.
+pub(crate) struct Peers {
+    server: NodeId,
+    inner: OnceLock<Weak<Inner>>,
+    state: Mutex<State>,
+    next_conn: AtomicU64,
+    local_changed: Notify,
+    union_changed: Notify,
+    godot: std::sync::mpsc::Sender<PeerRpc>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Peers {
+    /// Made on the server's runtime; `godot` receives the rpcs this server's Godot runs.
+    pub(crate) fn new(server: NodeId, godot: std::sync::mpsc::Sender<PeerRpc>) -> Arc<Peers> {
+        Arc::new(Peers {
+            server,
+            inner: OnceLock::new(),
+            state: Mutex::new(State::default()),
+            next_conn: AtomicU64::new(1),
+            local_changed: Notify::new(),
+            union_changed: Notify::new(),
+            godot,
+            runtime: tokio::runtime::Handle::current(),
+        })
+    }
+
+    /// Connects the relay to the running server (once it exists).
+    pub(crate) fn attach(&self, inner: &Arc<Inner>) {
+        let _ = self.inner.set(Arc::downgrade(inner));
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A client connected here; returns its connection number (for [`Peers::leave`]).
+    pub(crate) fn join(&self, peer: u64, tx: mpsc::Sender<ServerMessage>) -> u64 {
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        self.state().local.insert(peer, Local { conn, tx });
+        self.local_changed.notify_one();
+        conn
+    }
+
+    /// Connection `conn` of `peer` ended (a newer connection of the same peer stays).
+    pub(crate) fn leave(&self, peer: u64, conn: u64) {
+        let mut s = self.state();
+        if s.local.get(&peer).is_some_and(|l| l.conn == conn) {
+            s.local.remove(&peer);
+            drop(s);
+            self.local_changed.notify_one();
+        }
+    }
+
+    /// Every client peer connected to the cluster, sorted.
+    pub(crate) fn all(&self) -> Vec<u64> {
+        union(&self.state())
+    }
+
+    /// Another server's clients, as it just said.
+    pub(crate) fn heard(&self, server: NodeId, peers: Vec<u64>) {
+        let mut s = self.state();
+        let changed = s.remote.get(&server).is_none_or(|(p, _)| *p != peers);
+        s.remote.insert(server, (peers, Instant::now()));
+        drop(s);
+        if changed {
+            self.union_changed.notify_one();
+        }
+    }
+
+    /// An rpc from a client of this server (its `from` already set to the client's peer).
+    pub(crate) fn client_sent(&self, rpc: PeerRpc) {
+        if rpc.reaches(SERVER_PEER) {
+            let _ = self.godot.send(rpc.clone());
+        }
+        self.to_clients(rpc, true);
+    }
+
+    /// An rpc from this server's Godot.
+    pub(crate) fn server_sent(&self, mut rpc: PeerRpc) {
+        rpc.from = SERVER_PEER;
+        self.to_clients(rpc, true);
+    }
+
+    /// An rpc another server relayed: for this server's clients only.
+    pub(crate) fn relayed(&self, rpc: PeerRpc) {
+        self.to_clients(rpc, false);
+    }
+
+    fn to_clients(&self, rpc: PeerRpc, relay: bool) {
+        let s = self.state();
+        let mut elsewhere = relay;
+        if rpc.to > 0 {
+            let target = rpc.to as u64;
+            if target == SERVER_PEER {
+                return;
+            }
+            if let Some(l) = s.local.get(&target) {
+                elsewhere = false;
+                push(target, l, ServerMessage::Rpc(rpc.clone()));
+            }
+        } else {
+            for (peer, l) in &s.local {
+                if rpc.reaches(*peer) {
+                    push(*peer, l, ServerMessage::Rpc(rpc.clone()));
+                }
+            }
+        }
+        drop(s);
+        if elsewhere {
+            self.broadcast(Rpc::Relay(rpc));
+        }
+    }
+
+    /// Sends `rpc` to every other member, without waiting.
+    fn broadcast(&self, rpc: Rpc) {
+        let Some(inner) = self.inner.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let Ok(body) = rmp_serde::to_vec(&rpc) else {
+            return;
+        };
+        let status = inner.status();
+        for id in status.voters.iter().chain(&status.learners) {
+            if *id == self.server {
+                continue;
+            }
+            let (transport, body, id) = (inner.transport.clone(), body.clone(), *id);
+            self.runtime.spawn(async move {
+                if let Err(e) = transport.request(id, body, RELAY_TIMEOUT).await {
+                    tracing::debug!("peers: server {id} did not take a relay: {e}");
+                }
+            });
+        }
+    }
+}
+
+fn union(s: &State) -> Vec<u64> {
+    let mut all: Vec<u64> = s.local.keys().copied().collect();
+    for (peers, at) in s.remote.values() {
+        if at.elapsed() < PRESENCE_TTL {
+            all.extend(peers);
+        }
+    }
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+fn push(peer: u64, l: &Local, m: ServerMessage) {
+    if l.tx.try_send(m).is_err() {
+        tracing::warn!("peer {peer} is not reading: a message for it was dropped");
+    }
+}
+
+/// Keeps presence: sends this server's clients to the others on change and every second,
+/// and tells this server's clients when the cluster's peers change.
+pub(crate) async fn run_presence(peers: Arc<Peers>) {
+    loop {
+        let broadcast = tokio::select! {
+            () = peers.local_changed.notified() => true,
+            () = peers.union_changed.notified() => false,
+            () = tokio::time::sleep(PRESENCE_EVERY) => true,
+        };
+        if broadcast {
+            let mine: Vec<u64> = peers.state().local.keys().copied().collect();
+            peers.broadcast(Rpc::Presence(mine));
+        }
+        let mut s = peers.state();
+        let all = union(&s);
+        if all != s.announced {
+            for (peer, l) in &s.local {
+                let others = all.iter().copied().filter(|p| p != peer).collect();
+                push(*peer, l, ServerMessage::Peers(others));
+            }
+            s.announced = all;
+        }
+    }
+}
+
+/// What the Godot side uses to take part in rpcs and presence: this process's peer id, the
+/// other peers, sending and receiving rpcs. The same on a server and on a game client.
+#[derive(Clone)]
+pub struct PeerLink {
+    me: u64,
+    send: Arc<dyn Fn(PeerRpc) + Send + Sync>,
+    peers: Arc<dyn Fn() -> Vec<u64> + Send + Sync>,
+    inbox: Arc<Mutex<std::sync::mpsc::Receiver<PeerRpc>>>,
+}
+
+impl PeerLink {
+    pub(crate) fn new(
+        me: u64,
+        send: Arc<dyn Fn(PeerRpc) + Send + Sync>,
+        peers: Arc<dyn Fn() -> Vec<u64> + Send + Sync>,
+        inbox: std::sync::mpsc::Receiver<PeerRpc>,
+    ) -> Self {
+        PeerLink {
+            me,
+            send,
+            peers,
+            inbox: Arc::new(Mutex::new(inbox)),
+        }
+    }
+
+    /// This process's peer id: 1 on a server, the client's own on a game client.
+    pub fn unique_id(&self) -> u64 {
+        self.me
+    }
+
+    /// The other peers: on a server every client of the cluster; on a client the servers
+    /// (1) and the other clients.
+    pub fn peers(&self) -> Vec<u64> {
+        (self.peers)()
+    }
+
+    /// Sends an rpc (its `from` is set to this peer).
+    pub fn send(&self, mut rpc: PeerRpc) {
+        rpc.from = self.me;
+        (self.send)(rpc)
+    }
+
+    /// The next rpc for this process, if any.
+    pub fn try_recv(&self) -> Option<PeerRpc> {
+        self.inbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .try_recv()
+            .ok()
+    }
+}
