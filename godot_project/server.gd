@@ -30,6 +30,9 @@ extends Node
 ##       A predicted set_synced (SyncedTree.set_predicted): what the node showed right after
 ##       the call, what it shows once the write completed, and the prediction_reconciled
 ##       signals seen meanwhile ({predicted, committed, reason}).
+##   {"cmd":"rpc","to":PEER,"method":"ping","value":V} -> {"ok":true,"error":ERR}: Probe.rpc_id
+##   {"cmd":"rpc_log"} -> {"ok":true,"calls":[{method, sender, value, on}]}: rpcs Probe ran
+##   {"cmd":"multiplayer"} -> {"ok":true,"unique_id":..,"peers":[..],"is_server":..}
 ##   {"cmd":"quit"}    -> {"ok":true}, then the server stops.
 ##   Benchmark commands (cargo xtask bench): see bench.gd.
 ## A malformed request gets {"ok":false,"error":"..."}.
@@ -78,6 +81,8 @@ func _ready() -> void:
 		_fail_startup("the World node is not a SyncedTree: is the synctree extension built and loaded? (run `cargo xtask build`)")
 		return
 	world.leader_changed.connect(_on_leader_changed)
+	# Multiplayer through the cluster: rpcs reach peers on any server (see rpc_probe.gd).
+	get_tree().set_multiplayer(ClassDB.instantiate("SyncedMultiplayerAPI"))
 	for arg in OS.get_cmdline_user_args():
 		if arg.begins_with(CONTROL_ARG):
 			var text := arg.substr(CONTROL_ARG.length())
@@ -222,6 +227,15 @@ func _handle(line: String) -> Dictionary:
 			return await _membership(request)
 		"predict":
 			return await _predict(request)
+		"rpc":
+			var probe := get_node("Probe")
+			var err: int = probe.rpc_id(int(request.get("to", 0)), StringName(str(request.get("method", ""))), request.get("value"))
+			return {"ok": true, "error": err}
+		"rpc_log":
+			return {"ok": true, "calls": get_node("Probe").calls}
+		"multiplayer":
+			return {"ok": true, "unique_id": multiplayer.get_unique_id(),
+					"peers": Array(multiplayer.get_peers()), "is_server": multiplayer.is_server()}
 		"quit":
 			_quitting = true
 			return {"ok": true}

@@ -227,3 +227,137 @@ fn two_godot_clients_on_different_servers_share_one_tree_with_authority() -> Res
     cluster.stop();
     Ok(())
 }
+
+/// The rpcs Probe ran on a process: (method, sender, value).
+fn probe_calls(c: &mut synctree_e2e::Control) -> Result<Vec<(String, u64, Value)>> {
+    let r = c.request(&json!({"cmd": "rpc_log"}))?;
+    Ok(r["calls"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|x| {
+            (
+                x["method"].as_str().unwrap_or("").to_owned(),
+                x["sender"].as_u64().unwrap_or(0),
+                x["value"].clone(),
+            )
+        })
+        .collect())
+}
+
+fn wait_for_call(
+    c: &mut synctree_e2e::Control,
+    what: &str,
+    want: impl Fn(&(String, u64, Value)) -> bool,
+) -> Result<Vec<(String, u64, Value)>> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let calls = probe_calls(c)?;
+        if calls.iter().any(&want) {
+            return Ok(calls);
+        }
+        ensure!(Instant::now() < deadline, "no {what}; calls: {calls:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn rpc(c: &mut synctree_e2e::Control, to: i64, method: &str, value: i64) -> Result<i64> {
+    let r = c.request(&json!({"cmd": "rpc", "to": to, "method": method, "value": value}))?;
+    Ok(r["error"].as_i64().unwrap_or(-1))
+}
+
+#[test]
+fn gdscript_rpcs_reach_peers_on_any_server_with_their_sender_and_mode() -> Result<()> {
+    let mut cluster = Cluster::start(ClusterConfig {
+        clients: vec![2, 3],
+        ..ClusterConfig::default()
+    })?;
+    cluster.wait_leader(Duration::from_secs(30))?;
+    let (pa, pb) = (peer_of(&cluster, 1)?, peer_of(&cluster, 2)?);
+    let mut a = cluster.client_control(1)?;
+    let mut b = cluster.client_control(2)?;
+    let mut servers: Vec<_> = (1..=3)
+        .map(|id| cluster.control(id))
+        .collect::<Result<_>>()?;
+
+    // multiplayer.get_unique_id / get_peers / is_server, presence across the cluster.
+    let mut both = vec![pa, pb];
+    both.sort_unstable();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ma = a.request(&json!({"cmd": "multiplayer"}))?;
+        let m1 = servers[0].request(&json!({"cmd": "multiplayer"}))?;
+        let peers = |m: &Value| -> Vec<u64> {
+            m["peers"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default()
+        };
+        if peers(&ma) == vec![1, pb] && peers(&m1) == both {
+            ensure!(
+                ma["unique_id"].as_u64() == Some(pa) && ma["is_server"] == false,
+                "{ma}"
+            );
+            ensure!(m1["unique_id"] == 1 && m1["is_server"] == true, "{m1}");
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "presence: client 1 {ma}, server 1 {m1}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Client 1 (on server 2) to client 2 (on server 3): sender is client 1.
+    ensure!(rpc(&mut a, pb as i64, "ping", 5)? == 0);
+    wait_for_call(&mut b, "ping at client 2", |c| {
+        c.0 == "ping" && c.1 == pa && c.2.as_f64() == Some(5.0)
+    })?;
+    // Client 1 to the servers: run once, by its own server.
+    ensure!(rpc(&mut a, 1, "ping", 6)? == 0);
+    wait_for_call(&mut servers[1], "ping at server 2", |c| {
+        c.0 == "ping" && c.1 == pa && c.2.as_f64() == Some(6.0)
+    })?;
+    // A server to everyone: both clients, sender 1; authority mode accepted from it.
+    ensure!(rpc(&mut servers[0], 0, "from_authority", 7)? == 0);
+    for c in [&mut a, &mut b] {
+        wait_for_call(c, "the server's broadcast", |c| {
+            c.0 == "from_authority" && c.1 == 1 && c.2.as_f64() == Some(7.0)
+        })?;
+    }
+    // Authority mode from a client that is not the authority: refused where it arrives
+    // (rpcs arrive in order, so once the later ping is there, the refused call is not).
+    ensure!(rpc(&mut a, pb as i64, "from_authority", 8)? == 0);
+    ensure!(rpc(&mut a, pb as i64, "ping", 9)? == 0);
+    let calls = wait_for_call(&mut b, "ping 9", |c| {
+        c.0 == "ping" && c.2.as_f64() == Some(9.0)
+    })?;
+    ensure!(
+        !calls.iter().any(|c| c.2.as_f64() == Some(8.0)),
+        "an authority rpc from a client ran: {calls:?}"
+    );
+    // call_local to everyone: here, on client 2, and on client 1's server only.
+    ensure!(rpc(&mut a, 0, "local_too", 10)? == 0);
+    wait_for_call(&mut a, "local_too here", |c| {
+        c.0 == "local_too" && c.1 == pa
+    })?;
+    wait_for_call(&mut b, "local_too at client 2", |c| {
+        c.0 == "local_too" && c.1 == pa
+    })?;
+    wait_for_call(&mut servers[1], "local_too at server 2", |c| {
+        c.0 == "local_too"
+    })?;
+    // A method without @rpc is refused at the call.
+    ensure!(rpc(&mut a, pb as i64, "unlisted", 11)? != 0);
+    std::thread::sleep(Duration::from_millis(300));
+    for (i, s) in servers.iter_mut().enumerate() {
+        let calls = probe_calls(s)?;
+        let expected = if i == 1 { 2 } else { 0 };
+        ensure!(calls.len() == expected, "server {}: {calls:?}", i + 1);
+    }
+    ensure!(!probe_calls(&mut b)?.iter().any(|c| c.0 == "unlisted"));
+    cluster.check_logs()?;
+    cluster.stop();
+    Ok(())
+}

@@ -150,6 +150,14 @@ const SETTINGS := [
 		"hint_string": "*.pem",
 	},
 	{
+		# Install SyncedMultiplayerAPI project-wide (through the addon's autoload).
+		"name": "synctree/multiplayer/replace_scene_multiplayer",
+		"type": TYPE_BOOL,
+		"default": false,
+		"hint": PROPERTY_HINT_NONE,
+		"hint_string": "",
+	},
+	{
 		"name": "synctree/apply/max_effects_per_frame",
 		"type": TYPE_INT,
 		"default": 4096,
@@ -159,8 +167,14 @@ const SETTINGS := [
 ]
 
 
+const AUTOLOAD_NAME := "SyncedMultiplayer"
+const AUTOLOAD_PATH := "res://addons/synctree/multiplayer_autoload.gd"
+
+
 func _enable_plugin() -> void:
 	_register_settings()
+	# Installs SyncedMultiplayerAPI when synctree/multiplayer/replace_scene_multiplayer is on.
+	add_autoload_singleton(AUTOLOAD_NAME, AUTOLOAD_PATH)
 
 
 func _enter_tree() -> void:
@@ -169,9 +183,9 @@ func _enter_tree() -> void:
 
 
 func _disable_plugin() -> void:
-	# Deliberately nothing: settings a user changed stay in project.godot, and settings
-	# still at their default are not written there anyway.
-	pass
+	# Settings a user changed stay in project.godot (settings still at their default are
+	# not written there anyway); the autoload goes with the addon.
+	remove_autoload_singleton(AUTOLOAD_NAME)
 
 
 func _register_settings() -> void:

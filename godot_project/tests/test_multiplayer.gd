@@ -23,3 +23,26 @@ func test_installs_and_answers_as_a_server() -> void:
 	check_eq(api.object_configuration_remove(null, null), OK, "removal of the null object")
 	node.queue_free()
 	scene_tree.set_multiplayer(previous)
+
+
+func test_the_addon_autoload_installs_it_when_the_setting_is_on() -> void:
+	var scene_tree: SceneTree = runner
+	var previous := scene_tree.get_multiplayer()
+	var key := "synctree/multiplayer/replace_scene_multiplayer"
+	var had: bool = ProjectSettings.get_setting(key, false)
+	var autoload_script := load("res://addons/synctree/multiplayer_autoload.gd")
+	check(autoload_script != null, "the addon ships its multiplayer autoload")
+	if autoload_script == null:
+		return
+	ProjectSettings.set_setting(key, false)
+	var off: Node = autoload_script.new()
+	scene_tree.root.add_child(off)
+	check(scene_tree.get_multiplayer() == previous, "setting off: SceneMultiplayer stays")
+	off.queue_free()
+	ProjectSettings.set_setting(key, true)
+	var on: Node = autoload_script.new()
+	scene_tree.root.add_child(on)
+	check(scene_tree.get_multiplayer().get_class() == "SyncedMultiplayerAPI", "setting on: SyncedMultiplayerAPI installed")
+	on.queue_free()
+	ProjectSettings.set_setting(key, had)
+	scene_tree.set_multiplayer(previous)

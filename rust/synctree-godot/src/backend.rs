@@ -3,7 +3,7 @@
 //! the same committed effects, so everything above them is shared.
 
 use synctree_proto::{Op, SERVER_PEER};
-use synctree_runtime::{Applied, ClientStatus, Completion, GameClient, Server, Status};
+use synctree_runtime::{Applied, ClientStatus, Completion, GameClient, PeerLink, Server, Status};
 
 pub enum Backend {
     Server(Server),
@@ -68,6 +68,14 @@ impl Backend {
         match self {
             Backend::Server(_) => SERVER_PEER,
             Backend::Client(c) => c.status().peer.unwrap_or(0),
+        }
+    }
+
+    /// The link the multiplayer API sends and receives rpcs through.
+    pub fn peer_link(&self) -> PeerLink {
+        match self {
+            Backend::Server(s) => s.peer_link(),
+            Backend::Client(c) => c.peer_link(),
         }
     }
 

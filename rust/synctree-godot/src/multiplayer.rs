@@ -1,31 +1,145 @@
 //! `SyncedMultiplayerAPI`: synctree's replacement for SceneMultiplayer.
 //!
-//! Registered now with correct server identities; client connections, `rpc()` routing and
-//! the spawner/synchronizer mapping arrive with the clients issue.
+//! It takes part through the running `SyncedTree` of this process (servers: the cluster's
+//! peer 1; game clients: their own peer id), whose [`PeerLink`] carries rpcs and presence:
+//!
+//! ```text
+//!   node.rpc("m", args) ─▶ _rpc: @rpc config of m (script + node) ─▶ call_local? run here
+//!                        └▶ PeerLink::send ─▶ (client) its server ─▶ target peers, any server
+//!   poll(): presence diff ─▶ peer_connected / peer_disconnected / connected_to_server
+//!           PeerLink::try_recv ─▶ mode check (any_peer / authority) ─▶ node.callv, with
+//!                                 get_remote_sender_id() = the sender
+//! ```
+//!
+//! Transfer modes and channels are honoured by delivering every rpc reliably and in order
+//! (a stronger guarantee than unreliable modes ask for). The spawner/synchronizer mapping
+//! is not built yet: `object_configuration_add` accepts and ignores them.
 
-use godot::classes::{IMultiplayerApiExtension, MultiplayerApiExtension, MultiplayerPeer};
-use godot::global::Error;
+use std::cell::RefCell;
+
+use godot::classes::{
+    Engine, IMultiplayerApiExtension, MultiplayerApiExtension, MultiplayerPeer, Node, SceneTree,
+    Script,
+};
+use godot::global::{bytes_to_var, var_to_bytes, Error};
 use godot::prelude::*;
+use synctree_proto::{PeerRpc, MAX_REQUEST_BYTES};
+use synctree_runtime::PeerLink;
 
-/// A MultiplayerAPI for games running on a synctree cluster. On a dedicated server its
-/// unique id is 1, as with SceneMultiplayer; peers (clients) are not connected yet in this
-/// version, so `get_peer_ids()` is empty and `rpc()` reports `ERR_UNAVAILABLE`.
+thread_local! {
+    /// The link of the SyncedTree running in this process (the main thread's).
+    static LINK: RefCell<Option<PeerLink>> = const { RefCell::new(None) };
+}
+
+/// Makes `link` the one SyncedMultiplayerAPI uses (a SyncedTree starting), or none (it
+/// stopping). One SyncedTree per process takes part in multiplayer.
+pub fn install_link(link: Option<PeerLink>) {
+    LINK.with(|l| *l.borrow_mut() = link);
+}
+
+fn link() -> Option<PeerLink> {
+    LINK.with(|l| l.borrow().clone())
+}
+
+/// Godot's rpc modes (`MultiplayerAPI.RPCMode`).
+const RPC_MODE_DISABLED: i64 = 0;
+const RPC_MODE_ANY_PEER: i64 = 1;
+const RPC_MODE_AUTHORITY: i64 = 2;
+
+/// An `@rpc` declaration.
+struct RpcConfig {
+    mode: i64,
+    call_local: bool,
+}
+
+/// The `@rpc` configuration of `method` on `node`: its script's, else the node's own
+/// (`Node.rpc_config`).
+fn rpc_config(node: &Gd<Node>, method: &StringName) -> Option<RpcConfig> {
+    let from_script = node
+        .get_script()
+        .and_then(|s| s.try_cast::<Script>().ok())
+        .map(|s| s.get_rpc_config());
+    for config in [from_script, Some(node.get_node_rpc_config())]
+        .into_iter()
+        .flatten()
+    {
+        let Ok(dict) = config.try_to::<VarDictionary>() else {
+            continue;
+        };
+        let entry = dict
+            .get(&method.to_variant())
+            .or_else(|| dict.get(&method.to_string().to_variant()));
+        let Some(entry) = entry else {
+            continue;
+        };
+        let Ok(entry) = entry.try_to::<VarDictionary>() else {
+            continue;
+        };
+        let int = |k: &str| entry.get(k).and_then(|v| v.try_to::<i64>().ok());
+        return Some(RpcConfig {
+            mode: int("rpc_mode").unwrap_or(RPC_MODE_AUTHORITY),
+            call_local: entry
+                .get("call_local")
+                .and_then(|v| v.try_to::<bool>().ok())
+                .unwrap_or(false),
+        });
+    }
+    None
+}
+
+fn scene_root() -> Option<Gd<Node>> {
+    let tree = Engine::singleton()
+        .get_main_loop()?
+        .try_cast::<SceneTree>()
+        .ok()?;
+    tree.get_root().map(|w| w.upcast())
+}
+
+/// A MultiplayerAPI for games running on a synctree cluster, installed with
+/// `get_tree().set_multiplayer(SyncedMultiplayerAPI.new())` (or the addon's autoload).
+/// A dedicated server is peer 1, as with SceneMultiplayer; a game client's id derives from its
+/// token and is the same whichever server it is connected to. `get_peers()` lists the peers
+/// connected to any server of the cluster; `rpc()` honours `@rpc` (any_peer / authority,
+/// call_local) and reaches a peer wherever it is connected. Without a running SyncedTree it
+/// answers as a lone server.
 #[derive(GodotClass)]
 #[class(tool, base=MultiplayerApiExtension)]
 pub struct SyncedMultiplayerAPI {
     base: Base<MultiplayerApiExtension>,
     peer: Option<Gd<MultiplayerPeer>>,
+    remote_sender: i32,
+    /// Peers announced with `peer_connected` (sorted).
+    known: Vec<u64>,
+    /// `connected_to_server` was emitted (game clients).
+    connected: bool,
 }
 
 #[godot_api]
 impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
     fn init(base: Base<MultiplayerApiExtension>) -> Self {
-        SyncedMultiplayerAPI { base, peer: None }
+        SyncedMultiplayerAPI {
+            base,
+            peer: None,
+            remote_sender: 0,
+            known: Vec::new(),
+            connected: false,
+        }
     }
 
     fn poll(&mut self) -> Error {
         if let Some(peer) = self.peer.as_mut() {
             peer.poll();
+        }
+        let Some(link) = link() else {
+            return Error::OK;
+        };
+        self.presence(&link);
+        // Rpcs that arrive while these run wait for the next poll.
+        let mut budget = 4096;
+        while budget > 0 {
+            let Some(rpc) = link.try_recv() else { break };
+            budget -= 1;
+            self.deliver(rpc);
         }
         Error::OK
     }
@@ -39,6 +153,9 @@ impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
     }
 
     fn get_unique_id(&self) -> i32 {
+        if let Some(link) = link() {
+            return link.unique_id() as i32;
+        }
         match &self.peer {
             Some(peer) => peer.get_unique_id(),
             // A dedicated server without a peer is the authority, like SceneMultiplayer's 1.
@@ -47,27 +164,30 @@ impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
     }
 
     fn get_peer_ids(&self) -> PackedInt32Array {
-        PackedInt32Array::new()
+        let ids: Vec<i32> = link()
+            .map(|l| l.peers().into_iter().map(|p| p as i32).collect())
+            .unwrap_or_default();
+        PackedInt32Array::from(ids.as_slice())
     }
 
     fn rpc(
         &mut self,
-        _peer: i32,
+        peer: i32,
         object: Option<Gd<Object>>,
         method: StringName,
-        _args: VarArray,
+        args: VarArray,
     ) -> Error {
-        let target = object
-            .map(|o| o.get_class().to_string())
-            .unwrap_or_else(|| "<null>".into());
-        godot_error!(
-            "SyncedMultiplayerAPI: rpc '{method}' on {target} is not available yet: client connections are not implemented in this version"
-        );
-        Error::ERR_UNAVAILABLE
+        match self.send_rpc(peer, object, &method, args) {
+            Ok(()) => Error::OK,
+            Err((code, message)) => {
+                godot_error!("SyncedMultiplayerAPI: rpc '{method}': {message}");
+                code
+            }
+        }
     }
 
     fn get_remote_sender_id(&self) -> i32 {
-        0
+        self.remote_sender
     }
 
     fn object_configuration_add(
@@ -87,5 +207,147 @@ impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
     ) -> Error {
         let _ = object;
         Error::OK
+    }
+}
+
+impl SyncedMultiplayerAPI {
+    fn send_rpc(
+        &mut self,
+        peer: i32,
+        object: Option<Gd<Object>>,
+        method: &StringName,
+        args: VarArray,
+    ) -> Result<(), (Error, String)> {
+        let link = link().ok_or((
+            Error::ERR_UNCONFIGURED,
+            "no SyncedTree is running in this process".to_owned(),
+        ))?;
+        let node = object.and_then(|o| o.try_cast::<Node>().ok()).ok_or((
+            Error::ERR_INVALID_PARAMETER,
+            "rpcs are called on nodes".to_owned(),
+        ))?;
+        let config = rpc_config(&node, method).ok_or((
+            Error::ERR_INVALID_PARAMETER,
+            format!(
+                "not declared with @rpc on {} (the script's rpc config has no such method)",
+                node.get_path()
+            ),
+        ))?;
+        if config.mode == RPC_MODE_DISABLED {
+            return Err((
+                Error::ERR_INVALID_PARAMETER,
+                "its rpc mode is disabled".into(),
+            ));
+        }
+        let me = link.unique_id() as i64;
+        let peer = i64::from(peer);
+        let reaches_me = peer == 0 || peer == me || (peer < 0 && -peer != me);
+        if peer == me && !config.call_local {
+            return Err((
+                Error::ERR_INVALID_PARAMETER,
+                "an rpc to this peer itself needs call_local".into(),
+            ));
+        }
+        if reaches_me && config.call_local {
+            self.call_as(&node, method, &args, me as i32);
+        }
+        if peer == me {
+            return Ok(());
+        }
+        let bytes = var_to_bytes(&args.to_variant()).to_vec();
+        if bytes.len() > MAX_REQUEST_BYTES - 1024 {
+            return Err((
+                Error::ERR_INVALID_PARAMETER,
+                format!(
+                    "its arguments take {} bytes; an rpc carries at most {} bytes",
+                    bytes.len(),
+                    MAX_REQUEST_BYTES - 1024
+                ),
+            ));
+        }
+        link.send(PeerRpc {
+            from: 0,
+            to: peer,
+            path: node.get_path().to_string(),
+            method: method.to_string(),
+            args: bytes,
+        });
+        Ok(())
+    }
+
+    /// Runs an rpc that arrived, if its node declares it and the sender may call it.
+    fn deliver(&mut self, rpc: PeerRpc) {
+        let refuse = |why: String| {
+            godot_error!(
+                "SyncedMultiplayerAPI: rpc '{}' on {} from peer {} refused: {why}",
+                rpc.method,
+                rpc.path,
+                rpc.from
+            )
+        };
+        let Some(node) = scene_root().and_then(|r| r.get_node_or_null(rpc.path.as_str())) else {
+            return refuse("no such node here".into());
+        };
+        let method = StringName::from(rpc.method.as_str());
+        let Some(config) = rpc_config(&node, &method) else {
+            return refuse("the method is not declared with @rpc".into());
+        };
+        let authority = node.get_multiplayer_authority();
+        match config.mode {
+            RPC_MODE_ANY_PEER => {}
+            RPC_MODE_AUTHORITY if i64::from(authority) == rpc.from as i64 => {}
+            RPC_MODE_AUTHORITY => {
+                return refuse(format!(
+                    "only its multiplayer authority (peer {authority}) may call it"
+                ))
+            }
+            _ => return refuse("its rpc mode is disabled".into()),
+        }
+        let args = bytes_to_var(&PackedByteArray::from(rpc.args.as_slice()));
+        let Ok(args) = args.try_to::<VarArray>() else {
+            return refuse("its arguments do not decode to an Array".into());
+        };
+        self.call_as(&node, &method, &args, rpc.from as i32);
+    }
+
+    /// Calls `method` on `node` with `get_remote_sender_id()` = `sender`, letting the called
+    /// script use this API meanwhile.
+    fn call_as(&mut self, node: &Gd<Node>, method: &StringName, args: &VarArray, sender: i32) {
+        let before = std::mem::replace(&mut self.remote_sender, sender);
+        let mut node = node.clone();
+        {
+            let _reentrant = self.base_mut();
+            node.callv(method, args);
+        }
+        self.remote_sender = before;
+    }
+
+    /// Announces peers that came and went, and a game client's first connection.
+    fn presence(&mut self, link: &PeerLink) {
+        let now = link.peers();
+        let mut events: Vec<(&str, u64)> = Vec::new();
+        for p in &self.known {
+            if now.binary_search(p).is_err() {
+                events.push(("peer_disconnected", *p));
+            }
+        }
+        for p in &now {
+            if self.known.binary_search(p).is_err() {
+                events.push(("peer_connected", *p));
+            }
+        }
+        let client = link.unique_id() != synctree_proto::SERVER_PEER;
+        let first_connection = client && !self.connected && now.contains(&1);
+        self.known = now;
+        if first_connection {
+            self.connected = true;
+        }
+        let mut base = self.base_mut();
+        if first_connection {
+            base.emit_signal("connected_to_server", &[]);
+        }
+        for (signal, peer) in events {
+            base.emit_signal(signal, &[(peer as i64).to_variant()]);
+        }
     }
 }

@@ -307,7 +307,7 @@ impl SyncedTree {
                             godot_print!("synctree: server {id} serves game clients on {addr}");
                         }
                         self.node_id = id as i64;
-                        self.backend = Some(Backend::Server(server));
+                        self.install(Backend::Server(server));
                         true
                     }
                     Err(e) => {
@@ -325,7 +325,7 @@ impl SyncedTree {
                 match GameClient::connect(cfg) {
                     Ok(client) => {
                         godot_print!("synctree: game client connecting to {}", servers.join(", "));
-                        self.backend = Some(Backend::Client(client));
+                        self.install(Backend::Client(client));
                         true
                     }
                     Err(e) => {
@@ -341,6 +341,7 @@ impl SyncedTree {
     #[func]
     fn stop(&mut self) {
         if let Some(backend) = self.backend.take() {
+            crate::multiplayer::install_link(None);
             backend.shutdown();
         }
         let stopped = "the SyncedTree server stopped before the request completed";
@@ -831,6 +832,12 @@ fn not_running() -> String {
 }
 
 impl SyncedTree {
+    /// Takes `backend` as this SyncedTree's, and offers its peer link to the multiplayer API.
+    fn install(&mut self, backend: Backend) {
+        crate::multiplayer::install_link(Some(backend.peer_link()));
+        self.backend = Some(backend);
+    }
+
     fn submit_membership(&mut self, change: Result<MembershipChange, String>) -> Gd<SyncRequest> {
         let req = SyncRequest::new();
         match (change, self.backend.as_ref().map(Backend::server)) {
