@@ -32,6 +32,10 @@ extends Node
 ##       signals seen meanwhile ({predicted, committed, reason}).
 ##   {"cmd":"rpc","to":PEER,"method":"ping","value":V} -> {"ok":true,"error":ERR}: Probe.rpc_id
 ##   {"cmd":"rpc_log"} -> {"ok":true,"calls":[{method, sender, value, on}]}: rpcs Probe ran
+##   {"cmd":"spawn_player","peer":P} -> adds res://game/player.tscn named P under World (game
+##       code; PlayerSpawner and its MultiplayerSynchronizer replicate it)
+##   {"cmd":"move","path":"P","position":"Vector2(1, 2)"} -> sets the node's position locally
+##   {"cmd":"free","path":"P"} -> queue_free() of a node under World (game code)
 ##   {"cmd":"multiplayer"} -> {"ok":true,"unique_id":..,"peers":[..],"is_server":..}
 ##   {"cmd":"quit"}    -> {"ok":true}, then the server stops.
 ##   Benchmark commands (cargo xtask bench): see bench.gd.
@@ -231,6 +235,27 @@ func _handle(line: String) -> Dictionary:
 			var probe := get_node("Probe")
 			var err: int = probe.rpc_id(int(request.get("to", 0)), StringName(str(request.get("method", ""))), request.get("value"))
 			return {"ok": true, "error": err}
+		"spawn_player":
+			# Game code as for SceneMultiplayer: the authority adds the player under the
+			# spawner's spawn_path; PlayerSpawner and the player's synchronizer replicate it.
+			var player: Node2D = load("res://game/player.tscn").instantiate()
+			var peer := int(request.get("peer", 0))
+			player.name = str(peer)
+			player.position = Vector2(peer % 1000, 1)
+			world.add_child(player)
+			return {"ok": true}
+		"move":
+			var node = world.get_node_or_null(NodePath(str(request.get("path", ""))))
+			if node == null:
+				return _error("move: no node at %s" % request.get("path"))
+			node.position = str_to_var(str(request.get("position", "Vector2()")))
+			return {"ok": true, "authority": node.is_multiplayer_authority()}
+		"free":
+			var gone = world.get_node_or_null(NodePath(str(request.get("path", ""))))
+			if gone == null:
+				return _error("free: no node at %s" % request.get("path"))
+			gone.queue_free()
+			return {"ok": true}
 		"rpc_log":
 			return {"ok": true, "calls": get_node("Probe").calls}
 		"multiplayer":

@@ -13,8 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-/// Log markers that fail a run wherever they appear.
-pub const FATAL_MARKERS: [&str; 2] = ["SCRIPT ERROR", "panicked"];
+/// Log markers that fail a run wherever they appear (gdext reports a caught panic as
+/// `ERROR: [panic ...]`).
+pub const FATAL_MARKERS: [&str; 3] = ["SCRIPT ERROR", "panicked", "[panic "];
 const READY_MARKER: &str = "SYNCTREE READY id=";
 
 /// How to start a cluster.

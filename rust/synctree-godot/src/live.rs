@@ -169,6 +169,8 @@ pub struct LiveTree {
     /// them against the node's properties when they propose. Revisit when clients propose.
     prop_ids: FxHashMap<String, PropId>,
     prop_names: Vec<(String, StringName)>,
+    /// Nodes the game placed itself, by the path their committed spawn will name.
+    adopt: HashMap<String, Gd<Node>>,
 }
 
 impl LiveTree {
@@ -213,8 +215,8 @@ impl LiveTree {
         let key = self.by_path.get(path)?;
         self.nodes
             .get(key)
+            .filter(|n| alive(n.id))
             .map(|n| n.node.clone())
-            .filter(|n| n.is_instance_valid())
     }
 
     pub fn intern(&mut self, property: &str) -> PropId {
@@ -239,6 +241,20 @@ impl LiveTree {
             .get(&key)
             .filter(|n| alive(n.id))
             .map(|n| n.node.clone())
+    }
+
+    /// The instance of the synced node at `path`, if any.
+    pub fn instance_at(&self, path: &str) -> Option<InstanceId> {
+        self.by_path
+            .get(path)
+            .and_then(|k| self.nodes.get(k))
+            .map(|n| n.id)
+    }
+
+    /// A node the game placed at `path` itself (a MultiplayerSpawner's): the committed spawn
+    /// of that path takes it instead of making an instance, if its scene matches.
+    pub fn expect_adoption(&mut self, path: &str, node: Gd<Node>) {
+        self.adopt.insert(path.to_owned(), node);
     }
 
     /// The key of the synced node at `path`.
@@ -317,11 +333,32 @@ impl LiveTree {
                 }
             }
         };
-        let mut node = self.scenes.instantiate(&scene).unwrap_or_else(|| {
-            godot_error!("synctree: scene '{scene}' does not instance on this server; a plain Node stands in for '{name}'");
-            Node::new_alloc()
-        });
-        node.set_name(name.as_str());
+        let path = synctree_proto::join(&parent_path, &name);
+        let adopted = match self.adopt.remove(&path) {
+            Some(n)
+                if n.is_instance_valid()
+                    && n.get_parent().as_ref() == Some(&parent_node)
+                    && n.get_scene_file_path().to_string() == scene =>
+            {
+                Some(n)
+            }
+            Some(mut n) if n.is_instance_valid() => {
+                // Another server's spawn of the same path won with another scene.
+                n.queue_free();
+                None
+            }
+            _ => None,
+        };
+        let mut node = match adopted.clone() {
+            Some(n) => n,
+            None => self.scenes.instantiate(&scene).unwrap_or_else(|| {
+                godot_error!("synctree: scene '{scene}' does not instance on this server; a plain Node stands in for '{name}'");
+                Node::new_alloc()
+            }),
+        };
+        if adopted.is_none() {
+            node.set_name(name.as_str());
+        }
         let mut synced = Vec::with_capacity(props.len());
         for (prop, value) in &props {
             let id = self.intern(prop);
@@ -335,8 +372,9 @@ impl LiveTree {
             // owning client, and children spawned in the scene inherit it.
             node.set_multiplayer_authority(i32::try_from(owner).unwrap_or(i32::MAX));
         }
-        parent_node.add_child(&node);
-        let path = synctree_proto::join(&parent_path, &name);
+        if adopted.is_none() {
+            parent_node.add_child(&node);
+        }
         if let Some(p) = self.nodes.get_mut(&parent) {
             p.children.push(key);
         }
@@ -370,8 +408,10 @@ impl LiveTree {
             cached: top.node_path.clone(),
         };
         let parent = top.parent;
-        let mut node = top.node.clone();
-        if node.is_instance_valid() {
+        // The game may have freed it already (a MultiplayerSpawner's node it despawned):
+        // cloning a handle to a freed object is an error, so look first.
+        if alive(top.id) {
+            let mut node = top.node.clone();
             if let Some(mut p) = node.get_parent() {
                 p.remove_child(&node);
             }

@@ -12,33 +12,109 @@
 //! ```
 //!
 //! Transfer modes and channels are honoured by delivering every rpc reliably and in order
-//! (a stronger guarantee than unreliable modes ask for). The spawner/synchronizer mapping
-//! is not built yet: `object_configuration_add` accepts and ignores them.
+//! (a stronger guarantee than unreliable modes ask for).
+//!
+//! Scene replication goes through the SyncedTree's log instead of SceneMultiplayer's packets:
+//!
+//! ```text
+//!   MultiplayerSpawner (authority) ─ object_configuration_add(node, spawner) ─▶ queued
+//!        poll(): spawn op (parent, name, scene, owner = node's authority, spawn properties)
+//!                the committed spawn adopts the node here, instances it everywhere else
+//!   tracked node leaves the tree ─ object_configuration_remove ─▶ despawn op (if the game
+//!        freed it; nothing if synctree did)
+//!   MultiplayerSynchronizer ─ object_configuration_add(root, sync) on every peer
+//!        poll(): where the synchronizer's authority runs (on servers: the leader), every
+//!        replication_interval, each root property of its config (always / on change) that
+//!        changed is set through the log; game clients predict their own
+//! ```
 
 use std::cell::RefCell;
 
+use godot::classes::scene_replication_config::ReplicationMode;
 use godot::classes::{
-    Engine, IMultiplayerApiExtension, MultiplayerApiExtension, MultiplayerPeer, Node, SceneTree,
-    Script,
+    Engine, IMultiplayerApiExtension, MultiplayerApiExtension, MultiplayerPeer,
+    MultiplayerSynchronizer, Node, OfflineMultiplayerPeer, SceneTree, Script,
 };
 use godot::global::{bytes_to_var, var_to_bytes, Error};
 use godot::prelude::*;
-use synctree_proto::{PeerRpc, MAX_REQUEST_BYTES};
+use synctree_proto::{PeerRpc, Value, MAX_REQUEST_BYTES};
 use synctree_runtime::PeerLink;
 
+use crate::synced_tree::SyncedTree;
+use crate::variant::to_value;
+
 thread_local! {
-    /// The link of the SyncedTree running in this process (the main thread's).
-    static LINK: RefCell<Option<PeerLink>> = const { RefCell::new(None) };
+    /// The link of the SyncedTree running in this process (the main thread's), and that
+    /// SyncedTree.
+    static LINK: RefCell<Option<(PeerLink, InstanceId)>> = const { RefCell::new(None) };
 }
 
 /// Makes `link` the one SyncedMultiplayerAPI uses (a SyncedTree starting), or none (it
 /// stopping). One SyncedTree per process takes part in multiplayer.
-pub fn install_link(link: Option<PeerLink>) {
-    LINK.with(|l| *l.borrow_mut() = link);
+pub fn install_link(link: Option<(PeerLink, Gd<SyncedTree>)>) {
+    LINK.with(|l| *l.borrow_mut() = link.map(|(link, tree)| (link, tree.instance_id())));
 }
 
 fn link() -> Option<PeerLink> {
-    LINK.with(|l| l.borrow().clone())
+    LINK.with(|l| l.borrow().as_ref().map(|(link, _)| link.clone()))
+}
+
+fn synced_tree() -> Option<Gd<SyncedTree>> {
+    let id = LINK.with(|l| l.borrow().as_ref().map(|(_, id)| *id))?;
+    Gd::try_from_instance_id(id).ok()
+}
+
+/// A spawner's notification, handled at the next poll (never inside Godot's call).
+enum Tracked {
+    Added(InstanceId),
+    /// Left the tree; its synced path as it was then.
+    Removed(InstanceId, String),
+}
+
+/// What configures a node in `object_configuration_add/remove`.
+enum Configured {
+    Synchronizer(Gd<MultiplayerSynchronizer>),
+    Spawner,
+}
+
+/// The node and what configures it, for the configurations this API replicates.
+fn configured(
+    object: Option<Gd<Object>>,
+    configuration: Variant,
+) -> Option<(Gd<Node>, Configured)> {
+    let node = object?.try_cast::<Node>().ok()?;
+    let configuration = configuration.try_to::<Gd<Object>>().ok()?;
+    if configuration.is_class("MultiplayerSpawner") {
+        return Some((node, Configured::Spawner));
+    }
+    let sync = configuration.try_cast::<MultiplayerSynchronizer>().ok()?;
+    Some((node, Configured::Synchronizer(sync)))
+}
+
+/// A MultiplayerSynchronizer being served: what its authority sent last.
+struct Synced {
+    sync: InstanceId,
+    root: InstanceId,
+    sent: std::collections::HashMap<String, Variant>,
+    last: Option<std::time::Instant>,
+}
+
+/// The root-node properties of a synchronizer's config: (name, spawn, replicated mode).
+fn sync_properties(sync: &Gd<MultiplayerSynchronizer>) -> Vec<(String, bool, bool)> {
+    let Some(mut config) = sync.get_replication_config() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for path in config.get_properties().iter_shared() {
+        let names = path.get_concatenated_names().to_string();
+        if !(names.is_empty() || names == ".") {
+            continue; // a property of a child node: not replicated (yet)
+        }
+        let property = path.get_concatenated_subnames().to_string();
+        let replicated = config.property_get_replication_mode(&path) != ReplicationMode::NEVER;
+        out.push((property, config.property_get_spawn(&path), replicated));
+    }
+    out
 }
 
 /// Godot's rpc modes (`MultiplayerAPI.RPCMode`).
@@ -108,6 +184,8 @@ pub struct SyncedMultiplayerAPI {
     base: Base<MultiplayerApiExtension>,
     peer: Option<Gd<MultiplayerPeer>>,
     remote_sender: i32,
+    tracked: Vec<Tracked>,
+    syncs: Vec<Synced>,
     /// Peers announced with `peer_connected` (sorted).
     known: Vec<u64>,
     /// `connected_to_server` was emitted (game clients).
@@ -119,8 +197,12 @@ impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
     fn init(base: Base<MultiplayerApiExtension>) -> Self {
         SyncedMultiplayerAPI {
             base,
-            peer: None,
+            // As SceneMultiplayer: an offline peer until the game sets one, so spawners and
+            // synchronizers see a multiplayer peer.
+            peer: Some(OfflineMultiplayerPeer::new_gd().upcast()),
             remote_sender: 0,
+            tracked: Vec::new(),
+            syncs: Vec::new(),
             known: Vec::new(),
             connected: false,
         }
@@ -134,6 +216,7 @@ impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
             return Error::OK;
         };
         self.presence(&link);
+        self.replicate();
         // Rpcs that arrive while these run wait for the next poll.
         let mut budget = 4096;
         while budget > 0 {
@@ -193,19 +276,47 @@ impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
     fn object_configuration_add(
         &mut self,
         object: Option<Gd<Object>>,
-        _configuration: Variant,
+        configuration: Variant,
     ) -> Error {
-        // Godot first calls this with a null object (the root's configuration); accept it.
-        let _ = object;
+        // Godot first calls this with a null object (the root's configuration): nothing to do.
+        match configured(object, configuration) {
+            Some((node, Configured::Synchronizer(sync))) => self.syncs.push(Synced {
+                sync: sync.instance_id(),
+                root: node.instance_id(),
+                sent: Default::default(),
+                last: None,
+            }),
+            Some((node, Configured::Spawner)) => {
+                self.tracked.push(Tracked::Added(node.instance_id()))
+            }
+            None => {}
+        }
         Error::OK
     }
 
     fn object_configuration_remove(
         &mut self,
         object: Option<Gd<Object>>,
-        _configuration: Variant,
+        configuration: Variant,
     ) -> Error {
-        let _ = object;
+        match configured(object, configuration) {
+            Some((_, Configured::Synchronizer(sync))) => {
+                let id = sync.instance_id();
+                self.syncs.retain(|s| s.sync != id);
+            }
+            Some((node, Configured::Spawner)) => {
+                // Still in the tree (tree_exiting): take its synced path now.
+                let path = synced_tree().and_then(|t| {
+                    let rel = t.get_path_to(&node).to_string();
+                    (!rel.starts_with("..")).then_some(rel)
+                });
+                if let Some(path) = path {
+                    self.tracked
+                        .push(Tracked::Removed(node.instance_id(), path));
+                }
+            }
+            None => {}
+        }
         Error::OK
     }
 }
@@ -320,6 +431,96 @@ impl SyncedMultiplayerAPI {
             node.callv(method, args);
         }
         self.remote_sender = before;
+    }
+
+    /// Replicates what spawners and synchronizers reported (outside Godot's calls into this
+    /// API, so the SyncedTree is free to use).
+    fn replicate(&mut self) {
+        let Some(mut tree) = synced_tree() else {
+            self.tracked.clear();
+            return;
+        };
+        for t in std::mem::take(&mut self.tracked) {
+            match t {
+                Tracked::Added(id) => {
+                    let Ok(node) = Gd::<Node>::try_from_instance_id(id) else {
+                        continue;
+                    };
+                    if !node.is_inside_tree() {
+                        continue;
+                    }
+                    let props = self.spawn_properties(&node);
+                    tree.bind_mut().replicate_spawn(node, props);
+                }
+                Tracked::Removed(id, path) => tree.bind_mut().replicate_despawn(&path, id),
+            }
+        }
+        self.synchronize(&mut tree);
+    }
+
+    /// The spawn properties of the synchronizers rooted at `node`, as they are now.
+    fn spawn_properties(&self, node: &Gd<Node>) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        for s in self.syncs.iter().filter(|s| s.root == node.instance_id()) {
+            let Ok(sync) = Gd::<MultiplayerSynchronizer>::try_from_instance_id(s.sync) else {
+                continue;
+            };
+            for (property, spawn, _) in sync_properties(&sync) {
+                if !spawn {
+                    continue;
+                }
+                match to_value(&node.get(property.as_str())) {
+                    Ok(v) => out.push((property, v)),
+                    Err(e) => godot_warn!(
+                        "synctree: spawn property '{property}' of {} not replicated: {e}",
+                        node.get_path()
+                    ),
+                }
+            }
+        }
+        out
+    }
+
+    /// Sends what changed on the synchronizers this process is the authority of.
+    fn synchronize(&mut self, tree: &mut Gd<SyncedTree>) {
+        let leads = tree.bind().leads();
+        // Not `is_multiplayer_authority()`: it asks this API for the unique id, and this API
+        // is busy (borrowed) right now.
+        let me = link().map(|l| l.unique_id() as i32).unwrap_or(1);
+        let now = std::time::Instant::now();
+        for s in &mut self.syncs {
+            let (Ok(sync), Ok(root)) = (
+                Gd::<MultiplayerSynchronizer>::try_from_instance_id(s.sync),
+                Gd::<Node>::try_from_instance_id(s.root),
+            ) else {
+                continue;
+            };
+            if !sync.is_inside_tree() || sync.get_multiplayer_authority() != me {
+                continue;
+            }
+            if me == 1 && !leads {
+                continue; // server-owned: the leader's game state is replicated
+            }
+            let interval =
+                std::time::Duration::from_secs_f64(sync.get_replication_interval().max(0.0));
+            if s.last.is_some_and(|t| now.duration_since(t) < interval) {
+                continue;
+            }
+            s.last = Some(now);
+            for (property, _, replicated) in sync_properties(&sync) {
+                if !replicated {
+                    continue;
+                }
+                let value = root.get(property.as_str());
+                if s.sent.get(&property) == Some(&value) {
+                    continue;
+                }
+                tree.bind_mut().replicate_property(&root, &property, &value);
+                s.sent.insert(property, value);
+            }
+        }
+        self.syncs
+            .retain(|s| Gd::<MultiplayerSynchronizer>::try_from_instance_id(s.sync).is_ok());
     }
 
     /// Announces peers that came and went, and a game client's first connection.

@@ -102,6 +102,9 @@ pub struct SyncedTree {
     reconciled: u64,
     /// Failed at call time; reported next frame so `await` works.
     failed_now: Vec<(Gd<SyncRequest>, String)>,
+    /// Requests the multiplayer API made (spawners, synchronizers): nobody awaits them, so
+    /// a failure is logged.
+    logged: std::collections::HashSet<u64>,
     /// Effects being applied, and the log index reached once they are all applied.
     current: Option<(u64, VecDeque<Effect>)>,
     live_index: u64,
@@ -834,8 +837,103 @@ fn not_running() -> String {
 impl SyncedTree {
     /// Takes `backend` as this SyncedTree's, and offers its peer link to the multiplayer API.
     fn install(&mut self, backend: Backend) {
-        crate::multiplayer::install_link(Some(backend.peer_link()));
+        crate::multiplayer::install_link(Some((backend.peer_link(), self.to_gd())));
         self.backend = Some(backend);
+    }
+
+    /// The synced path of `node` (a descendant of this SyncedTree), if it is one.
+    fn synced_path_of(&self, node: &Gd<Node>) -> Option<String> {
+        let rel = self.base().get_path_to(node).to_string();
+        (!rel.starts_with("..") && !rel.is_empty() && rel != ".").then_some(rel)
+    }
+
+    /// True if this server leads (a server-side synchronizer replicates from the leader's
+    /// game state only).
+    pub(crate) fn leads(&self) -> bool {
+        self.last_status.is_leader
+    }
+
+    /// (Multiplayer API) A MultiplayerSpawner's authority added `node` under its spawn path:
+    /// spawn it everywhere. Here the committed spawn adopts the node itself.
+    pub(crate) fn replicate_spawn(&mut self, node: Gd<Node>, props: Vec<(String, Value)>) {
+        let Some(path) = self.synced_path_of(&node) else {
+            godot_warn!("synctree: MultiplayerSpawner spawned '{}' outside the SyncedTree: not replicated (its spawn_path must be the SyncedTree or below it)", node.get_path());
+            return;
+        };
+        if self.live.key_of(&path).is_some() {
+            return; // placed by synctree itself (a committed spawn)
+        }
+        let name = node.get_name().to_string();
+        if name.contains('@') {
+            // Godot renamed it: a node of its name is already synced here.
+            godot_warn!(
+                "synctree: '{path}' duplicates a synced node's name; freed, not replicated"
+            );
+            let mut node = node;
+            node.queue_free();
+            return;
+        }
+        let (parent, _) = synctree_proto::split_parent(&path).unwrap_or(("", ""));
+        let scene = node.get_scene_file_path().to_string();
+        let authority = node.get_multiplayer_authority();
+        let owner = if authority <= 1 {
+            synctree_proto::SERVER_PEER
+        } else {
+            authority as u64
+        };
+        self.live.expect_adoption(&path, node);
+        let what = What::Spawn(
+            NodePath::from(parent),
+            StringName::from(name.as_str()),
+            GString::from(scene.as_str()),
+        );
+        let op = Op::Spawn {
+            parent: parent.to_owned(),
+            name,
+            scene,
+            props,
+            owner,
+        };
+        if let (_, Some(ticket)) = self.submit_ticket(what, Ok(op)) {
+            self.logged.insert(ticket);
+        }
+    }
+
+    /// (Multiplayer API) A node a MultiplayerSpawner tracked left the tree (`path` as it was):
+    /// despawn it everywhere if the game freed it (not if synctree did).
+    pub(crate) fn replicate_despawn(&mut self, path: &str, instance: InstanceId) {
+        if self.live.instance_at(path) != Some(instance) {
+            return;
+        }
+        let what = What::Despawn(NodePath::from(path));
+        if let (_, Some(ticket)) = self.submit_ticket(
+            what,
+            Ok(Op::Despawn {
+                path: path.to_owned(),
+            }),
+        ) {
+            self.logged.insert(ticket);
+        }
+    }
+
+    /// (Multiplayer API) A MultiplayerSynchronizer's authority has a new value of `property`
+    /// of `node`: set it everywhere (a game client predicts it meanwhile).
+    pub(crate) fn replicate_property(&mut self, node: &Gd<Node>, property: &str, value: &Variant) {
+        let Some(path) = self.synced_path_of(node) else {
+            return;
+        };
+        if self.live.key_of(&path).is_none() {
+            return;
+        }
+        if self.is_client() && !self.predictions.is_enabled(&path, property) {
+            self.predictions.enable(&path, property, true);
+        }
+        let req = self.set_synced(
+            NodePath::from(path.as_str()),
+            StringName::from(property),
+            value.clone(),
+        );
+        let _ = req;
     }
 
     fn submit_membership(&mut self, change: Result<MembershipChange, String>) -> Gd<SyncRequest> {
@@ -972,6 +1070,9 @@ impl SyncedTree {
             };
             match c.result {
                 Err(e) => {
+                    if self.logged.remove(&c.ticket) {
+                        godot_warn!("synctree: {what}: {e}");
+                    }
                     if let Some(s) = self.predictions.settle(c.ticket) {
                         self.show_settled(s, &e.message);
                     }
@@ -984,6 +1085,7 @@ impl SyncedTree {
                     ))
                 }
                 Ok(Done::Write { index, .. }) => {
+                    self.logged.remove(&c.ticket);
                     self.waiting
                         .entry(index)
                         .or_default()

@@ -4,7 +4,7 @@
 use godot::builtin::*;
 use godot::meta::ToGodot;
 use godot::obj::EngineEnum;
-use synctree_proto::Value;
+use synctree_proto::{Value, MAX_VALUE_DEPTH};
 
 fn v2(v: Vector2) -> [f32; 2] {
     [v.x, v.y]
@@ -25,8 +25,20 @@ fn get<T: godot::meta::FromGodot>(v: &Variant) -> Result<T, String> {
 }
 
 /// Converts a Variant to a replicable value, or names the type that cannot be replicated.
+/// Arrays and dictionaries nest at most [`MAX_VALUE_DEPTH`] deep (which also stops an array
+/// that contains itself).
 pub fn to_value(v: &Variant) -> Result<Value, String> {
+    to_value_at(v, 0)
+}
+
+fn to_value_at(v: &Variant, depth: usize) -> Result<Value, String> {
     use VariantType as T;
+    if depth > MAX_VALUE_DEPTH {
+        return Err(format!(
+            "arrays and dictionaries nest deeper than {MAX_VALUE_DEPTH} levels (or contain themselves)"
+        ));
+    }
+    let to_value = |x: &Variant| to_value_at(x, depth + 1);
     Ok(match v.get_type() {
         T::NIL => Value::Nil,
         T::BOOL => Value::Bool(get(v)?),

@@ -31,7 +31,13 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     })
 }
 
-/// Decodes a value from `bytes`, refusing inputs longer than `max` bytes.
+/// The deepest nesting a decoded value may have (values inside arrays inside dictionaries
+/// ...). Decoding recurses once per level: a crafted input nested thousands deep would
+/// otherwise exhaust a thread's stack.
+pub const MAX_DECODE_DEPTH: usize = 128;
+
+/// Decodes a value from `bytes`, refusing inputs longer than `max` bytes or nested deeper than
+/// [`MAX_DECODE_DEPTH`].
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, CodecError> {
     if bytes.len() > max {
         return Err(CodecError::TooLarge {
@@ -40,7 +46,9 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, CodecE
             max,
         });
     }
-    rmp_serde::from_slice(bytes).map_err(|source| CodecError::Decode {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_DECODE_DEPTH);
+    T::deserialize(&mut de).map_err(|source| CodecError::Decode {
         what: short_name::<T>(),
         source,
     })

@@ -20,6 +20,7 @@ mod codec;
 mod dump;
 mod effect;
 mod error;
+pub mod fuzz;
 mod op;
 mod path;
 mod tree;
@@ -30,7 +31,7 @@ pub use client::{
     ServerMessage, CLIENT_PROTOCOL_VERSION, MAX_HELLO_BYTES, MAX_REQUEST_BYTES,
 };
 pub use clock::{Clock, ClockError, PhysicalClock, Stamp};
-pub use codec::{decode, encode, CodecError};
+pub use codec::{decode, encode, CodecError, MAX_DECODE_DEPTH};
 pub use dump::{write_node_header, write_property};
 pub use effect::{CompactString, Effect, NodeKey, ROOT_KEY};
 pub use error::ApplyError;
@@ -38,4 +39,4 @@ pub use op::{Batch, EncodedBatch, Event, Op, OpId, OpOutcome, MAX_BATCH_BYTES, S
 pub use path::{join, split_parent, validate_name, validate_path, validate_property, ROOT};
 pub use tree::{NodeView, ShadowTree};
 pub use uhlc;
-pub use value::{Value, ValueKind};
+pub use value::{Value, ValueKind, MAX_VALUE_DEPTH};

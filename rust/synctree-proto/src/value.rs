@@ -7,6 +7,10 @@
 use serde::{Deserialize, Serialize};
 use std::fmt::{self, Write};
 
+/// The deepest arrays and dictionaries may nest in a replicated value (well inside what
+/// [`crate::decode`] accepts: each level takes two levels of the encoding).
+pub const MAX_VALUE_DEPTH: usize = 32;
+
 /// A replicated value. Equality is structural (`NaN != NaN` like Godot's `==`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Value {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use synctree_e2e::godot_project;
 
 const GODOT_TESTS_TIMEOUT: Duration = Duration::from_secs(600);
-const FATAL_MARKERS: [&str; 2] = ["SCRIPT ERROR", "panicked"];
+const FATAL_MARKERS: [&str; 3] = ["SCRIPT ERROR", "panicked", "[panic "];
 
 #[derive(clap::Args)]
 pub struct TestArgs {

@@ -1,0 +1,11 @@
+extends Node2D
+## A player as a Godot game writes one for SceneMultiplayer: named after its peer, which is its
+## multiplayer authority; a MultiplayerSynchronizer (in player.tscn) replicates position and
+## health. The end-to-end tests run it unchanged on SyncedMultiplayerAPI.
+
+@export var health := 100
+
+
+func _enter_tree() -> void:
+	if str(name).is_valid_int():
+		set_multiplayer_authority(str(name).to_int())
