@@ -35,6 +35,9 @@ extends Node
 ##   {"cmd":"spawn_player","peer":P} -> adds res://game/player.tscn named P under World (game
 ##       code; PlayerSpawner and its MultiplayerSynchronizer replicate it)
 ##   {"cmd":"move","path":"P","position":"Vector2(1, 2)"} -> sets the node's position locally
+##   {"cmd":"eventual","path":"P","property":"rotation","value":"1.5"} -> {"written":..}:
+##       SyncedTree.set_eventual
+##   {"cmd":"get","path":"P","property":"rotation"} -> {"value": var_to_str of the live value}
 ##   {"cmd":"free","path":"P"} -> queue_free() of a node under World (game code)
 ##   {"cmd":"multiplayer"} -> {"ok":true,"unique_id":..,"peers":[..],"is_server":..}
 ##   {"cmd":"quit"}    -> {"ok":true}, then the server stops.
@@ -250,6 +253,15 @@ func _handle(line: String) -> Dictionary:
 				return _error("move: no node at %s" % request.get("path"))
 			node.position = str_to_var(str(request.get("position", "Vector2()")))
 			return {"ok": true, "authority": node.is_multiplayer_authority()}
+		"eventual":
+			var written: bool = world.set_eventual(NodePath(str(request.get("path", ""))),
+					StringName(str(request.get("property", ""))), str_to_var(str(request.get("value", "null"))))
+			return {"ok": true, "written": written}
+		"get":
+			var target = world.get_node_or_null(NodePath(str(request.get("path", ""))))
+			if target == null:
+				return _error("get: no node at %s" % request.get("path"))
+			return {"ok": true, "value": var_to_str(target.get(StringName(str(request.get("property", "")))))}
 		"free":
 			var gone = world.get_node_or_null(NodePath(str(request.get("path", ""))))
 			if gone == null:

@@ -4,7 +4,8 @@
 //! client may not change it; an unlisted scene is refused; a flood is rate limited without
 //! hurting the other client; a predicted write shows at once and, refused or overtaken, is
 //! rolled back to the committed value; after a `kill -9` of its server a client resumes on
-//! another and its tree matches everyone's.
+//! another and its tree matches everyone's. Rpcs, a MultiplayerSpawner/Synchronizer scene and
+//! eventual properties run between real Godot processes.
 
 use anyhow::{ensure, Result};
 use serde_json::{json, Value};
@@ -413,6 +414,33 @@ fn a_multiplayer_spawner_and_synchronizer_scene_runs_unchanged() -> Result<()> {
     cluster
         .client_control(2)?
         .request(&json!({"cmd": "move", "path": pa.to_string(), "position": "Vector2(40, 50)"}))?;
+
+    // Eventual consistency: client 1 turns its player outside the log; every replica shows
+    // it. Client 2 may not (it does not own the player).
+    let r = cluster.client_control(1)?.request(
+        &json!({"cmd": "eventual", "path": pa.to_string(), "property": "rotation", "value": "1.5"}),
+    )?;
+    ensure!(r["written"] == true, "{r}");
+    let r = cluster.client_control(2)?.request(
+        &json!({"cmd": "eventual", "path": pa.to_string(), "property": "rotation", "value": "3.0"}),
+    )?;
+    ensure!(r["written"] == false, "{r}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let get = json!({"cmd": "get", "path": pa.to_string(), "property": "rotation"});
+    loop {
+        let mut seen = Vec::new();
+        for id in 1..=3 {
+            seen.push(cluster.control(id)?.request(&get)?["value"].clone());
+        }
+        for n in 1..=2 {
+            seen.push(cluster.client_control(n)?.request(&get)?["value"].clone());
+        }
+        if seen.iter().all(|v| v == "1.5") {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "rotation everywhere: {seen:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // A second player for client 2, then server 2's game code frees client 1's player.
     cluster

@@ -243,6 +243,11 @@ impl LiveTree {
             .map(|n| n.node.clone())
     }
 
+    /// The owner peer of a synced node.
+    pub fn owner_of(&self, key: NodeKey) -> Option<u64> {
+        self.nodes.get(&key).map(|n| n.owner)
+    }
+
     /// The instance of the synced node at `path`, if any.
     pub fn instance_at(&self, path: &str) -> Option<InstanceId> {
         self.by_path

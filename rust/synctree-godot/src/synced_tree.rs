@@ -100,6 +100,12 @@ pub struct SyncedTree {
     predictions: Predictions<Variant>,
     /// Predictions rolled back so far (status `reconciled`).
     reconciled: u64,
+    /// The peer link (rpcs, presence, eventual properties) of the running backend.
+    link: Option<synctree_runtime::PeerLink>,
+    /// The stamp of the eventual write each (node, property) shows: last writer wins.
+    eventual: HashMap<(NodeKey, live::PropId), synctree_proto::Stamp>,
+    /// Eventual writes applied (status `eventual_applied`).
+    eventual_applied: u64,
     /// Failed at call time; reported next frame so `await` works.
     failed_now: Vec<(Gd<SyncRequest>, String)>,
     /// Requests the multiplayer API made (spawners, synchronizers): nobody awaits them, so
@@ -345,6 +351,7 @@ impl SyncedTree {
     fn stop(&mut self) {
         if let Some(backend) = self.backend.take() {
             crate::multiplayer::install_link(None);
+            self.link = None;
             backend.shutdown();
         }
         let stopped = "the SyncedTree server stopped before the request completed";
@@ -494,6 +501,52 @@ impl SyncedTree {
             node.set(&property, &value);
         }
         req
+    }
+
+    /// Sets `property` of the node at `path` to `value` with EVENTUAL consistency: outside
+    /// the log, so it never waits for a quorum nor delays strong writes. The writer's server
+    /// stamps it with its hybrid logical clock and every server and client applies it, the
+    /// writer included; where writes cross, the latest stamp wins everywhere (last writer
+    /// wins), so replicas that received the same writes show the same value. Not durable:
+    /// a server or client that was not connected when it was sent never sees it, and it is
+    /// not in snapshots or dumps' guarantees. For high-rate cosmetic state (positions sent
+    /// every frame); do not mix with `set_synced` on the same property. A game client may
+    /// write only nodes it owns (others' writes are dropped by its server, with a log
+    /// line). Returns false, with the reason in the log, if the call itself is invalid.
+    #[func]
+    fn set_eventual(&mut self, path: NodePath, property: StringName, value: Variant) -> bool {
+        let checked = rel_path(&path).and_then(|p| {
+            let key = self
+                .live
+                .key_of(&p)
+                .ok_or_else(|| format!("no synced node at '{p}'"))?;
+            let me = self.peer_id() as u64;
+            if self.is_client() && self.live.owner_of(key) != Some(me) {
+                return Err(format!("this client (peer {me}) does not own '{p}'"));
+            }
+            validate_property(&property.to_string()).map_err(|e| e.to_string())?;
+            let v = to_value(&value).map_err(|e| format!("property '{property}': {e}"))?;
+            Ok((p, key, v))
+        });
+        let (p, key, v) = match (checked, &self.link) {
+            (Ok(c), Some(_)) => c,
+            (Ok(_), None) => {
+                godot_error!("set_eventual({path}, {property}): {}", not_running());
+                return false;
+            }
+            (Err(e), _) => {
+                godot_error!("set_eventual({path}, {property}): {e}");
+                return false;
+            }
+        };
+        // The writer sees its own write at once; the stamped copy comes back to order it.
+        if let Some(mut node) = self.live.node_of(key) {
+            node.set(&property, &value);
+        }
+        if let Some(link) = &self.link {
+            link.send_eventual(p, property.to_string(), v);
+        }
+        true
     }
 
     /// Sets `property` of the node at `path` to `value` only if its committed value is
@@ -804,6 +857,7 @@ impl SyncedTree {
         d.set("nodes", self.live.len() as i64);
         d.set("apply_usec", self.apply_time.as_micros() as i64);
         d.set("predicted_pending", self.predictions.pending() as i64);
+        d.set("eventual_applied", self.eventual_applied as i64);
         d.set("reconciled", self.reconciled as i64);
         d
     }
@@ -837,8 +891,35 @@ fn not_running() -> String {
 impl SyncedTree {
     /// Takes `backend` as this SyncedTree's, and offers its peer link to the multiplayer API.
     fn install(&mut self, backend: Backend) {
-        crate::multiplayer::install_link(Some((backend.peer_link(), self.to_gd())));
+        let link = backend.peer_link();
+        crate::multiplayer::install_link(Some((link.clone(), self.to_gd())));
+        self.link = Some(link);
         self.backend = Some(backend);
+    }
+
+    /// Applies eventual writes that arrived, last writer (by HLC stamp) winning.
+    fn apply_eventual(&mut self) {
+        let Some(link) = self.link.clone() else {
+            return;
+        };
+        for _ in 0..self.max_effects_per_frame.max(1) {
+            let Some(set) = link.try_recv_eventual() else {
+                break;
+            };
+            let (Some(key), Some(stamp)) = (self.live.key_of(&set.path), set.stamp) else {
+                continue; // not (or no longer) a synced node here
+            };
+            let id = self.live.intern(&set.property);
+            let newer = self.eventual.get(&(key, id)).is_none_or(|s| *s < stamp);
+            if !newer {
+                continue;
+            }
+            self.eventual.insert((key, id), stamp);
+            if let Some(mut node) = self.live.node_of(key) {
+                node.set(self.live.prop_name(id), &from_value(&set.value));
+                self.eventual_applied += 1;
+            }
+        }
     }
 
     /// The synced path of `node` (a descendant of this SyncedTree), if it is one.
@@ -1109,6 +1190,7 @@ impl SyncedTree {
 
         let t = std::time::Instant::now();
         self.apply_effects();
+        self.apply_eventual();
         self.apply_time += t.elapsed();
         self.flush_waiting();
         self.flush_failed();

@@ -45,6 +45,8 @@ pub enum ClientRequest {
     Read { path: String, property: String },
     /// A Godot rpc to other peers; no outcome is sent (the request id is not used).
     Rpc(PeerRpc),
+    /// A write of an eventual property; no outcome is sent.
+    Eventual(EventualSet),
 }
 
 /// A Godot rpc between peers (game clients, and the servers as peer 1), as it travels:
@@ -73,6 +75,20 @@ impl PeerRpc {
                 t => t as u64 == peer,
             }
     }
+}
+
+/// A write of an `eventual` property: outside the log, last writer (by HLC stamp) wins.
+/// A server checks that the sender owns the node, stamps it with its clock, and hands it to
+/// every server and client, the sender included (so every replica orders it the same way).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventualSet {
+    /// The writer's peer id (set by the server for its clients).
+    pub from: u64,
+    pub path: String,
+    pub property: String,
+    pub value: Value,
+    /// Given by the first server that takes it; `None` on the way from a client.
+    pub stamp: Option<Stamp>,
 }
 
 /// Byte vectors as msgpack binary (not an array of integers).
@@ -150,6 +166,8 @@ pub enum ServerMessage {
     Outcome { id: u64, outcome: Outcome },
     /// A Godot rpc for this client.
     Rpc(PeerRpc),
+    /// A stamped write of an eventual property.
+    Eventual(EventualSet),
     /// The other peers connected to the cluster now (every server; this client excluded).
     Peers(Vec<u64>),
 }

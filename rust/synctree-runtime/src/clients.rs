@@ -279,7 +279,7 @@ async fn read_requests(
         };
         let Request { id, request } =
             decode(&body, MAX_REQUEST_BYTES).map_err(|e| format!("malformed request: {e}"))?;
-        let is_rpc = matches!(request, ClientRequest::Rpc(_));
+        let no_outcome = matches!(request, ClientRequest::Rpc(_) | ClientRequest::Eventual(_));
         let request = if limiter.check().is_err() {
             Err(format!(
                 "rate limit exceeded: a client may make {} requests per second (bursts of \
@@ -291,8 +291,11 @@ async fn read_requests(
         };
         match request {
             // An rpc has no outcome to carry a refusal: it is dropped, and logged.
-            Err(reason) if is_rpc => {
-                tracing::warn!(node = ctx.server, "rpc from peer {peer} dropped: {reason}");
+            Err(reason) if no_outcome => {
+                tracing::warn!(
+                    node = ctx.server,
+                    "message from peer {peer} dropped: {reason}"
+                );
             }
             Err(reason) => {
                 let outcome = Outcome::Failed {
@@ -310,6 +313,26 @@ async fn read_requests(
             Ok(ClientRequest::Rpc(mut rpc)) => {
                 rpc.from = peer;
                 ctx.peers.client_sent(rpc);
+            }
+            Ok(ClientRequest::Eventual(mut set)) => {
+                set.from = peer;
+                set.stamp = None;
+                let owner = ctx
+                    .shared
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .tree
+                    .owner_of(&set.path);
+                if owner == Some(peer) && !set.path.is_empty() {
+                    ctx.peers.eventual(set, true);
+                } else {
+                    tracing::warn!(
+                        node = ctx.server,
+                        "eventual write of '{}'.{} from peer {peer} dropped: it does not own that node",
+                        set.path,
+                        set.property
+                    );
+                }
             }
             Ok(request) => {
                 let submitter = ctx.submitter.clone();

@@ -26,7 +26,7 @@ use quinn::{Endpoint, RecvStream, SendStream};
 use synctree_net::frame::{read_frame, write_frame};
 use synctree_net::tls::node_name;
 use synctree_proto::{
-    decode, encode, ClientCursor, ClientRequest, Hello, Op, Outcome, PeerRpc, Request,
+    decode, encode, ClientCursor, ClientRequest, EventualSet, Hello, Op, Outcome, PeerRpc, Request,
     ServerMessage, CLIENT_PROTOCOL_VERSION, SERVER_PEER,
 };
 use synctree_raft::{Applied, NodeId};
@@ -87,6 +87,7 @@ pub struct GameClient {
     next_ticket: AtomicU64,
     me: u64,
     rpc_inbox: Mutex<Option<std::sync::mpsc::Receiver<PeerRpc>>>,
+    eventual_inbox: Mutex<Option<std::sync::mpsc::Receiver<EventualSet>>>,
 }
 
 /// A request on its way to a server (ticket 0: an rpc, which has no completion).
@@ -118,6 +119,7 @@ impl GameClient {
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let (done, completions) = std::sync::mpsc::channel();
         let (rpcs, rpc_inbox) = std::sync::mpsc::channel();
+        let (eventual, eventual_inbox) = std::sync::mpsc::channel();
         let status = Arc::new(Mutex::new(ClientStatus::default()));
         let me = crate::clients::peer_id_of(&cfg.token);
         let link = Link {
@@ -127,6 +129,7 @@ impl GameClient {
             done: done.clone(),
             status: status.clone(),
             rpcs,
+            eventual,
         };
         runtime.spawn(run(cfg, endpoint.clone(), link));
         Ok(GameClient {
@@ -140,6 +143,7 @@ impl GameClient {
             next_ticket: AtomicU64::new(1),
             me,
             rpc_inbox: Mutex::new(Some(rpc_inbox)),
+            eventual_inbox: Mutex::new(Some(eventual_inbox)),
         })
     }
 
@@ -148,22 +152,20 @@ impl GameClient {
     /// only. Rpcs made while no server is reachable wait for the next connection (up to
     /// [`REQUEST_TIMEOUT`]).
     pub fn peer_link(&self) -> crate::PeerLink {
-        let inbox = self
-            .rpc_inbox
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .unwrap_or_else(|| std::sync::mpsc::channel().1);
+        let inbox = crate::peers::take_inbox(&self.rpc_inbox);
+        let eventual_inbox = crate::peers::take_inbox(&self.eventual_inbox);
         let requests = self.requests.clone();
+        let eventual_requests = self.requests.clone();
         let status = self.status.clone();
+        let untracked = |request| Pending {
+            ticket: 0,
+            request,
+            made: Instant::now(),
+        };
         crate::PeerLink::new(
             self.me,
             Arc::new(move |rpc| {
-                let _ = requests.send(Pending {
-                    ticket: 0,
-                    request: ClientRequest::Rpc(rpc),
-                    made: Instant::now(),
-                });
+                let _ = requests.send(untracked(ClientRequest::Rpc(rpc)));
             }),
             Arc::new(move || {
                 let s = status.lock().unwrap_or_else(|p| p.into_inner());
@@ -175,6 +177,12 @@ impl GameClient {
                 }
             }),
             inbox,
+            crate::peers::EventualLink {
+                send: Arc::new(move |set| {
+                    let _ = eventual_requests.send(untracked(ClientRequest::Eventual(set)));
+                }),
+                inbox: eventual_inbox,
+            },
         )
     }
 
@@ -260,6 +268,7 @@ struct Link {
     done: std::sync::mpsc::Sender<Completion>,
     status: Arc<Mutex<ClientStatus>>,
     rpcs: std::sync::mpsc::Sender<PeerRpc>,
+    eventual: std::sync::mpsc::Sender<EventualSet>,
 }
 
 impl Link {
@@ -451,6 +460,10 @@ async fn serve_session(
             }
             ServerMessage::Rpc(rpc) => {
                 let _ = link.rpcs.send(rpc);
+                continue;
+            }
+            ServerMessage::Eventual(set) => {
+                let _ = link.eventual.send(set);
                 continue;
             }
             ServerMessage::Peers(peers) => {

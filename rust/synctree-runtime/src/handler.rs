@@ -100,6 +100,10 @@ async fn serve(inner: &Inner, from: NodeId, rpc: Rpc) -> RpcReply {
             inner.peers.relayed(rpc);
             RpcReply::Ack
         }
+        Rpc::Eventual(set) => {
+            inner.peers.eventual(set, false);
+            RpcReply::Ack
+        }
         Rpc::Presence(list) => {
             inner.peers.heard(from, list);
             RpcReply::Ack

@@ -83,6 +83,7 @@ pub struct Node {
     elector: JoinHandle<()>,
     presence: JoinHandle<()>,
     rpc_inbox: Mutex<Option<std::sync::mpsc::Receiver<synctree_proto::PeerRpc>>>,
+    eventual_inbox: Mutex<Option<std::sync::mpsc::Receiver<synctree_proto::EventualSet>>>,
 }
 
 impl Inner {
@@ -212,7 +213,9 @@ impl Node {
         }
         let (submit_tx, done_rx, submitter, (submit_rx, done_tx)) = proposer::queue();
         let (godot_rpcs, rpc_inbox) = std::sync::mpsc::channel();
-        let (inner, applied_rx, local_addr) = start_node(&cfg, submitter, godot_rpcs).await?;
+        let (godot_eventual, eventual_inbox) = std::sync::mpsc::channel();
+        let (inner, applied_rx, local_addr) =
+            start_node(&cfg, submitter, (godot_rpcs, godot_eventual)).await?;
         let proposer = tokio::spawn(proposer::run(inner.clone(), submit_rx, done_tx));
         let presence = tokio::spawn(crate::peers::run_presence(inner.peers.clone()));
         let peer_watch = tokio::spawn(maintain_peers(inner.clone()));
@@ -233,6 +236,7 @@ impl Node {
             elector,
             presence,
             rpc_inbox: Mutex::new(Some(rpc_inbox)),
+            eventual_inbox: Mutex::new(Some(eventual_inbox)),
         })
     }
 
@@ -328,18 +332,22 @@ impl Node {
     /// The first call takes the rpcs for this server; later calls get a link that sends
     /// only.
     pub fn peer_link(&self) -> crate::PeerLink {
-        let inbox = self
-            .rpc_inbox
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .unwrap_or_else(|| std::sync::mpsc::channel().1);
-        let (send, all) = (self.inner.peers.clone(), self.inner.peers.clone());
+        let inbox = crate::peers::take_inbox(&self.rpc_inbox);
+        let eventual_inbox = crate::peers::take_inbox(&self.eventual_inbox);
+        let (send, all, eventual) = (
+            self.inner.peers.clone(),
+            self.inner.peers.clone(),
+            self.inner.peers.clone(),
+        );
         crate::PeerLink::new(
             synctree_proto::SERVER_PEER,
             std::sync::Arc::new(move |rpc| send.server_sent(rpc)),
             std::sync::Arc::new(move || all.all()),
             inbox,
+            crate::peers::EventualLink {
+                send: std::sync::Arc::new(move |set| eventual.eventual(set, true)),
+                inbox: eventual_inbox,
+            },
         )
     }
 
@@ -369,9 +377,12 @@ type Started = (
 async fn start_node(
     cfg: &ServerConfig,
     submitter: proposer::Submitter,
-    godot_rpcs: std::sync::mpsc::Sender<synctree_proto::PeerRpc>,
+    (godot_rpcs, godot_eventual): (
+        std::sync::mpsc::Sender<synctree_proto::PeerRpc>,
+        std::sync::mpsc::Sender<synctree_proto::EventualSet>,
+    ),
 ) -> Result<Started, StartError> {
-    let peers = crate::peers::Peers::new(cfg.id, godot_rpcs);
+    let peers = crate::peers::Peers::new(cfg.id, godot_rpcs, godot_eventual);
     let material = match &cfg.transport {
         TransportMode::Mem(_) => None,
         TransportMode::Quic { tls, .. } => Some(match tls {

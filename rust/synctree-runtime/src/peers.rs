@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use synctree_proto::{PeerRpc, ServerMessage, SERVER_PEER};
+use synctree_proto::{EventualSet, PeerRpc, ServerMessage, SERVER_PEER};
 use synctree_raft::NodeId;
 use tokio::sync::{mpsc, Notify};
 
@@ -56,12 +56,18 @@ pub(crate) struct Peers {
     local_changed: Notify,
     union_changed: Notify,
     godot: std::sync::mpsc::Sender<PeerRpc>,
+    godot_eventual: std::sync::mpsc::Sender<EventualSet>,
     runtime: tokio::runtime::Handle,
 }
 
 impl Peers {
-    /// Made on the server's runtime; `godot` receives the rpcs this server's Godot runs.
-    pub(crate) fn new(server: NodeId, godot: std::sync::mpsc::Sender<PeerRpc>) -> Arc<Peers> {
+    /// Made on the server's runtime; `godot` receives the rpcs this server's Godot runs,
+    /// `godot_eventual` the eventual writes it applies.
+    pub(crate) fn new(
+        server: NodeId,
+        godot: std::sync::mpsc::Sender<PeerRpc>,
+        godot_eventual: std::sync::mpsc::Sender<EventualSet>,
+    ) -> Arc<Peers> {
         Arc::new(Peers {
             server,
             inner: OnceLock::new(),
@@ -70,6 +76,7 @@ impl Peers {
             local_changed: Notify::new(),
             union_changed: Notify::new(),
             godot,
+            godot_eventual,
             runtime: tokio::runtime::Handle::current(),
         })
     }
@@ -134,6 +141,28 @@ impl Peers {
     /// An rpc another server relayed: for this server's clients only.
     pub(crate) fn relayed(&self, rpc: PeerRpc) {
         self.to_clients(rpc, false);
+    }
+
+    /// An eventual write: stamped here if it is new (from this server's Godot or one of its
+    /// clients, whose ownership the caller checked), then handed to this server's Godot and
+    /// clients, and relayed to the other servers unless it came from one.
+    pub(crate) fn eventual(&self, mut set: EventualSet, relay: bool) {
+        if set.stamp.is_none() {
+            let Some(inner) = self.inner.get().and_then(Weak::upgrade) else {
+                return;
+            };
+            set.stamp = Some(inner.clock.stamp());
+        }
+        let _ = self.godot_eventual.send(set.clone());
+        {
+            let s = self.state();
+            for (peer, l) in &s.local {
+                push(*peer, l, ServerMessage::Eventual(set.clone()));
+            }
+        }
+        if relay {
+            self.broadcast(Rpc::Eventual(set));
+        }
     }
 
     fn to_clients(&self, rpc: PeerRpc, relay: bool) {
@@ -227,14 +256,34 @@ pub(crate) async fn run_presence(peers: Arc<Peers>) {
     }
 }
 
-/// What the Godot side uses to take part in rpcs and presence: this process's peer id, the
-/// other peers, sending and receiving rpcs. The same on a server and on a game client.
+/// Takes the receiver kept in `slot` (the first link made gets it; later ones get a
+/// receiver that never receives).
+pub(crate) fn take_inbox<T>(
+    slot: &Mutex<Option<std::sync::mpsc::Receiver<T>>>,
+) -> std::sync::mpsc::Receiver<T> {
+    slot.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .unwrap_or_else(|| std::sync::mpsc::channel().1)
+}
+
+/// What the Godot side uses to take part in rpcs, presence and eventual properties: this
+/// process's peer id, the other peers, sending and receiving rpcs and eventual writes. The
+/// same on a server and on a game client.
 #[derive(Clone)]
 pub struct PeerLink {
     me: u64,
     send: Arc<dyn Fn(PeerRpc) + Send + Sync>,
     peers: Arc<dyn Fn() -> Vec<u64> + Send + Sync>,
     inbox: Arc<Mutex<std::sync::mpsc::Receiver<PeerRpc>>>,
+    send_eventual: Arc<dyn Fn(EventualSet) + Send + Sync>,
+    eventual_inbox: Arc<Mutex<std::sync::mpsc::Receiver<EventualSet>>>,
+}
+
+/// The eventual-property half of a [`PeerLink`]: how to send, where writes arrive.
+pub(crate) struct EventualLink {
+    pub(crate) send: Arc<dyn Fn(EventualSet) + Send + Sync>,
+    pub(crate) inbox: std::sync::mpsc::Receiver<EventualSet>,
 }
 
 impl PeerLink {
@@ -243,13 +292,37 @@ impl PeerLink {
         send: Arc<dyn Fn(PeerRpc) + Send + Sync>,
         peers: Arc<dyn Fn() -> Vec<u64> + Send + Sync>,
         inbox: std::sync::mpsc::Receiver<PeerRpc>,
+        eventual: EventualLink,
     ) -> Self {
         PeerLink {
             me,
             send,
             peers,
             inbox: Arc::new(Mutex::new(inbox)),
+            send_eventual: eventual.send,
+            eventual_inbox: Arc::new(Mutex::new(eventual.inbox)),
         }
+    }
+
+    /// Writes an eventual property (its `from` and stamp are set on the way).
+    pub fn send_eventual(&self, path: String, property: String, value: synctree_proto::Value) {
+        (self.send_eventual)(EventualSet {
+            from: self.me,
+            path,
+            property,
+            value,
+            stamp: None,
+        })
+    }
+
+    /// The next stamped eventual write to apply, if any (this process's own included: every
+    /// replica applies the same writes by the same order).
+    pub fn try_recv_eventual(&self) -> Option<EventualSet> {
+        self.eventual_inbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .try_recv()
+            .ok()
     }
 
     /// This process's peer id: 1 on a server, the client's own on a game client.

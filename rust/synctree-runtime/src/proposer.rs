@@ -200,7 +200,7 @@ impl Submitter {
                 path,
                 property,
             },
-            ClientRequest::Rpc(_) => {
+            ClientRequest::Rpc(_) | ClientRequest::Eventual(_) => {
                 self.remote
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())

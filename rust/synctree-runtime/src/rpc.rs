@@ -8,7 +8,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
-use synctree_proto::{EncodedBatch, OpOutcome, PeerRpc};
+use synctree_proto::{EncodedBatch, EventualSet, OpOutcome, PeerRpc};
 use synctree_raft::{NodeId, TypeConfig};
 
 /// Largest request a server accepts from a peer (a snapshot chunk is at most 3 MiB).
@@ -37,6 +37,8 @@ pub enum Rpc {
     Relay(PeerRpc),
     /// The game clients connected to the sender now.
     Presence(Vec<u64>),
+    /// A stamped write of an eventual property, for the receiver's Godot and clients.
+    Eventual(EventualSet),
 }
 
 /// Why the leader did not take a forwarded proposal or read.

@@ -426,24 +426,22 @@ fn next_rpc(link: &synctree_runtime::PeerLink, what: &str) -> synctree_proto::Pe
     got.expect("an rpc")
 }
 
-#[test]
-fn rpcs_reach_peers_on_any_server_and_presence_follows_connections() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
+/// Three servers with client ports admitting Alice and Bob, and how to connect a client
+/// (token, server id) to one of them.
+fn servers_for_alice_and_bob(dir: &Path) -> (Vec<Server>, impl Fn(&str, u64) -> GameClient) {
+    let certs = dir.join("certs");
     dev_certs(&certs);
-    let cluster = QuicCluster::new(3, &certs, dir.path());
+    let cluster = QuicCluster::new(3, &certs, dir);
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let addr = |id: u64| SocketAddr::from(([127, 0, 0, 1], ports[id as usize - 1]));
-    let servers: Vec<Server> = (1..=3)
+    let addr = move |id: u64| SocketAddr::from(([127, 0, 0, 1], ports[id as usize - 1]));
+    let servers = (1..=3)
         .map(|id| {
             cluster.start_tuned(id, false, |cfg| {
                 cfg.clients = Some(ClientsConfig::new(addr(id), vec![TOKEN.into(), BOB.into()]))
             })
         })
         .collect();
-    leader_of(&servers.iter().collect::<Vec<_>>());
-    let links: Vec<_> = servers.iter().map(|s| s.peer_link()).collect();
-    let connect = |token: &str, id: u64| {
+    let connect = move |token: &str, id: u64| {
         GameClient::connect(GameClientConfig {
             servers: vec![(id, addr(id))],
             ca: synctree_net::certs::ca_cert_path(&certs),
@@ -451,6 +449,15 @@ fn rpcs_reach_peers_on_any_server_and_presence_follows_connections() {
         })
         .expect("client starts")
     };
+    (servers, connect)
+}
+
+#[test]
+fn rpcs_reach_peers_on_any_server_and_presence_follows_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let (servers, connect) = servers_for_alice_and_bob(dir.path());
+    leader_of(&servers.iter().collect::<Vec<_>>());
+    let links: Vec<_> = servers.iter().map(|s| s.peer_link()).collect();
     let alice = connect(TOKEN, 2);
     let bob = connect(BOB, 3);
     let (la, lb) = (alice.peer_link(), bob.peer_link());
@@ -501,6 +508,88 @@ fn rpcs_reach_peers_on_any_server_and_presence_follows_connections() {
         links.iter().all(|l| l.peers() == vec![pa]) && la.peers() == vec![1]
     });
     drop(alice);
+    for s in servers {
+        s.shutdown();
+    }
+}
+
+/// Drains eventual writes and keeps, per (path, property), the one with the highest stamp:
+/// what a replica shows under last-writer-wins.
+#[derive(Default)]
+struct Lww(std::collections::HashMap<(String, String), synctree_proto::EventualSet>);
+
+impl Lww {
+    fn drain(&mut self, link: &synctree_runtime::PeerLink) {
+        while let Some(set) = link.try_recv_eventual() {
+            assert!(set.stamp.is_some(), "an unstamped write arrived: {set:?}");
+            let k = (set.path.clone(), set.property.clone());
+            if self.0.get(&k).is_none_or(|old| old.stamp < set.stamp) {
+                self.0.insert(k, set);
+            }
+        }
+    }
+
+    fn value(&self, path: &str, property: &str) -> Option<&Value> {
+        self.0
+            .get(&(path.into(), property.into()))
+            .map(|s| &s.value)
+    }
+}
+
+#[test]
+fn eventual_writes_reach_every_replica_and_the_last_writer_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let (servers, connect) = servers_for_alice_and_bob(dir.path());
+    let leader = leader_of(&servers.iter().collect::<Vec<_>>());
+    let ls = servers.iter().find(|s| s.id() == leader).unwrap();
+    let pa = peer_id_of(TOKEN);
+    let mut mine = spawn("A");
+    if let Op::Spawn { owner, .. } = &mut mine {
+        *owner = pa;
+    }
+    complete(ls, ls.submit(mine)).expect("A, owned by alice");
+    // Every server has applied the spawn (ownership is checked against the applied tree).
+    wait_until("A everywhere", || {
+        servers
+            .iter()
+            .all(|s| s.inspect(|st| st.tree.owner_of("A")) == Some(pa))
+    });
+    let links: Vec<_> = servers.iter().map(|s| s.peer_link()).collect();
+    let (alice, bob) = (connect(TOKEN, 2), connect(BOB, 3));
+    let (la, lb) = (alice.peer_link(), bob.peer_link());
+    wait_until("both connected", || {
+        alice.status().server.is_some() && bob.status().server.is_some()
+    });
+
+    // Alice streams her node's x; every replica (her own included) ends on her last write.
+    for i in 0..50 {
+        la.send_eventual("A".into(), "x".into(), Value::Int(i));
+    }
+    let mut views: Vec<Lww> = (0..5).map(|_| Lww::default()).collect();
+    let all: Vec<&synctree_runtime::PeerLink> = links.iter().chain([&la, &lb]).collect();
+    let converged = |views: &mut Vec<Lww>, want: &Value| {
+        for (v, l) in views.iter_mut().zip(&all) {
+            v.drain(l);
+        }
+        views.iter().all(|v| v.value("A", "x") == Some(want))
+    };
+    wait_until("alice's last write everywhere", || {
+        converged(&mut views, &Value::Int(49))
+    });
+
+    // Bob does not own A: his write is dropped by his server.
+    lb.send_eventual("A".into(), "x".into(), Value::Int(-1));
+    // A server may write anything; it comes later, so it wins everywhere.
+    links[0].send_eventual("A".into(), "x".into(), Value::Int(1000));
+    wait_until("the server's write everywhere", || {
+        converged(&mut views, &Value::Int(1000))
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        converged(&mut views, &Value::Int(1000)),
+        "bob's write got through"
+    );
+    drop((alice, bob));
     for s in servers {
         s.shutdown();
     }
