@@ -10,7 +10,7 @@
 use anyhow::{ensure, Result};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use synctree_e2e::{Cluster, ClusterConfig, Op};
+use synctree_e2e::{client_limits, Cluster, ClusterConfig, Op};
 
 fn peer_of(cluster: &Cluster, n: u64) -> Result<u64> {
     let s = cluster.client_control(n)?.status()?;
@@ -27,14 +27,7 @@ fn two_godot_clients_on_different_servers_share_one_tree_with_authority() -> Res
         clients: vec![2, 3],
         spawnable: vec!["Node2D".into()],
         // A small budget so a flood is quick to provoke.
-        server_args: (1..=3)
-            .flat_map(|id| {
-                [
-                    (id, "--synctree-client-rate=50".to_owned()),
-                    (id, "--synctree-client-burst=50".to_owned()),
-                ]
-            })
-            .collect(),
+        server_args: client_limits(3, 50, 50),
         ..ClusterConfig::default()
     })?;
     let leader = cluster.wait_leader(Duration::from_secs(30))?;

@@ -79,10 +79,17 @@ impl Server {
 }
 
 /// Which process: server `id`, or game client `n` (1-based).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Who {
     Server(u64),
     Client(u64),
+}
+
+impl From<u64> for Who {
+    /// A bare id names a server.
+    fn from(id: u64) -> Who {
+        Who::Server(id)
+    }
 }
 
 impl std::fmt::Display for Who {
@@ -92,6 +99,19 @@ impl std::fmt::Display for Who {
             Who::Client(n) => write!(f, "client {n}"),
         }
     }
+}
+
+/// Server args giving every game client of servers 1..=`servers` a request budget of `rate`
+/// per second, in bursts of `burst` (for [`ClusterConfig::server_args`]).
+pub fn client_limits(servers: u64, rate: u32, burst: u32) -> Vec<(u64, String)> {
+    (1..=servers)
+        .flat_map(|id| {
+            [
+                (id, format!("--synctree-client-rate={rate}")),
+                (id, format!("--synctree-client-burst={burst}")),
+            ]
+        })
+        .collect()
 }
 
 /// The token of game client `n` (each client its own identity).

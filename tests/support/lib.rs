@@ -20,7 +20,7 @@ mod godot;
 mod history;
 mod relay;
 
-pub use cluster::{client_token, Cluster, ClusterConfig, Server, Who};
+pub use cluster::{client_limits, client_token, Cluster, ClusterConfig, Server, Who};
 pub use control::{BatchReply, Control, Op, OpResult};
 pub use dump::{parse_dump, DumpNode};
 pub use godot::{

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
-use synctree_e2e::{Cluster, ClusterConfig, Control, Op};
+use synctree_e2e::{Cluster, ClusterConfig, Control, Op, Who};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -42,6 +42,8 @@ pub enum Part {
     Throughput,
     Spawn,
     Apply,
+    /// Game clients: a client's write seen by a client on another server.
+    Clients,
 }
 
 const SCENE: &str = "res://demo_world.tscn";
@@ -55,10 +57,16 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// One row of the latency table: p50, p99 (ms) and ops/s.
+/// A table row; `rate` NaN: no throughput figure.
 fn latency_row(s: &mut String, what: &str, who: &str, lat: &[f64], rate: f64) -> Result<()> {
+    let rate = if rate.is_nan() {
+        String::new()
+    } else {
+        format!("{rate:.0} ops/s")
+    };
     writeln!(
         s,
-        "| {what} | {who} | {:.2} ms | {:.2} ms | {rate:.0} ops/s |",
+        "| {what} | {who} | {:.2} ms | {:.2} ms | {rate} |",
         percentile(lat, 0.5),
         percentile(lat, 0.99),
     )?;
@@ -119,30 +127,52 @@ struct Bench {
     cluster: Cluster,
     /// Synced nodes after the setup spawns (spawn rounds despawn back to this).
     setup_nodes: u64,
-    ctl: HashMap<u64, Control>,
+    ctl: HashMap<Who, Control>,
     next_value: i64,
 }
 
 impl Bench {
-    fn req(&mut self, id: u64, request: Value) -> Result<Value> {
+    fn new(cluster: Cluster, ctl: HashMap<Who, Control>, setup_nodes: u64) -> Bench {
+        Bench {
+            cluster,
+            ctl,
+            next_value: 1,
+            setup_nodes,
+        }
+    }
+
+    fn req(&mut self, who: impl Into<Who>, request: Value) -> Result<Value> {
         let what = request["cmd"].as_str().unwrap_or("request").to_owned();
-        let ctl = self.ctl.get_mut(&id).context("no control connection")?;
+        let ctl = self
+            .ctl
+            .get_mut(&who.into())
+            .context("no control connection")?;
         ok(ctl.request(&request)?, &what)
     }
 
+    /// `request` on every server.
     fn all(&mut self, request: Value) -> Result<Vec<Value>> {
-        let ids = self.cluster.ids();
-        ids.into_iter()
-            .map(|id| self.req(id, request.clone()))
-            .collect()
+        let ids: Vec<Who> = self.cluster.ids().into_iter().map(Who::Server).collect();
+        self.each(&ids, request)
+    }
+
+    fn each(&mut self, who: &[Who], request: Value) -> Result<Vec<Value>> {
+        who.iter().map(|w| self.req(*w, request.clone())).collect()
     }
 
     /// Sets B.health to `start`, `start + 1`, ... `count` times on `on` with `inflight`
     /// outstanding (the bench.gd `set_load` command); every set must succeed.
-    fn set_load(&mut self, on: u64, start: i64, count: usize, inflight: usize) -> Result<Value> {
+    fn set_load(
+        &mut self,
+        on: Who,
+        path: &str,
+        start: i64,
+        count: usize,
+        inflight: usize,
+    ) -> Result<Value> {
         let load = self.req(
             on,
-            json!({"cmd": "set_load", "path": "B", "property": PROP, "start": start, "count": count, "inflight": inflight}),
+            json!({"cmd": "set_load", "path": path, "property": PROP, "start": start, "count": count, "inflight": inflight}),
         )?;
         ensure!(
             load["failed"] == json!(0),
@@ -153,19 +183,37 @@ impl Bench {
         Ok(load)
     }
 
-    /// Latency call -> applied on all live trees, in ms, for `count` sets with `inflight`
-    /// outstanding, issued on server `on`. Returns (sorted latencies, ops/s on the issuer).
+    /// Latency call -> applied on all live trees, in ms, for `count` sets of B with
+    /// `inflight` outstanding, issued on server `on`. Returns (sorted latencies, ops/s on the
+    /// issuer).
     fn set_latency(&mut self, on: u64, count: usize, inflight: usize) -> Result<(Vec<f64>, f64)> {
+        let servers: Vec<Who> = self.cluster.ids().into_iter().map(Who::Server).collect();
+        self.latency(Who::Server(on), &servers, "B", count, inflight)
+    }
+
+    /// Latency call on `on` -> applied on every one of `watchers`, in ms, for `count` sets
+    /// of `path` with `inflight` outstanding. Returns (sorted latencies, ops/s on `on`).
+    fn latency(
+        &mut self,
+        on: Who,
+        watchers: &[Who],
+        path: &str,
+        count: usize,
+        inflight: usize,
+    ) -> Result<(Vec<f64>, f64)> {
         let start = self.next_value;
         self.next_value += count as i64;
-        self.all(json!({"cmd": "watch_property", "path": "B", "property": PROP}))?;
-        let load = self.set_load(on, start, count, inflight)?;
+        self.each(
+            watchers,
+            json!({"cmd": "watch_property", "path": path, "property": PROP}),
+        )?;
+        let load = self.set_load(on, path, start, count, inflight)?;
         let calls = ints(&load["calls_usec"]);
         // The others may still be applying the last values.
         let deadline = Instant::now() + Duration::from_secs(30);
         let last = start + count as i64 - 1;
         let applied: Vec<HashMap<i64, i64>> = loop {
-            let results = self.all(json!({"cmd": "watch_result", "stop": false}))?;
+            let results = self.each(watchers, json!({"cmd": "watch_result", "stop": false}))?;
             let maps: Vec<HashMap<i64, i64>> = results
                 .iter()
                 .map(|r| {
@@ -176,7 +224,7 @@ impl Bench {
                 })
                 .collect();
             if maps.iter().all(|m| m.contains_key(&last)) || Instant::now() > deadline {
-                self.all(json!({"cmd": "watch_result"}))?;
+                self.each(watchers, json!({"cmd": "watch_result"}))?;
                 break maps;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -220,7 +268,7 @@ impl Bench {
         let first_index = self.req(on, json!({"cmd": "status"}))?["status"]["commit"]
             .as_u64()
             .unwrap_or(0);
-        let load = self.set_load(on, start, count, 256)?;
+        let load = self.set_load(Who::Server(on), "B", start, count, 256)?;
         let last = start + count as i64 - 1;
         let seen =
             self.all(json!({"cmd": "wait_value", "path": "B", "property": PROP, "value": last}))?;
@@ -309,7 +357,10 @@ impl Bench {
         let ops: Vec<Op> = (0..n)
             .map(|i| Op::despawn(&format!("{prefix}{i}")))
             .collect();
-        self.ctl.get_mut(&on).context("control")?.batch(&ops)?;
+        self.ctl
+            .get_mut(&Who::Server(on))
+            .context("control")?
+            .batch(&ops)?;
         // Every server has applied the despawns before the next measurement starts.
         let deadline = Instant::now() + Duration::from_secs(30);
         while self
@@ -349,12 +400,19 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
         if args.fsync.is_some_and(|f| f != fsync) {
             continue;
         }
-        eprintln!(
-            "[bench] fsync {}: starting three servers...",
-            if fsync { "on" } else { "off" }
-        );
-        let section = run_cluster(fsync, args)?;
-        out.push_str(&section);
+        let only_clients = args.only == [Part::Clients];
+        if !only_clients {
+            eprintln!(
+                "[bench] fsync {}: starting three servers...",
+                if fsync { "on" } else { "off" }
+            );
+            let section = run_cluster(fsync, args)?;
+            out.push_str(&section);
+        }
+        if fsync && (args.only.is_empty() || args.only.contains(&Part::Clients)) {
+            eprintln!("[bench] game clients: three servers and two clients...");
+            out.push_str(&run_clients(args)?);
+        }
     }
     println!("{out}");
     let path = crate::repo_root().join("target").join("bench.md");
@@ -384,16 +442,12 @@ fn run_cluster(fsync: bool, args: &BenchArgs) -> Result<String> {
         .into_iter()
         .find(|i| *i != leader)
         .context("follower")?;
-    let mut ctl = HashMap::new();
-    for id in cluster.ids() {
-        ctl.insert(id, cluster.control(id)?);
-    }
-    let mut b = Bench {
-        cluster,
-        ctl,
-        next_value: 1,
-        setup_nodes: 2,
-    };
+    let ctl = cluster
+        .ids()
+        .into_iter()
+        .map(|id| Ok((Who::Server(id), cluster.control(id)?)))
+        .collect::<Result<HashMap<_, _>>>()?;
+    let mut b = Bench::new(cluster, ctl, 2);
     let idle: Vec<f64> = b
         .cluster
         .ids()
@@ -401,7 +455,11 @@ fn run_cluster(fsync: bool, args: &BenchArgs) -> Result<String> {
         .map(|id| rss_mib(b.cluster.pid(*id)))
         .collect();
     let setup = [Op::spawn("", "B", SCENE), Op::spawn("", "Scratch", SCENE)];
-    let reply = b.ctl.get_mut(&leader).context("control")?.batch(&setup)?;
+    let reply = b
+        .ctl
+        .get_mut(&Who::Server(leader))
+        .context("control")?
+        .batch(&setup)?;
     ensure!(
         reply.results.iter().all(|r| r.ok),
         "setup spawns failed: {:?}",
@@ -551,6 +609,137 @@ fn run_cluster(fsync: bool, args: &BenchArgs) -> Result<String> {
     )?;
     b.cluster.check_logs()?;
     Ok(s)
+}
+
+/// Three servers (fsync on) and two headless Godot game clients, client 1 on server 2 and
+/// client 2 on server 3: a client's `set_synced` until the other client applied it.
+fn run_clients(args: &BenchArgs) -> Result<String> {
+    let scale = if args.quick { 1 } else { 4 };
+    let cluster = Cluster::start(ClusterConfig {
+        clients: vec![2, 3],
+        spawnable: vec![SCENE.into()],
+        // Measuring the path, not the per-client rate limit.
+        server_args: synctree_e2e::client_limits(3, 1_000_000, 1_000_000),
+        ..ClusterConfig::default()
+    })?;
+    cluster.wait_leader(Duration::from_secs(30))?;
+    let ctl = [1, 2]
+        .into_iter()
+        .map(|n| Ok((Who::Client(n), cluster.client_control(n)?)))
+        .collect::<Result<HashMap<_, _>>>()?;
+    let mut b = Bench::new(cluster, ctl, 0);
+    // Client 1's own node (a client may change only what it owns).
+    let reply = b
+        .ctl
+        .get_mut(&Who::Client(1))
+        .context("control")?
+        .batch(&[Op::spawn("", "CB", SCENE)])?;
+    ensure!(reply.results.iter().all(|r| r.ok), "{:?}", reply.results);
+    b.cluster.wait_all_converged(Duration::from_secs(30))?;
+    let mut s = String::new();
+    writeln!(
+        s,
+        "### Game clients: three servers (fsync on), two headless Godot clients
+"
+    )?;
+    writeln!(s, "| measure | issued on | p50 | p99 | throughput |")?;
+    writeln!(s, "| --- | --- | --- | --- | --- |")?;
+    eprintln!("[bench]   built-in SceneMultiplayer over ENet, client -> client...");
+    let count = 250 * scale;
+    let lat = scene_multiplayer_latency(count)?;
+    latency_row(
+        &mut s,
+        &format!("Godot's SceneMultiplayer over ENet (one server, two clients): a MultiplayerSynchronizer property set on client 1 -> applied on client 2, one change per 10 ms ({count} changes)"),
+        "client 1",
+        &lat,
+        f64::NAN,
+    )?;
+    for (inflight, count) in [(1usize, 250 * scale), (64, 2500 * scale)] {
+        eprintln!("[bench]   client -> client latency, {inflight} in flight...");
+        let (lat, rate) = b.latency(Who::Client(1), &[Who::Client(2)], "CB", count, inflight)?;
+        let what = format!(
+            "`set_synced` on client 1 (server 2) -> applied on client 2 (server 3), committed by a quorum, {inflight} in flight ({count} ops)"
+        );
+        latency_row(&mut s, &what, "client 1", &lat, rate)?;
+    }
+    writeln!(s)?;
+    b.cluster.check_logs()?;
+    Ok(s)
+}
+
+/// Godot's own replication for comparison (`godot_project/baseline`): an ENet server and two
+/// clients; a synchronized property set `count` times on one client, each timed until the
+/// other applied it. Returns the sorted latencies in ms.
+fn scene_multiplayer_latency(count: usize) -> Result<Vec<f64>> {
+    let godot = synctree_e2e::godot_binary()?;
+    let dir = tempfile::tempdir()?;
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let run = |role: &str, n: usize| -> Result<std::process::Child> {
+        let log = std::fs::File::create(dir.path().join(format!("{role}-{n}.log")))?;
+        Ok(std::process::Command::new(&godot)
+            .args(["--headless", "--path"])
+            .arg(synctree_e2e::godot_project())
+            .args(["res://baseline/baseline.tscn", "--"])
+            .arg(format!("--baseline-role={role}"))
+            .arg(format!("--baseline-port={port}"))
+            .arg(format!("--baseline-count={count}"))
+            .arg("--baseline-interval-ms=10")
+            .arg(format!(
+                "--baseline-out={}",
+                dir.path().join(format!("{role}-{n}.json")).display()
+            ))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?)
+    };
+    let mut children = vec![run("server", 0)?];
+    std::thread::sleep(Duration::from_millis(500));
+    children.push(run("client", 1)?);
+    children.push(run("client", 2)?);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for c in &mut children {
+        while c.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                c.kill().ok();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let read = |n: usize| -> Result<Value> {
+        let path = dir.path().join(format!("client-{n}.json"));
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            let log = std::fs::read_to_string(dir.path().join(format!("client-{n}.log")))
+                .unwrap_or_default();
+            format!("the baseline client {n} wrote no results; its log:\n{log}")
+        })?;
+        Ok(serde_json::from_str(&text)?)
+    };
+    let (one, two) = (read(1)?, read(2)?);
+    let (sender, receiver) = if one["sender"] == true {
+        (one, two)
+    } else {
+        (two, one)
+    };
+    let sent = ints(&sender["sent"]);
+    let received = receiver["received"].as_object().context("received")?;
+    let mut lat: Vec<f64> = sent
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            let got = received.get(&(i + 1).to_string())?.as_i64()?;
+            Some((got - t) as f64 / 1000.0)
+        })
+        .collect();
+    ensure!(
+        lat.len() * 100 >= count * 95,
+        "SceneMultiplayer delivered only {} of {count} changes",
+        lat.len()
+    );
+    lat.sort_by(f64::total_cmp);
+    Ok(lat)
 }
 
 fn fmt_list(xs: &[f64]) -> String {

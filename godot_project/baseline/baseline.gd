@@ -1,0 +1,109 @@
+extends Node
+## Godot's built-in replication, measured for comparison (`cargo xtask bench`): one ENet
+## server and two clients with SceneMultiplayer, a node "A" whose `value` a
+## MultiplayerSynchronizer replicates (on change, every frame), owned by the first client.
+## The server makes the client with the lower id the sender (A's authority); it sets value
+## 1..N; the other client records when each arrives. Times are wall-clock
+## microseconds, comparable across the processes of one machine; each process writes its
+## records as JSON and quits.
+##
+## User args: --baseline-role=server|client --baseline-port=P --baseline-count=N
+##            --baseline-interval-ms=I --baseline-out=FILE
+
+var role := ""
+var port := 0
+var count := 100
+var interval_usec := 10_000
+var out_path := ""
+var sent := PackedInt64Array()
+var received := {}  # value -> usec
+var sender_id := 0
+var next_value := 1
+var next_at := 0
+var started := 0
+var done := false
+
+@onready var a: Node = $A
+
+
+static func now_usec() -> int:
+	return int(Time.get_unix_time_from_system() * 1_000_000.0)
+
+
+func _ready() -> void:
+	for arg in OS.get_cmdline_user_args():
+		var kv := arg.trim_prefix("--baseline-").split("=", true, 1)
+		if kv.size() != 2:
+			continue
+		match kv[0]:
+			"role": role = kv[1]
+			"port": port = int(kv[1])
+			"count": count = int(kv[1])
+			"interval-ms": interval_usec = int(kv[1]) * 1000
+			"out": out_path = kv[1]
+	started = Time.get_ticks_msec()
+	var peer := ENetMultiplayerPeer.new()
+	var err := peer.create_server(port, 4) if role == "server" else peer.create_client("127.0.0.1", port)
+	if err != OK:
+		printerr("BASELINE FAILED: cannot open ENet (%s)" % error_string(err))
+		get_tree().quit(1)
+		return
+	multiplayer.multiplayer_peer = peer
+	if role == "server":
+		multiplayer.peer_connected.connect(_on_peer_connected)
+	a.value_changed.connect(_on_value)
+
+
+func _on_peer_connected(_id: int) -> void:
+	var peers := multiplayer.get_peers()
+	if peers.size() == 2:
+		peers.sort()
+		begin.rpc(peers[0])
+
+
+@rpc("authority", "call_local", "reliable")
+func begin(sender: int) -> void:
+	sender_id = sender
+	a.set_multiplayer_authority(sender)
+	next_at = now_usec() + 500_000
+
+
+func _is_sender() -> bool:
+	return sender_id != 0 and sender_id == multiplayer.get_unique_id()
+
+
+func _on_value(v: int) -> void:
+	if role == "client" and not _is_sender() and not received.has(v):
+		received[v] = now_usec()
+
+
+func _process(_delta: float) -> void:
+	if done:
+		return
+	if Time.get_ticks_msec() - started > 60_000:
+		_finish()
+		return
+	if role == "client" and _is_sender():
+		if next_value <= count and now_usec() >= next_at:
+			sent.append(now_usec())
+			a.value = next_value
+			next_value += 1
+			next_at = now_usec() + interval_usec
+		elif next_value > count and now_usec() >= next_at + 1_000_000:
+			_finish()
+	elif role == "client" and received.has(count):
+		_finish()
+	elif role == "server" and sender_id != 0 and multiplayer.get_peers().is_empty():
+		_finish()
+
+
+func _finish() -> void:
+	done = true
+	if out_path != "":
+		var f := FileAccess.open(out_path, FileAccess.WRITE)
+		var r := {}
+		for k in received:
+			r[str(k)] = received[k]
+		f.store_string(JSON.stringify({"role": role, "sender": _is_sender(), "sent": Array(sent), "received": r}))
+		f.close()
+	get_tree().quit(0)
