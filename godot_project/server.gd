@@ -39,7 +39,8 @@ extends Node
 ##       SyncedTree.set_eventual
 ##   {"cmd":"get","path":"P","property":"rotation"} -> {"value": var_to_str of the live value}
 ##   {"cmd":"free","path":"P"} -> queue_free() of a node under World (game code)
-##   {"cmd":"multiplayer"} -> {"ok":true,"unique_id":..,"peers":[..],"is_server":..}
+##   {"cmd":"multiplayer"} -> {"ok":true,"unique_id":..,"peers":[..],"is_server":..,
+##                             "events":[multiplayer signals seen, e.g. "peer_connected 7"]}
 ##   {"cmd":"quit"}    -> {"ok":true}, then the server stops.
 ##   Benchmark commands (cargo xtask bench): see bench.gd.
 ## A malformed request gets {"ok":false,"error":"..."}.
@@ -75,6 +76,8 @@ var _ready_printed := false
 var _started_msec := 0
 var _quitting := false
 var _bench: RefCounted
+## The multiplayer API's signals seen so far ("connected_to_server", "peer_connected 7", ...).
+var _mp_events: Array[String] = []
 
 ## Benchmark commands, served by bench.gd (see there).
 const BENCH_COMMANDS := ["watch_property", "watch_result", "set_load", "watch_spawns",
@@ -90,6 +93,10 @@ func _ready() -> void:
 	world.leader_changed.connect(_on_leader_changed)
 	# Multiplayer through the cluster: rpcs reach peers on any server (see rpc_probe.gd).
 	get_tree().set_multiplayer(ClassDB.instantiate("SyncedMultiplayerAPI"))
+	for signal_name in ["connected_to_server", "connection_failed", "server_disconnected"]:
+		multiplayer.connect(signal_name, func() -> void: _mp_events.append(signal_name))
+	multiplayer.peer_connected.connect(func(id: int) -> void: _mp_events.append("peer_connected %d" % id))
+	multiplayer.peer_disconnected.connect(func(id: int) -> void: _mp_events.append("peer_disconnected %d" % id))
 	for arg in OS.get_cmdline_user_args():
 		if arg.begins_with(CONTROL_ARG):
 			var text := arg.substr(CONTROL_ARG.length())
@@ -109,8 +116,9 @@ func _process(_delta: float) -> void:
 	if _quitting:
 		return
 	if not _ready_printed:
-		# A game client is ready once a server has welcomed it.
-		if world.is_running() and (not world.is_client() or world.is_client_connected()):
+		# A game client is ready once a server has welcomed (or refused) it.
+		var client_done: bool = world.is_client() and (world.is_client_connected() or str(world.status().get("refused", "")) != "")
+		if world.is_running() and (not world.is_client() or client_done):
 			_ready_printed = true
 			print("SYNCTREE READY id=%d control=%d peer=%d" % [int(world.status().get("id", world.node_id)), _control_port, world.peer_id()])
 		elif Time.get_ticks_msec() - _started_msec > START_TIMEOUT_MSEC:
@@ -272,7 +280,8 @@ func _handle(line: String) -> Dictionary:
 			return {"ok": true, "calls": get_node("Probe").calls}
 		"multiplayer":
 			return {"ok": true, "unique_id": multiplayer.get_unique_id(),
-					"peers": Array(multiplayer.get_peers()), "is_server": multiplayer.is_server()}
+					"peers": Array(multiplayer.get_peers()), "is_server": multiplayer.is_server(),
+					"events": _mp_events}
 		"quit":
 			_quitting = true
 			return {"ok": true}

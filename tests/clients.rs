@@ -468,3 +468,57 @@ fn wait_dump(cluster: &Cluster, want: impl Fn(&str) -> bool) -> Result<String> {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn multiplayer_signals_on_connection_and_refusal() -> Result<()> {
+    let mut cluster = Cluster::start(ClusterConfig {
+        clients: vec![2, 3],
+        client_tokens: vec![(2, "not-a-token".into())],
+        ..ClusterConfig::default()
+    })?;
+    cluster.wait_leader(Duration::from_secs(30))?;
+    let pa = peer_of(&cluster, 1)?;
+    let events = |c: &mut synctree_e2e::Control| -> Result<Vec<String>> {
+        let r = c.request(&json!({"cmd": "multiplayer"}))?;
+        Ok(r["events"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let a = events(&mut cluster.client_control(1)?)?;
+        let b = events(&mut cluster.client_control(2)?)?;
+        let s1 = events(&mut cluster.control(1)?)?;
+        if a.contains(&"connected_to_server".to_owned())
+            && a.contains(&"peer_connected 1".to_owned())
+            && b == vec!["connection_failed".to_owned()]
+            && s1.contains(&format!("peer_connected {pa}"))
+        {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "client 1 {a:?}, refused client {b:?}, server 1 {s1:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let s = client_status(&cluster, 2)?;
+    ensure!(s["refused"] == "invalid token", "{s}");
+    // Client 1 leaves: the servers see it go.
+    cluster.client_control(1)?.quit()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !events(&mut cluster.control(3)?)?.contains(&format!("peer_disconnected {pa}")) {
+        ensure!(
+            Instant::now() < deadline,
+            "server 3 never saw client 1 leave"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cluster.stop();
+    Ok(())
+}

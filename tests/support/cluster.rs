@@ -39,6 +39,8 @@ pub struct ClusterConfig {
     pub clients: Vec<u64>,
     /// The scenes clients may spawn (`--synctree-spawnable`).
     pub spawnable: Vec<String>,
+    /// Game clients that present another token than the one the servers admit: (n, token).
+    pub client_tokens: Vec<(u64, String)>,
 }
 
 impl Default for ClusterConfig {
@@ -53,6 +55,7 @@ impl Default for ClusterConfig {
             server_args: Vec::new(),
             clients: Vec::new(),
             spawnable: Vec::new(),
+            client_tokens: Vec::new(),
         }
     }
 }
@@ -277,7 +280,15 @@ impl Cluster {
             "res://server.tscn".to_owned(),
             "--".to_owned(),
             format!("--synctree-connect={}", connect.join(",")),
-            format!("--synctree-token={}", client_token(n)),
+            format!(
+                "--synctree-token={}",
+                self.config
+                    .client_tokens
+                    .iter()
+                    .find(|(c, _)| *c == n)
+                    .map(|(_, t)| t.clone())
+                    .unwrap_or_else(|| client_token(n))
+            ),
             format!(
                 "--synctree-ca={}",
                 self.dir_path.join("certs").join("ca.pem").display()

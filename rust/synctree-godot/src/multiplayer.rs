@@ -190,6 +190,8 @@ pub struct SyncedMultiplayerAPI {
     known: Vec<u64>,
     /// `connected_to_server` was emitted (game clients).
     connected: bool,
+    /// `connection_failed` or `server_disconnected` was emitted (the servers refused it).
+    ended: bool,
 }
 
 #[godot_api]
@@ -205,6 +207,7 @@ impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
             syncs: Vec::new(),
             known: Vec::new(),
             connected: false,
+            ended: false,
         }
     }
 
@@ -539,6 +542,21 @@ impl SyncedMultiplayerAPI {
         }
         let client = link.unique_id() != synctree_proto::SERVER_PEER;
         let first_connection = client && !self.connected && now.contains(&1);
+        // A client moves to another server on its own when its server goes away; it ends
+        // only when the servers refuse it (its token): connection_failed if it never got in,
+        // server_disconnected if it had.
+        let ended = match link.refused() {
+            Some(reason) if client && !self.ended => {
+                self.ended = true;
+                godot_error!("SyncedMultiplayerAPI: the servers refused this client: {reason}");
+                Some(if self.connected {
+                    "server_disconnected"
+                } else {
+                    "connection_failed"
+                })
+            }
+            _ => None,
+        };
         self.known = now;
         if first_connection {
             self.connected = true;
@@ -546,6 +564,9 @@ impl SyncedMultiplayerAPI {
         let mut base = self.base_mut();
         if first_connection {
             base.emit_signal("connected_to_server", &[]);
+        }
+        if let Some(signal) = ended {
+            base.emit_signal(signal, &[]);
         }
         for (signal, peer) in events {
             base.emit_signal(signal, &[(peer as i64).to_variant()]);

@@ -157,6 +157,7 @@ impl GameClient {
         let requests = self.requests.clone();
         let eventual_requests = self.requests.clone();
         let status = self.status.clone();
+        let refusal = self.status.clone();
         let untracked = |request| Pending {
             ticket: 0,
             request,
@@ -184,6 +185,13 @@ impl GameClient {
                 inbox: eventual_inbox,
             },
         )
+        .with_refusal(Arc::new(move || {
+            refusal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .refused
+                .clone()
+        }))
     }
 
     /// Queues a write, proposed on this client's behalf; returns the ticket its

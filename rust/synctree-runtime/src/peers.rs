@@ -278,6 +278,7 @@ pub struct PeerLink {
     inbox: Arc<Mutex<std::sync::mpsc::Receiver<PeerRpc>>>,
     send_eventual: Arc<dyn Fn(EventualSet) + Send + Sync>,
     eventual_inbox: Arc<Mutex<std::sync::mpsc::Receiver<EventualSet>>>,
+    refused: Arc<dyn Fn() -> Option<String> + Send + Sync>,
 }
 
 /// The eventual-property half of a [`PeerLink`]: how to send, where writes arrive.
@@ -301,7 +302,23 @@ impl PeerLink {
             inbox: Arc::new(Mutex::new(inbox)),
             send_eventual: eventual.send,
             eventual_inbox: Arc::new(Mutex::new(eventual.inbox)),
+            refused: Arc::new(|| None),
         }
+    }
+
+    /// Says why the servers refused this client, when they did (a client's link).
+    pub(crate) fn with_refusal(
+        mut self,
+        refused: Arc<dyn Fn() -> Option<String> + Send + Sync>,
+    ) -> Self {
+        self.refused = refused;
+        self
+    }
+
+    /// Why the servers refused this game client (it stopped trying), if they did; always
+    /// `None` on a server.
+    pub fn refused(&self) -> Option<String> {
+        (self.refused)()
     }
 
     /// Writes an eventual property (its `from` and stamp are set on the way).
