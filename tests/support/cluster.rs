@@ -41,6 +41,8 @@ pub struct ClusterConfig {
     pub spawnable: Vec<String>,
     /// Game clients that present another token than the one the servers admit: (n, token).
     pub client_tokens: Vec<(u64, String)>,
+    /// More tokens the servers admit (clients run by the test itself, e.g. a load).
+    pub extra_tokens: Vec<String>,
 }
 
 impl Default for ClusterConfig {
@@ -56,6 +58,7 @@ impl Default for ClusterConfig {
             clients: Vec::new(),
             spawnable: Vec::new(),
             client_tokens: Vec::new(),
+            extra_tokens: Vec::new(),
         }
     }
 }
@@ -332,10 +335,11 @@ impl Cluster {
             format!("--synctree-fsync={}", self.config.fsync),
             format!("--synctree-control={}", s.control_port),
         ]);
-        if !self.config.clients.is_empty() {
-            let tokens: Vec<String> = (1..=self.config.clients.len() as u64)
+        if !self.config.clients.is_empty() || !self.config.extra_tokens.is_empty() {
+            let mut tokens: Vec<String> = (1..=self.config.clients.len() as u64)
                 .map(client_token)
                 .collect();
+            tokens.extend(self.config.extra_tokens.iter().cloned());
             args.extend([
                 format!("--synctree-client-listen=127.0.0.1:{}", s.client_port),
                 format!("--synctree-client-tokens={}", tokens.join(",")),

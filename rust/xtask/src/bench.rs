@@ -44,6 +44,8 @@ pub enum Part {
     Apply,
     /// Game clients: a client's write seen by a client on another server.
     Clients,
+    /// 200 game clients (Rust, the client protocol) at 20 updates/s each.
+    Load,
 }
 
 const SCENE: &str = "res://demo_world.tscn";
@@ -400,7 +402,11 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
         if args.fsync.is_some_and(|f| f != fsync) {
             continue;
         }
-        let only_clients = args.only == [Part::Clients];
+        let only_clients = args
+            .only
+            .iter()
+            .all(|p| matches!(p, Part::Clients | Part::Load))
+            && !args.only.is_empty();
         if !only_clients {
             eprintln!(
                 "[bench] fsync {}: starting three servers...",
@@ -412,6 +418,9 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
         if fsync && (args.only.is_empty() || args.only.contains(&Part::Clients)) {
             eprintln!("[bench] game clients: three servers and two clients...");
             out.push_str(&run_clients(args)?);
+        }
+        if fsync && (args.only.is_empty() || args.only.contains(&Part::Load)) {
+            out.push_str(&run_load(args)?);
         }
     }
     println!("{out}");
@@ -664,6 +673,157 @@ fn run_clients(args: &BenchArgs) -> Result<String> {
     }
     writeln!(s)?;
     b.cluster.check_logs()?;
+    Ok(s)
+}
+
+/// Many game clients (Rust, the client protocol) on three Godot servers (fsync on), each
+/// owning a node and setting one of its properties 20 times a second: each write's latency
+/// from the call to its committed outcome at the client, and each server's CPU.
+fn run_load(args: &BenchArgs) -> Result<String> {
+    use synctree_proto::{Op as ProtoOp, Value as ProtoValue};
+    use synctree_runtime::{Completion, GameClient, GameClientConfig};
+    let (clients, secs) = if args.quick {
+        (50usize, 5u64)
+    } else {
+        (200, 20)
+    };
+    let tokens: Vec<String> = (0..clients).map(|i| format!("load-{i}-token")).collect();
+    eprintln!("[bench] load: three servers, {clients} clients at 20 updates/s for {secs} s...");
+    let cluster = Cluster::start(ClusterConfig {
+        extra_tokens: tokens.clone(),
+        spawnable: vec![SCENE.into()],
+        ..ClusterConfig::default()
+    })?;
+    cluster.wait_leader(Duration::from_secs(30))?;
+    let ca = cluster.dir().join("certs").join("ca.pem");
+    let ports: Vec<(u64, std::net::SocketAddr)> = cluster
+        .ids()
+        .into_iter()
+        .map(|id| (id, ([127, 0, 0, 1], cluster.server(id).client_port).into()))
+        .collect();
+    let players: Vec<GameClient> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, token)| {
+            let mut servers = ports.clone();
+            let n = servers.len();
+            servers.rotate_left(i % n);
+            GameClient::connect(GameClientConfig {
+                servers,
+                ca: ca.clone(),
+                token: token.clone(),
+            })
+            .map_err(|e| anyhow::anyhow!("client {i}: {e}"))
+        })
+        .collect::<Result<_>>()?;
+    // Each drains what it is sent, as a game client's live tree would.
+    let drain = |players: &[GameClient]| {
+        for p in players {
+            while p.try_recv_applied().is_some() {}
+        }
+    };
+    let wait_all =
+        |players: &[GameClient], tickets: &[u64], what: &str| -> Result<Vec<Completion>> {
+            let mut got: Vec<Option<Completion>> = vec![None; players.len()];
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut buf = Vec::new();
+            while got.iter().any(Option::is_none) {
+                ensure!(
+                    Instant::now() < deadline,
+                    "{what}: not every client finished"
+                );
+                drain(players);
+                for (i, p) in players.iter().enumerate() {
+                    p.poll_completions(&mut buf);
+                    for c in buf.drain(..) {
+                        if c.ticket == tickets[i] {
+                            got[i] = Some(c);
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(got.into_iter().flatten().collect())
+        };
+    let spawned: Vec<u64> = players
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            p.submit(ProtoOp::Spawn {
+                parent: String::new(),
+                name: format!("L{i}"),
+                scene: SCENE.into(),
+                props: Vec::new(),
+                owner: 0,
+            })
+        })
+        .collect();
+    for c in wait_all(&players, &spawned, "spawning the clients' nodes")? {
+        ensure!(c.result.is_ok(), "a client's spawn failed: {:?}", c.result);
+    }
+
+    let pids: Vec<Option<u32>> = cluster.ids().iter().map(|id| cluster.pid(*id)).collect();
+    let cpu_before: Vec<f64> = pids.iter().map(|p| cpu_secs(*p).1).collect();
+    let started = Instant::now();
+    let mut sent: HashMap<(usize, u64), Instant> = HashMap::new();
+    let mut lat = Vec::new();
+    let mut failed = 0usize;
+    let mut buf = Vec::new();
+    let tick = Duration::from_millis(50);
+    let mut next = Instant::now();
+    let mut value = 0i64;
+    while started.elapsed() < Duration::from_secs(secs) {
+        if Instant::now() >= next {
+            value += 1;
+            for (i, p) in players.iter().enumerate() {
+                let t = p.submit(ProtoOp::SetProperty {
+                    path: format!("L{i}"),
+                    property: PROP.into(),
+                    value: ProtoValue::Int(value),
+                });
+                sent.insert((i, t), Instant::now());
+            }
+            next += tick;
+        }
+        drain(&players);
+        for (i, p) in players.iter().enumerate() {
+            p.poll_completions(&mut buf);
+            for c in buf.drain(..) {
+                if let Some(t0) = sent.remove(&(i, c.ticket)) {
+                    match c.result {
+                        Ok(_) => lat.push(t0.elapsed().as_secs_f64() * 1000.0),
+                        Err(_) => failed += 1,
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let cpu: Vec<f64> = pids
+        .iter()
+        .zip(&cpu_before)
+        .map(|(p, before)| (cpu_secs(*p).1 - before) / wall * 100.0)
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    drop(players);
+    let mut s = String::new();
+    writeln!(
+        s,
+        "### Load: {clients} game clients (Rust, client protocol) on three servers (fsync on), 20 updates/s each, {secs} s
+"
+    )?;
+    writeln!(
+        s,
+        "{} writes completed ({failed} failed, {} unanswered at the end): call -> committed outcome at the client p50 {:.2} ms, p99 {:.2} ms; server CPU {} % of one core (load generator on the same 2 cores).
+",
+        lat.len(),
+        sent.len(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        cpu.iter().map(|c| format!("{c:.0}")).collect::<Vec<_>>().join(" / ")
+    )?;
+    cluster.check_logs()?;
     Ok(s)
 }
 
