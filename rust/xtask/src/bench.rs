@@ -764,6 +764,8 @@ fn run_load(args: &BenchArgs) -> Result<String> {
 
     let pids: Vec<Option<u32>> = cluster.ids().iter().map(|id| cluster.pid(*id)).collect();
     let cpu_before: Vec<f64> = pids.iter().map(|p| cpu_secs(*p).1).collect();
+    let me = Some(std::process::id());
+    let own_before = cpu_secs(me).1;
     let started = Instant::now();
     let mut sent: HashMap<(usize, u64), Instant> = HashMap::new();
     let mut lat = Vec::new();
@@ -805,6 +807,7 @@ fn run_load(args: &BenchArgs) -> Result<String> {
         .zip(&cpu_before)
         .map(|(p, before)| (cpu_secs(*p).1 - before) / wall * 100.0)
         .collect();
+    let own = (cpu_secs(me).1 - own_before) / wall * 100.0;
     lat.sort_by(f64::total_cmp);
     drop(players);
     let mut s = String::new();
@@ -815,7 +818,7 @@ fn run_load(args: &BenchArgs) -> Result<String> {
     )?;
     writeln!(
         s,
-        "{} writes completed ({failed} failed, {} unanswered at the end): call -> committed outcome at the client p50 {:.2} ms, p99 {:.2} ms; server CPU {} % of one core (load generator on the same 2 cores).
+        "{} writes completed ({failed} failed, {} unanswered at the end): call -> committed outcome at the client p50 {:.2} ms, p99 {:.2} ms; server CPU {} % of one core; the load generator (same 2 cores) {own:.0} %.
 ",
         lat.len(),
         sent.len(),
