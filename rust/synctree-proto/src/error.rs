@@ -21,6 +21,9 @@ pub enum ApplyError {
     RootNotAllowed,
     #[error("scene path must not be empty")]
     EmptyScene,
+    /// A node would hold more distinct synced properties than [`crate::MAX_PROPERTIES`].
+    #[error("node '{path}' already has {max} synced properties: no more may be added")]
+    TooManyProperties { path: String, max: usize },
     /// Peer `peer` changed or despawned a node that another peer owns.
     #[error("peer {peer} may not change '{path}': it is owned by {}", owner_name(*owner))]
     NotOwner { path: String, owner: u64, peer: u64 },

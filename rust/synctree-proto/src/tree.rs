@@ -37,6 +37,10 @@ impl Node {
     }
 }
 
+/// The most distinct synced properties one node may hold: every name is kept by every
+/// replica (and interned by every live tree), so a client may not add them without bound.
+pub const MAX_PROPERTIES: usize = 256;
+
 /// The replicated tree below a SyncedTree. Equal on every replica at the same log index.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShadowTree {
@@ -339,6 +343,12 @@ impl ShadowTree {
         for (prop, _) in &props {
             validate_property(prop)?;
         }
+        if props.len() > MAX_PROPERTIES {
+            return Err(ApplyError::TooManyProperties {
+                path: join(parent, &name),
+                max: MAX_PROPERTIES,
+            });
+        }
         let parent_key = self
             .lookup(parent)
             .ok_or_else(|| ApplyError::UnknownParent(parent.to_owned()))?;
@@ -387,11 +397,15 @@ impl ShadowTree {
         }
         let effect_property = CompactString::from(property.as_str());
         if let Some(node) = self.nodes.get_mut(&key) {
-            match node.props.get_mut(&property) {
-                Some(v) => *v = value.clone(),
-                None => {
-                    node.props.insert(property, value.clone());
-                }
+            if let Some(v) = node.props.get_mut(&property) {
+                *v = value.clone();
+            } else if node.props.len() >= MAX_PROPERTIES {
+                return Err(ApplyError::TooManyProperties {
+                    path: path.to_owned(),
+                    max: MAX_PROPERTIES,
+                });
+            } else {
+                node.props.insert(property, value.clone());
             }
         }
         Ok(Effect::PropertySet {
@@ -475,6 +489,31 @@ mod tests {
             props: vec![],
             owner: SERVER_PEER,
         }
+    }
+
+    #[test]
+    fn a_node_holds_a_bounded_number_of_properties() {
+        let mut t = ShadowTree::new();
+        t.apply(&spawn("", "A")).expect("spawn A");
+        let set = |p: String| Op::SetProperty {
+            path: "A".into(),
+            property: p,
+            value: Value::Int(1),
+        };
+        for i in 0..MAX_PROPERTIES {
+            t.apply(&set(format!("p{i}"))).expect("under the limit");
+        }
+        let before = t.clone();
+        assert_eq!(
+            t.apply(&set("one_more".into())),
+            Err(ApplyError::TooManyProperties {
+                path: "A".into(),
+                max: MAX_PROPERTIES
+            })
+        );
+        assert_eq!(t, before);
+        t.apply(&set("p0".into()))
+            .expect("an existing one may still change");
     }
 
     #[test]
