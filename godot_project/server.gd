@@ -46,6 +46,9 @@ extends Node
 ## A malformed request gets {"ok":false,"error":"..."}.
 
 const CONTROL_ARG := "--synctree-control="
+## Demo of SyncedTree.auth_callback: admit clients whose token starts with this prefix even
+## though the servers' token list does not hold them (guests).
+const GUEST_ARG := "--demo-guest-prefix="
 ## A request line longer than this closes the connection.
 const MAX_LINE_BYTES := 64 * 1024 * 1024
 ## A request of a batch that has not completed after this long is reported as failed.
@@ -98,6 +101,10 @@ func _ready() -> void:
 	multiplayer.peer_connected.connect(func(id: int) -> void: _mp_events.append("peer_connected %d" % id))
 	multiplayer.peer_disconnected.connect(func(id: int) -> void: _mp_events.append("peer_disconnected %d" % id))
 	for arg in OS.get_cmdline_user_args():
+		if arg.begins_with(GUEST_ARG):
+			var prefix := arg.substr(GUEST_ARG.length())
+			world.auth_callback = func(_peer: int, token: String):
+				return true if token.begins_with(prefix) else "token '%s' is neither on the list nor a guest's" % token
 		if arg.begins_with(CONTROL_ARG):
 			var text := arg.substr(CONTROL_ARG.length())
 			if not text.is_valid_int() or int(text) < 1 or int(text) > 65535:

@@ -471,9 +471,14 @@ fn wait_dump(cluster: &Cluster, want: impl Fn(&str) -> bool) -> Result<String> {
 
 #[test]
 fn multiplayer_signals_on_connection_and_refusal() -> Result<()> {
+    // The servers' auth_callback (server.gd) admits guests: tokens not on the list that
+    // start with "guest-". Client 2's token is neither; client 3 is a guest.
     let mut cluster = Cluster::start(ClusterConfig {
-        clients: vec![2, 3],
-        client_tokens: vec![(2, "not-a-token".into())],
+        clients: vec![2, 3, 1],
+        client_tokens: vec![(2, "not-a-token".into()), (3, "guest-7".into())],
+        server_args: (1..=3)
+            .map(|id| (id, "--demo-guest-prefix=guest-".to_owned()))
+            .collect(),
         ..ClusterConfig::default()
     })?;
     cluster.wait_leader(Duration::from_secs(30))?;
@@ -508,7 +513,15 @@ fn multiplayer_signals_on_connection_and_refusal() -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let s = client_status(&cluster, 2)?;
-    ensure!(s["refused"] == "invalid token", "{s}");
+    ensure!(
+        s["refused"] == "token 'not-a-token' is neither on the list nor a guest's",
+        "the auth callback's reason reaches the client: {s}"
+    );
+    let guest = client_status(&cluster, 3)?;
+    ensure!(
+        guest["server"].as_u64() == Some(1) && guest["peer"].as_u64() > Some(1),
+        "the auth callback admitted the guest: {guest}"
+    );
     // Client 1 leaves: the servers see it go.
     cluster.client_control(1)?.quit()?;
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -87,6 +87,13 @@ pub struct SyncedTree {
     /// Game client: the cluster CA certificate (`ca.pem`) it checks servers against.
     #[export]
     ca_file: GString,
+    /// Server: decides about a client whose token is not on the list, like
+    /// SceneMultiplayer's `auth_callback`: called on the main thread as `(peer_id: int,
+    /// token: String)`; return `true` to admit it, `false` or a reason (String) to refuse.
+    /// Unset: such clients are refused ("invalid token"). Unanswered within 5 s: refused.
+    #[var(set = set_auth_callback)]
+    #[init(val = Callable::invalid())]
+    auth_callback: Callable,
 
     backend: Option<Backend>,
     #[init(val = LiveTree::new())]
@@ -368,6 +375,12 @@ impl SyncedTree {
             })
             .collect();
         self.finish_all(pending);
+    }
+
+    #[func]
+    fn set_auth_callback(&mut self, callback: Callable) {
+        self.auth_callback = callback;
+        self.sync_auth();
     }
 
     /// True while the server runs (on a game client: while it is started).
@@ -889,12 +902,56 @@ fn not_running() -> String {
 }
 
 impl SyncedTree {
+    /// Tells the server whether unknown tokens go to `auth_callback`.
+    fn sync_auth(&self) {
+        if let Some(server) = self.backend.as_ref().and_then(Backend::server) {
+            server.enable_auth(self.auth_callback.is_valid());
+        }
+    }
+
+    /// Answers the clients waiting for `auth_callback`.
+    fn authenticate(&mut self) {
+        let Some(server) = self.backend.as_ref().and_then(Backend::server) else {
+            return;
+        };
+        let mut waiting = Vec::new();
+        while let Some(req) = server.try_recv_auth() {
+            waiting.push(req);
+        }
+        for req in waiting {
+            let callback = self.auth_callback.clone();
+            if !callback.is_valid() {
+                req.answer(Err("invalid token".into()));
+                continue;
+            }
+            let args = [(req.peer as i64).to_variant(), req.token.to_variant()];
+            let verdict = {
+                let _reentrant = self.base_mut();
+                callback.call(&args)
+            };
+            let result = match verdict.get_type() {
+                VariantType::BOOL if verdict.to::<bool>() => Ok(()),
+                VariantType::STRING | VariantType::STRING_NAME => {
+                    let reason = verdict.to_string();
+                    Err(if reason.is_empty() {
+                        "refused by the auth callback".into()
+                    } else {
+                        reason
+                    })
+                }
+                _ => Err("refused by the auth callback".into()),
+            };
+            req.answer(result);
+        }
+    }
+
     /// Takes `backend` as this SyncedTree's, and offers its peer link to the multiplayer API.
     fn install(&mut self, backend: Backend) {
         let link = backend.peer_link();
         crate::multiplayer::install_link(Some((link.clone(), self.to_gd())));
         self.link = Some(link);
         self.backend = Some(backend);
+        self.sync_auth();
     }
 
     /// Applies eventual writes that arrived, last writer (by HLC stamp) winning.
@@ -1188,6 +1245,7 @@ impl SyncedTree {
         self.completions = completions;
         self.finish_all(finished);
 
+        self.authenticate();
         let t = std::time::Instant::now();
         self.apply_effects();
         self.apply_eventual();

@@ -96,6 +96,75 @@ pub fn peer_id_of(token: &str) -> u64 {
     2 + u64::from(v) % (i32::MAX as u64 - 2)
 }
 
+/// A client whose token is not on the list, for the game to decide (its auth callback):
+/// [`AuthRequest::answer`] admits or refuses it. Unanswered within the hello timeout, it is
+/// refused.
+pub struct AuthRequest {
+    /// The peer id the client would have.
+    pub peer: u64,
+    pub token: String,
+    reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+impl AuthRequest {
+    /// `Ok`: admit it; `Err(reason)`: refuse it, telling it why.
+    pub fn answer(self, result: Result<(), String>) {
+        let _ = self.reply.send(result);
+    }
+}
+
+/// The way from the client port to the game's auth callback (on the main thread).
+pub(crate) struct Auth {
+    enabled: std::sync::atomic::AtomicBool,
+    tx: std::sync::mpsc::Sender<AuthRequest>,
+    rx: std::sync::Mutex<std::sync::mpsc::Receiver<AuthRequest>>,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        Auth {
+            enabled: Default::default(),
+            tx,
+            rx: std::sync::Mutex::new(rx),
+        }
+    }
+}
+
+impl Auth {
+    pub(crate) fn enable(&self, on: bool) {
+        self.enabled.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn try_recv(&self) -> Option<AuthRequest> {
+        self.rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .try_recv()
+            .ok()
+    }
+
+    /// Asks the game about `token`; `None` when no auth callback is installed.
+    async fn ask(&self, token: &str, wait: Duration) -> Option<Result<(), String>> {
+        if !self.enabled.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = AuthRequest {
+            peer: peer_id_of(token),
+            token: token.to_owned(),
+            reply,
+        };
+        if self.tx.send(request).is_err() {
+            return None;
+        }
+        Some(match tokio::time::timeout(wait, answer).await {
+            Ok(Ok(result)) => result,
+            _ => Err("the game's auth callback did not answer in time".into()),
+        })
+    }
+}
+
 /// What serving clients uses of the server.
 pub(crate) struct Ctx {
     pub(crate) server: NodeId,
@@ -105,6 +174,7 @@ pub(crate) struct Ctx {
     pub(crate) shared: Arc<RwLock<SharedState>>,
     pub(crate) submitter: Submitter,
     pub(crate) peers: Arc<Peers>,
+    pub(crate) auth: Arc<Auth>,
 }
 
 /// The client port of a running server.
@@ -186,7 +256,12 @@ async fn serve(incoming: Incoming, ctx: Arc<Ctx>) {
             hello.version, CLIENT_PROTOCOL_VERSION
         ))
     } else if !ctx.cfg.tokens.iter().any(|t| token_eq(t, &hello.token)) {
-        Some("invalid token".to_owned())
+        // Not on the list: the game's auth callback decides, if there is one.
+        match ctx.auth.ask(&hello.token, HELLO_TIMEOUT).await {
+            Some(Ok(())) => None,
+            Some(Err(reason)) => Some(reason),
+            None => Some("invalid token".to_owned()),
+        }
     } else {
         None
     };

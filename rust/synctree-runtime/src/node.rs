@@ -46,6 +46,8 @@ pub(crate) struct Inner {
     clients: Option<crate::clients::ClientListener>,
     /// Game peers across the cluster, and rpcs between them.
     pub(crate) peers: Arc<crate::peers::Peers>,
+    /// Clients whose token is not on the list, for the game's auth callback.
+    pub(crate) auth: Arc<crate::clients::Auth>,
 }
 
 /// A point-in-time view of a server, for status getters and operators.
@@ -351,6 +353,17 @@ impl Node {
         )
     }
 
+    /// Sends clients whose token is not on the list to the game ([`Node::try_recv_auth`])
+    /// instead of refusing them.
+    pub fn enable_auth(&self, on: bool) {
+        self.inner.auth.enable(on);
+    }
+
+    /// The next client waiting for the game's decision, if any.
+    pub fn try_recv_auth(&self) -> Option<crate::AuthRequest> {
+        self.inner.auth.try_recv()
+    }
+
     /// The client port actually bound, if this server serves game clients.
     pub fn client_addr(&self) -> Option<std::net::SocketAddr> {
         self.inner.clients.as_ref().and_then(|c| c.local_addr())
@@ -383,6 +396,7 @@ async fn start_node(
     ),
 ) -> Result<Started, StartError> {
     let peers = crate::peers::Peers::new(cfg.id, godot_rpcs, godot_eventual);
+    let auth = Arc::new(crate::clients::Auth::default());
     let material = match &cfg.transport {
         TransportMode::Mem(_) => None,
         TransportMode::Quic { tls, .. } => Some(match tls {
@@ -434,6 +448,7 @@ async fn start_node(
             let feed = Arc::new(synctree_raft::Feed::default());
             sm = sm.with_feed(feed.clone());
             let ctx = crate::clients::Ctx {
+                auth: auth.clone(),
                 server: cfg.id,
                 cluster: cluster.clone(),
                 cfg: c.clone(),
@@ -492,6 +507,7 @@ async fn start_node(
         quic,
         clients,
         peers,
+        auth,
     });
     let _ = handler.inner.set(inner.clone());
     inner.peers.attach(&inner);
