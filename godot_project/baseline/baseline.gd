@@ -7,8 +7,12 @@ extends Node
 ## microseconds, comparable across the processes of one machine; each process writes its
 ## records as JSON and quits.
 ##
+## With --baseline-spawn=N instead: once both clients are in, the server adds N instances of
+## res://demo_world.tscn under "Spawned" in one frame (its MultiplayerSpawner replicates them)
+## and records when; each client records when it holds all N.
+##
 ## User args: --baseline-role=server|client --baseline-port=P --baseline-count=N
-##            --baseline-interval-ms=I --baseline-out=FILE
+##            --baseline-interval-ms=I --baseline-out=FILE [--baseline-spawn=N]
 
 var role := ""
 var port := 0
@@ -22,6 +26,9 @@ var next_value := 1
 var next_at := 0
 var started := 0
 var done := false
+var spawn_count := 0
+var spawn_start := 0
+var spawn_done := 0
 
 @onready var a: Node = $A
 
@@ -41,6 +48,7 @@ func _ready() -> void:
 			"count": count = int(kv[1])
 			"interval-ms": interval_usec = int(kv[1]) * 1000
 			"out": out_path = kv[1]
+			"spawn": spawn_count = int(kv[1])
 	started = Time.get_ticks_msec()
 	var peer := ENetMultiplayerPeer.new()
 	var err := peer.create_server(port, 4) if role == "server" else peer.create_client("127.0.0.1", port)
@@ -83,6 +91,9 @@ func _process(_delta: float) -> void:
 	if Time.get_ticks_msec() - started > 60_000:
 		_finish()
 		return
+	if spawn_count > 0:
+		_process_spawn()
+		return
 	if role == "client" and _is_sender():
 		if next_value <= count and now_usec() >= next_at:
 			sent.append(now_usec())
@@ -97,6 +108,23 @@ func _process(_delta: float) -> void:
 		_finish()
 
 
+func _process_spawn() -> void:
+	var holder: Node = $Spawned
+	if role == "server" and sender_id != 0 and spawn_start == 0 and now_usec() >= next_at:
+		var scene: PackedScene = load("res://demo_world.tscn")
+		spawn_start = now_usec()
+		for i in spawn_count:
+			var n := scene.instantiate()
+			n.name = "S%d" % i
+			holder.add_child(n)
+	elif role == "server" and spawn_start != 0 and multiplayer.get_peers().is_empty():
+		_finish()
+	elif role == "client" and spawn_done == 0 and holder.get_child_count() >= spawn_count:
+		spawn_done = now_usec()
+	elif role == "client" and spawn_done != 0 and now_usec() > spawn_done + 300_000:
+		_finish()
+
+
 func _finish() -> void:
 	done = true
 	if out_path != "":
@@ -104,6 +132,7 @@ func _finish() -> void:
 		var r := {}
 		for k in received:
 			r[str(k)] = received[k]
-		f.store_string(JSON.stringify({"role": role, "sender": _is_sender(), "sent": Array(sent), "received": r}))
+		f.store_string(JSON.stringify({"role": role, "sender": _is_sender(), "sent": Array(sent), "received": r,
+				"spawn_start": spawn_start, "spawn_done": spawn_done}))
 		f.close()
 	get_tree().quit(0)

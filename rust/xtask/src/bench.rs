@@ -323,9 +323,25 @@ impl Bench {
     /// ms from issuing `n` spawns in one frame on `on` until every live tree holds all `n`,
     /// and the most main-thread time a server spent applying them (ms).
     fn spawn_convergence(&mut self, on: u64, n: usize, round: usize) -> Result<(f64, f64)> {
+        let servers: Vec<Who> = self.cluster.ids().into_iter().map(Who::Server).collect();
+        self.spawn_convergence_to(on, &servers, n, round)
+    }
+
+    /// `n` spawns in one frame on server `on` until every one of `watchers` holds them:
+    /// (ms, the slowest server's main-thread apply time in ms).
+    fn spawn_convergence_to(
+        &mut self,
+        on: u64,
+        watchers: &[Who],
+        n: usize,
+        round: usize,
+    ) -> Result<(f64, f64)> {
         let prefix = format!("S{round}_");
         let applied_before = self.apply_ms()?;
-        self.all(json!({"cmd": "watch_spawns", "prefix": prefix, "count": n}))?;
+        self.each(
+            watchers,
+            json!({"cmd": "watch_spawns", "prefix": prefix, "count": n}),
+        )?;
         let load = self.req(
             on,
             json!({"cmd": "spawn_load", "prefix": prefix, "count": n, "scene": SCENE}),
@@ -337,7 +353,7 @@ impl Bench {
         );
         let deadline = Instant::now() + Duration::from_secs(60);
         let done = loop {
-            let r = self.all(json!({"cmd": "watch_spawns_result"}))?;
+            let r = self.each(watchers, json!({"cmd": "watch_spawns_result"}))?;
             if r.iter().all(|x| x["seen"].as_u64() == Some(n as u64)) {
                 break r
                     .iter()
@@ -632,11 +648,15 @@ fn run_clients(args: &BenchArgs) -> Result<String> {
         ..ClusterConfig::default()
     })?;
     cluster.wait_leader(Duration::from_secs(30))?;
-    let ctl = [1, 2]
+    let leader = cluster.wait_leader(Duration::from_secs(30))?;
+    let mut ctl = [1, 2]
         .into_iter()
         .map(|n| Ok((Who::Client(n), cluster.client_control(n)?)))
         .collect::<Result<HashMap<_, _>>>()?;
-    let mut b = Bench::new(cluster, ctl, 0);
+    for id in cluster.ids() {
+        ctl.insert(Who::Server(id), cluster.control(id)?);
+    }
+    let mut b = Bench::new(cluster, ctl, 1);
     // Client 1's own node (a client may change only what it owns).
     let reply = b
         .ctl
@@ -670,6 +690,37 @@ fn run_clients(args: &BenchArgs) -> Result<String> {
             "`set_synced` on client 1 (server 2) -> applied on client 2 (server 3), committed by a quorum, {inflight} in flight ({count} ops)"
         );
         latency_row(&mut s, &what, "client 1", &lat, rate)?;
+    }
+    writeln!(s)?;
+    writeln!(s, "| spawn N in one frame on the leader -> both clients hold N | synctree | SceneMultiplayer (ENet, MultiplayerSpawner) | plain `add_child` of N on a client (floor) |")?;
+    writeln!(s, "| --- | --- | --- | --- |")?;
+    let clients = [Who::Client(1), Who::Client(2)];
+    for (round, n) in [10usize, 100, 1000].into_iter().enumerate() {
+        eprintln!("[bench]   spawn convergence of {n} on the clients...");
+        let (mut ours, mut theirs, mut floor) = (Vec::new(), Vec::new(), Vec::new());
+        for rep in 0..if args.quick { 1 } else { 3 } {
+            ours.push(
+                b.spawn_convergence_to(leader, &clients, n, 100 + round * 10 + rep)?
+                    .0,
+            );
+            theirs.push(scene_multiplayer_spawn(n)?);
+            let base = b.req(
+                Who::Client(1),
+                json!({"cmd": "add_child_baseline", "count": n, "scene": SCENE}),
+            )?;
+            floor.push(base["usec"].as_f64().unwrap_or(f64::NAN) / 1000.0);
+        }
+        for v in [&mut ours, &mut theirs, &mut floor] {
+            v.sort_by(f64::total_cmp);
+        }
+        writeln!(
+            s,
+            "| N = {n} (median of {}) | {:.1} ms | {:.1} ms | {:.1} ms |",
+            ours.len(),
+            percentile(&ours, 0.5),
+            percentile(&theirs, 0.5),
+            percentile(&floor, 0.5)
+        )?;
     }
     writeln!(s)?;
     b.cluster.check_logs()?;
@@ -834,6 +885,50 @@ fn run_load(args: &BenchArgs) -> Result<String> {
 /// clients; a synchronized property set `count` times on one client, each timed until the
 /// other applied it. Returns the sorted latencies in ms.
 fn scene_multiplayer_latency(count: usize) -> Result<Vec<f64>> {
+    let [_, one, two] = run_baseline(&[format!("--baseline-count={count}")])?;
+    let (sender, receiver) = if one["sender"] == true {
+        (one, two)
+    } else {
+        (two, one)
+    };
+    let sent = ints(&sender["sent"]);
+    let received = receiver["received"].as_object().context("received")?;
+    let mut lat: Vec<f64> = sent
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            let got = received.get(&(i + 1).to_string())?.as_i64()?;
+            Some((got - t) as f64 / 1000.0)
+        })
+        .collect();
+    ensure!(
+        lat.len() * 100 >= count * 95,
+        "SceneMultiplayer delivered only {} of {count} changes",
+        lat.len()
+    );
+    lat.sort_by(f64::total_cmp);
+    Ok(lat)
+}
+
+/// Godot's own spawn replication for comparison: the ENet server adds `n` instances under a
+/// MultiplayerSpawner's path in one frame; ms until both clients hold all of them.
+fn scene_multiplayer_spawn(n: usize) -> Result<f64> {
+    let [server, one, two] = run_baseline(&[format!("--baseline-spawn={n}")])?;
+    let start = server["spawn_start"].as_i64().unwrap_or(0);
+    let done = [&one, &two]
+        .iter()
+        .map(|c| c["spawn_done"].as_i64().unwrap_or(0))
+        .collect::<Vec<_>>();
+    ensure!(
+        start > 0 && done.iter().all(|d| *d > 0),
+        "SceneMultiplayer spawn of {n} did not complete: server {server}, clients {one} {two}"
+    );
+    Ok((done.into_iter().max().unwrap_or(0) - start) as f64 / 1000.0)
+}
+
+/// Runs `godot_project/baseline` (an ENet server, then two clients) with `args` and returns
+/// what the server and the two clients recorded.
+fn run_baseline(args: &[String]) -> Result<[Value; 3]> {
     let godot = synctree_e2e::godot_binary()?;
     let dir = tempfile::tempdir()?;
     let port = std::net::UdpSocket::bind("127.0.0.1:0")?
@@ -847,7 +942,7 @@ fn scene_multiplayer_latency(count: usize) -> Result<Vec<f64>> {
             .args(["res://baseline/baseline.tscn", "--"])
             .arg(format!("--baseline-role={role}"))
             .arg(format!("--baseline-port={port}"))
-            .arg(format!("--baseline-count={count}"))
+            .args(args)
             .arg("--baseline-interval-ms=10")
             .arg(format!(
                 "--baseline-out={}",
@@ -871,38 +966,16 @@ fn scene_multiplayer_latency(count: usize) -> Result<Vec<f64>> {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    let read = |n: usize| -> Result<Value> {
-        let path = dir.path().join(format!("client-{n}.json"));
+    let read = |role: &str, n: usize| -> Result<Value> {
+        let path = dir.path().join(format!("{role}-{n}.json"));
         let text = std::fs::read_to_string(&path).with_context(|| {
-            let log = std::fs::read_to_string(dir.path().join(format!("client-{n}.log")))
+            let log = std::fs::read_to_string(dir.path().join(format!("{role}-{n}.log")))
                 .unwrap_or_default();
-            format!("the baseline client {n} wrote no results; its log:\n{log}")
+            format!("the baseline {role} {n} wrote no results; its log:\n{log}")
         })?;
         Ok(serde_json::from_str(&text)?)
     };
-    let (one, two) = (read(1)?, read(2)?);
-    let (sender, receiver) = if one["sender"] == true {
-        (one, two)
-    } else {
-        (two, one)
-    };
-    let sent = ints(&sender["sent"]);
-    let received = receiver["received"].as_object().context("received")?;
-    let mut lat: Vec<f64> = sent
-        .iter()
-        .enumerate()
-        .filter_map(|(i, t)| {
-            let got = received.get(&(i + 1).to_string())?.as_i64()?;
-            Some((got - t) as f64 / 1000.0)
-        })
-        .collect();
-    ensure!(
-        lat.len() * 100 >= count * 95,
-        "SceneMultiplayer delivered only {} of {count} changes",
-        lat.len()
-    );
-    lat.sort_by(f64::total_cmp);
-    Ok(lat)
+    Ok([read("server", 0)?, read("client", 1)?, read("client", 2)?])
 }
 
 fn fmt_list(xs: &[f64]) -> String {
