@@ -339,7 +339,13 @@ impl LiveTree {
             }
         };
         let path = synctree_proto::join(&parent_path, &name);
-        let adopted = match self.adopt.remove(&path) {
+        // Usually nothing waits for adoption: skip the lookup then (the spawn path is hot).
+        let waiting = if self.adopt.is_empty() {
+            None
+        } else {
+            self.adopt.remove(&path)
+        };
+        let adopted = match waiting {
             Some(n)
                 if n.is_instance_valid()
                     && n.get_parent().as_ref() == Some(&parent_node)
@@ -354,16 +360,18 @@ impl LiveTree {
             }
             _ => None,
         };
-        let mut node = match adopted.clone() {
+        let is_adopted = adopted.is_some();
+        let mut node = match adopted {
             Some(n) => n,
-            None => self.scenes.instantiate(&scene).unwrap_or_else(|| {
-                godot_error!("synctree: scene '{scene}' does not instance on this server; a plain Node stands in for '{name}'");
-                Node::new_alloc()
-            }),
+            None => {
+                let mut n = self.scenes.instantiate(&scene).unwrap_or_else(|| {
+                    godot_error!("synctree: scene '{scene}' does not instance on this server; a plain Node stands in for '{name}'");
+                    Node::new_alloc()
+                });
+                n.set_name(name.as_str());
+                n
+            }
         };
-        if adopted.is_none() {
-            node.set_name(name.as_str());
-        }
         let mut synced = Vec::with_capacity(props.len());
         for (prop, value) in &props {
             let id = self.intern(prop);
@@ -377,7 +385,7 @@ impl LiveTree {
             // owning client, and children spawned in the scene inherit it.
             node.set_multiplayer_authority(i32::try_from(owner).unwrap_or(i32::MAX));
         }
-        if adopted.is_none() {
+        if !is_adopted {
             parent_node.add_child(&node);
         }
         if let Some(p) = self.nodes.get_mut(&parent) {

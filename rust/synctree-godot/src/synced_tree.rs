@@ -533,7 +533,8 @@ impl SyncedTree {
                 .live
                 .key_of(&p)
                 .ok_or_else(|| format!("no synced node at '{p}'"))?;
-            let me = self.peer_id() as u64;
+            // The link knows this peer's id without copying the client's status.
+            let me = self.link.as_ref().map_or(0, |l| l.unique_id());
             if self.is_client() && self.live.owner_of(key) != Some(me) {
                 return Err(format!("this client (peer {me}) does not own '{p}'"));
             }
@@ -1066,12 +1067,12 @@ impl SyncedTree {
         if self.is_client() && !self.predictions.is_enabled(&path, property) {
             self.predictions.enable(&path, property, true);
         }
-        let req = self.set_synced(
+        // Nobody awaits it: the next change of the property is sent all the same.
+        let _ = self.set_synced(
             NodePath::from(path.as_str()),
             StringName::from(property),
             value.clone(),
         );
-        let _ = req;
     }
 
     fn submit_membership(&mut self, change: Result<MembershipChange, String>) -> Gd<SyncRequest> {

@@ -90,9 +90,10 @@ pub struct GameClient {
     eventual_inbox: Mutex<Option<std::sync::mpsc::Receiver<EventualSet>>>,
 }
 
-/// A request on its way to a server (ticket 0: an rpc, which has no completion).
+/// A request on its way to a server (no ticket: an rpc or eventual write, which has no
+/// completion).
 struct Pending {
-    ticket: u64,
+    ticket: Option<u64>,
     request: ClientRequest,
     made: Instant,
 }
@@ -159,7 +160,7 @@ impl GameClient {
         let status = self.status.clone();
         let refusal = self.status.clone();
         let untracked = |request| Pending {
-            ticket: 0,
+            ticket: None,
             request,
             made: Instant::now(),
         };
@@ -208,7 +209,7 @@ impl GameClient {
     fn request(&self, request: ClientRequest) -> u64 {
         let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
         let pending = Pending {
-            ticket,
+            ticket: Some(ticket),
             request,
             made: Instant::now(),
         };
@@ -294,9 +295,9 @@ impl Link {
             .front()
             .is_some_and(|p| p.made.elapsed() > REQUEST_TIMEOUT)
         {
-            if let Some(p) = self.backlog.pop_front().filter(|p| p.ticket != 0) {
+            if let Some(ticket) = self.backlog.pop_front().and_then(|p| p.ticket) {
                 let e = format!("no server reachable within {REQUEST_TIMEOUT:?}; not sent");
-                self.complete(p.ticket, Err(RequestError::refused(e)));
+                self.complete(ticket, Err(RequestError::refused(e)));
             }
         }
     }
@@ -316,12 +317,12 @@ async fn run(cfg: GameClientConfig, endpoint: Endpoint, mut link: Link) {
                 set(&|s| s.refused = Some(reason.clone()));
                 link.requests.close();
                 link.expire();
-                for p in std::mem::take(&mut link.backlog)
+                for ticket in std::mem::take(&mut link.backlog)
                     .into_iter()
-                    .filter(|p| p.ticket != 0)
+                    .filter_map(|p| p.ticket)
                 {
                     let e = format!("the servers refused this client: {reason}");
-                    link.complete(p.ticket, Err(RequestError::refused(e)));
+                    link.complete(ticket, Err(RequestError::refused(e)));
                 }
                 return;
             }
@@ -400,7 +401,7 @@ async fn read_messages(mut recv: RecvStream, out: mpsc::Sender<Result<ServerMess
 
 async fn send_request(send: &mut SendStream, p: &Pending) -> Result<(), String> {
     let bytes = encode(&Request {
-        id: p.ticket,
+        id: p.ticket.unwrap_or(0),
         request: p.request.clone(),
     })
     .map_err(|e| e.to_string())?;
@@ -425,9 +426,7 @@ async fn serve_session(
             m = messages.recv() => m.ok_or("connection reader stopped")??,
             p = link.requests.recv(), if welcomed => {
                 let Some(p) = p else { return Ok(Ended::LiveTreeGone) };
-                if p.ticket != 0 {
-                    in_flight.insert(p.ticket);
-                }
+                in_flight.extend(p.ticket);
                 send_request(send, &p).await?;
                 continue;
             }
@@ -459,9 +458,7 @@ async fn serve_session(
                 }
                 // What was asked while disconnected goes first, in order.
                 while let Some(p) = link.backlog.pop_front() {
-                    if p.ticket != 0 {
-                        in_flight.insert(p.ticket);
-                    }
+                    in_flight.extend(p.ticket);
                     send_request(send, &p).await?;
                 }
                 continue;
