@@ -65,6 +65,8 @@ struct History {
 pub struct Feed {
     tx: broadcast::Sender<FeedItem>,
     history: Mutex<History>,
+    /// Publish only while someone subscribes (no history for resumes from elsewhere).
+    on_demand: bool,
 }
 
 impl Default for Feed {
@@ -72,11 +74,22 @@ impl Default for Feed {
         Feed {
             tx: broadcast::channel(BROADCAST_CAPACITY).0,
             history: Mutex::new(History::default()),
+            on_demand: false,
         }
     }
 }
 
 impl Feed {
+    /// A feed that encodes entries only while a subscriber listens. Its history then holds
+    /// only what was published since the last idle spell (a resume from before it starts
+    /// from the tree).
+    pub fn on_demand() -> Feed {
+        Feed {
+            on_demand: true,
+            ..Feed::default()
+        }
+    }
+
     fn history(&self) -> std::sync::MutexGuard<'_, History> {
         self.history.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -88,6 +101,11 @@ impl Feed {
             return;
         };
         let (first, last, count) = (first.index, last.index, entries.len());
+        if self.on_demand && self.tx.receiver_count() == 0 {
+            // History must stay contiguous up to the last applied entry.
+            *self.history() = History::default();
+            return;
+        }
         let bytes = match encode(&ServerMessage::Entries(entries)) {
             Ok(b) => Arc::new(b),
             Err(e) => {

@@ -26,8 +26,8 @@ use std::time::Duration;
 use std::num::NonZeroU32;
 
 use governor::{Quota, RateLimiter};
-use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream, VarInt};
-use synctree_net::frame::{read_frame, write_frame, FrameError};
+use quinn::{Connection, Endpoint, Incoming, VarInt};
+use synctree_net::frame::FrameError;
 use synctree_net::TlsMaterial;
 use synctree_proto::{
     decode, encode, ClientRequest, Hello, Op, Outcome, Request, ServerMessage,
@@ -37,6 +37,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::peers::Peers;
+use crate::pipe::{FrameRead, FrameWrite};
 use crate::proposer::{Done, RequestError, Submitter};
 use synctree_raft::{Feed, FeedItem, NodeId, SharedState, Start};
 use tokio::sync::broadcast::error::RecvError;
@@ -55,10 +56,13 @@ mod close {
 /// Where and whom this server serves as game clients.
 #[derive(Debug, Clone)]
 pub struct ClientsConfig {
-    /// UDP address of the client port (apart from the peer port).
-    pub listen: SocketAddr,
+    /// UDP address of the QUIC client port (apart from the peer port); `None`: clients come
+    /// only through the game's own transport ([`crate::Node::attach_client`]).
+    pub listen: Option<SocketAddr>,
     /// Tokens that admit a client; each token is one client identity (its peer id derives
-    /// from it, so it is the same on every server).
+    /// from it, so it is the same on every server). None listed: the QUIC port admits no one
+    /// without the game's auth callback, and clients attached through the game's transport
+    /// are admitted whatever their token.
     pub tokens: Vec<String>,
     /// Scenes (as given to `spawn`) a client may spawn; empty: clients spawn nothing.
     /// Servers may spawn any scene.
@@ -79,7 +83,15 @@ impl ClientsConfig {
     /// scene.
     pub fn new(listen: SocketAddr, tokens: Vec<String>) -> Self {
         ClientsConfig {
-            listen,
+            listen: Some(listen),
+            ..Self::attached_only(tokens)
+        }
+    }
+
+    /// Serves only clients attached through the game's transport.
+    pub fn attached_only(tokens: Vec<String>) -> Self {
+        ClientsConfig {
+            listen: None,
             tokens,
             spawnable: Vec::new(),
             rate_per_second: Self::DEFAULT_RATE,
@@ -186,13 +198,13 @@ pub(crate) struct ClientListener {
 
 impl ClientListener {
     pub(crate) fn start(
+        listen: SocketAddr,
         material: &TlsMaterial,
-        ctx: Ctx,
+        ctx: Arc<Ctx>,
     ) -> Result<ClientListener, synctree_net::StartError> {
-        let endpoint = synctree_net::clients::listen(ctx.cfg.listen, material)?;
+        let endpoint = synctree_net::clients::listen(listen, material)?;
         let local = endpoint.local_addr().ok();
         let server = ctx.server;
-        let ctx = Arc::new(ctx);
         let accept = tokio::spawn(accept_loop(endpoint.clone(), ctx));
         tracing::info!(
             "node {server} serves game clients on {}",
@@ -237,11 +249,7 @@ async fn serve(incoming: Incoming, ctx: Arc<Ctx>) {
     };
     let stream = tokio::time::timeout(HELLO_TIMEOUT, async {
         let (send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
-        let body = read_frame(&mut recv, MAX_HELLO_BYTES)
-            .await
-            .map_err(|e| format!("bad hello: {e}"))?;
-        let hello: Hello =
-            decode(&body, MAX_HELLO_BYTES).map_err(|e| format!("malformed hello: {e}"))?;
+        let hello = read_hello(&mut recv).await?;
         Ok::<_, String>((send, recv, hello))
     })
     .await;
@@ -250,6 +258,89 @@ async fn serve(incoming: Incoming, ctx: Arc<Ctx>) {
         Ok(Err(reason)) => return refuse(&conn, close::PROTOCOL, &reason),
         Err(_) => return refuse(&conn, close::PROTOCOL, "no hello within 5 s"),
     };
+    let closed = {
+        let conn = conn.clone();
+        async move { conn.closed().await.to_string() }
+    };
+    let who = remote.to_string();
+    match serve_client(&mut send, recv, hello, &ctx, &who, false, closed).await {
+        Ended::Refused(reason) => {
+            let _ = send.finish();
+            // Let the refusal reach the client before the close does.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            refuse(&conn, close::REFUSED, &reason)
+        }
+        Ended::Violation(reason) => refuse(&conn, close::PROTOCOL, &reason),
+        Ended::Left => {}
+    }
+}
+
+/// Serves a client whose frames travel through the game's own transport (its
+/// MultiplayerPeer), until the game drops its end of `pipe` or the session ends (the pipe's
+/// [`Pulled::Ended`](crate::pipe::Pulled::Ended): the game should then disconnect that peer).
+/// `who` names the client in logs. Such a client is admitted with a listed token, by the
+/// game's auth callback, or, when this server lists no tokens and the game has no auth
+/// callback, with any token (as SceneMultiplayer admits every peer without authentication).
+pub(crate) fn attach(ctx: Arc<Ctx>, who: String) -> crate::FramePipe {
+    let (pipe, mut read, mut write) = crate::pipe::pipe();
+    tokio::spawn(async move {
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_hello(&mut read)).await {
+            Ok(Ok(hello)) => hello,
+            Ok(Err(reason)) => {
+                tracing::warn!(node = ctx.server, "client {who} disconnected: {reason}");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(node = ctx.server, "client {who} disconnected: no hello within 5 s");
+                return;
+            }
+        };
+        let closed = write.closed();
+        let closed = async move {
+            closed.await;
+            "its multiplayer peer disconnected".to_owned()
+        };
+        let open = ctx.cfg.tokens.is_empty();
+        match serve_client(&mut write, read, hello, &ctx, &who, open, closed).await {
+            Ended::Refused(reason) | Ended::Violation(reason) => {
+                tracing::warn!(node = ctx.server, "client {who} disconnected: {reason}")
+            }
+            Ended::Left => {}
+        }
+    });
+    pipe
+}
+
+async fn read_hello(recv: &mut impl FrameRead) -> Result<Hello, String> {
+    let body = recv
+        .read(MAX_HELLO_BYTES)
+        .await
+        .map_err(|e| format!("bad hello: {e}"))?;
+    decode(&body, MAX_HELLO_BYTES).map_err(|e| format!("malformed hello: {e}"))
+}
+
+/// How a client session ended.
+enum Ended {
+    /// Refused (the reason was sent to it).
+    Refused(String),
+    /// It broke the protocol.
+    Violation(String),
+    /// It went away, or this server is stopping (logged).
+    Left,
+}
+
+/// Serves one client from its hello on: admission, welcome, then the feed and its requests
+/// until it leaves (`closed` completes) or breaks the protocol. `open` admits any token
+/// (clients attached through the game's transport when no tokens are listed).
+async fn serve_client<W: FrameWrite, R: FrameRead>(
+    send: &mut W,
+    recv: R,
+    hello: Hello,
+    ctx: &Arc<Ctx>,
+    who: &str,
+    open: bool,
+    closed: impl std::future::Future<Output = String> + Send,
+) -> Ended {
     let refusal = if hello.version != CLIENT_PROTOCOL_VERSION {
         Some(format!(
             "client protocol version {} is not supported (this server speaks {})",
@@ -260,6 +351,7 @@ async fn serve(incoming: Incoming, ctx: Arc<Ctx>) {
         match ctx.auth.ask(&hello.token, HELLO_TIMEOUT).await {
             Some(Ok(())) => None,
             Some(Err(reason)) => Some(reason),
+            None if open => None,
             None => Some("invalid token".to_owned()),
         }
     } else {
@@ -267,29 +359,23 @@ async fn serve(incoming: Incoming, ctx: Arc<Ctx>) {
     };
     if let Some(reason) = refusal {
         let _ = send_message(
-            &mut send,
+            send,
             &ServerMessage::Refused {
                 reason: reason.clone(),
             },
         )
         .await;
-        let _ = send.finish();
-        // Let the refusal reach the client before the close does.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        return refuse(&conn, close::REFUSED, &reason);
+        return Ended::Refused(reason);
     }
     let peer = peer_id_of(&hello.token);
-    tracing::info!(
-        node = ctx.server,
-        "client {remote} connected as peer {peer}"
-    );
+    tracing::info!(node = ctx.server, "client {who} connected as peer {peer}");
     let welcome = ServerMessage::Welcome {
         server: ctx.server,
         cluster: ctx.cluster.clone(),
         peer,
     };
-    if send_message(&mut send, &welcome).await.is_err() {
-        return;
+    if send_message(send, &welcome).await.is_err() {
+        return Ended::Left;
     }
     let after = hello
         .resume
@@ -302,7 +388,7 @@ async fn serve(incoming: Incoming, ctx: Arc<Ctx>) {
     let mut requests = tokio::spawn(read_requests(recv, ctx.clone(), peer, out_tx));
     let mut violation = None;
     let ended = tokio::select! {
-        r = stream_feed(&mut send, &ctx, after, &mut out_rx) => r,
+        r = stream_feed(send, ctx, after, &mut out_rx) => r,
         r = &mut requests => match r {
             Ok(Err(v)) => {
                 violation = Some(v);
@@ -310,16 +396,17 @@ async fn serve(incoming: Incoming, ctx: Arc<Ctx>) {
             }
             _ => Err("its request stream ended".to_owned()),
         },
-        e = conn.closed() => Err(e.to_string()),
+        e = closed => Err(e),
     };
     requests.abort();
     ctx.peers.leave(peer, conn_no);
     if let Some(v) = violation {
-        return refuse(&conn, close::PROTOCOL, &v);
+        return Ended::Violation(v);
     }
     if let Err(e) = ended {
-        tracing::info!(node = ctx.server, "client {remote} (peer {peer}) left: {e}");
+        tracing::info!(node = ctx.server, "client {who} (peer {peer}) left: {e}");
     }
+    Ended::Left
 }
 
 /// Outcomes, rpcs and presence waiting to be written to one client.
@@ -328,8 +415,8 @@ const OUTCOMES_QUEUED: usize = 1024;
 /// Reads a client's requests until its connection ends (`Ok`) or it breaks the protocol
 /// (`Err` with the reason). Each request is proposed (or read) on its own; its outcome goes to
 /// `out`, to be written beside the feed.
-async fn read_requests(
-    mut recv: RecvStream,
+async fn read_requests<R: FrameRead>(
+    mut recv: R,
     ctx: Arc<Ctx>,
     peer: u64,
     out: mpsc::Sender<ServerMessage>,
@@ -341,7 +428,7 @@ async fn read_requests(
     let mut in_flight = JoinSet::new();
     loop {
         while in_flight.try_join_next().is_some() {}
-        let body = match read_frame(&mut recv, MAX_REQUEST_BYTES).await {
+        let body = match recv.read(MAX_REQUEST_BYTES).await {
             Ok(body) => body,
             // The client closed its side cleanly: nothing more to read, the feed goes on.
             Err(FrameError::Truncated { got: 0, .. }) => {
@@ -464,17 +551,15 @@ fn token_eq(expected: &str, got: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn send_message(send: &mut SendStream, m: &ServerMessage) -> Result<(), String> {
+async fn send_message(send: &mut impl FrameWrite, m: &ServerMessage) -> Result<(), String> {
     let bytes = encode(m).map_err(|e| e.to_string())?;
-    write_frame(send, &[&bytes])
-        .await
-        .map_err(|e| e.to_string())
+    send.write(&[&bytes]).await
 }
 
 /// Sends the client's starting point, then live entries and the outcomes of its requests,
 /// until the client goes away.
 async fn stream_feed(
-    send: &mut SendStream,
+    send: &mut impl FrameWrite,
     ctx: &Ctx,
     mut after: Option<u64>,
     outcomes: &mut mpsc::Receiver<ServerMessage>,
@@ -488,9 +573,7 @@ async fn stream_feed(
             }
             Start::History(chunks) => {
                 for c in chunks {
-                    write_frame(send, &[&c.bytes])
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    send.write(&[&c.bytes]).await?;
                     after = Some(c.last);
                 }
             }
@@ -508,9 +591,7 @@ async fn stream_feed(
                     if after.is_some_and(|a| c.last <= a) {
                         continue;
                     }
-                    write_frame(send, &[&c.bytes])
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    send.write(&[&c.bytes]).await?;
                     after = Some(c.last);
                 }
                 // Too slow for the broadcast, or the state was replaced: start over from

@@ -22,8 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use quinn::{Endpoint, RecvStream, SendStream};
-use synctree_net::frame::{read_frame, write_frame};
+use quinn::Endpoint;
 use synctree_net::tls::node_name;
 use synctree_proto::{
     decode, encode, ClientCursor, ClientRequest, EventualSet, Hello, Op, Outcome, PeerRpc, Request,
@@ -32,6 +31,7 @@ use synctree_proto::{
 use synctree_raft::{Applied, NodeId};
 use tokio::sync::mpsc;
 
+use crate::pipe::{FrameRead, FrameWrite, PipeRead, PipeWrite};
 use crate::proposer::{Completion, Done, RequestError};
 use crate::server::StartError;
 
@@ -73,12 +73,16 @@ pub struct ClientStatus {
     pub refused: Option<String>,
     /// The other game clients connected to the cluster, as its server last said.
     pub peers: Vec<u64>,
+    /// The session over the game's transport ended (its peer disconnected, or the server
+    /// ended it): there is no other server to try.
+    pub ended: Option<String>,
 }
 
 /// A running game client; dropping it disconnects.
 pub struct GameClient {
     runtime: Option<tokio::runtime::Runtime>,
-    endpoint: Endpoint,
+    /// QUIC (none when the game's transport carries the session).
+    endpoint: Option<Endpoint>,
     applied: Mutex<std::sync::mpsc::Receiver<Applied>>,
     status: Arc<Mutex<ClientStatus>>,
     requests: mpsc::UnboundedSender<Pending>,
@@ -106,23 +110,45 @@ impl GameClient {
                 "a game client needs at least one server".into(),
             ));
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("synctree-client")
-            .enable_all()
-            .build()
-            .map_err(StartError::Runtime)?;
+        let runtime = client_runtime()?;
         let endpoint = {
             let _guard = runtime.enter();
             synctree_net::clients::connector(&cfg.ca)?
         };
+        let (client, link) = GameClient::new(runtime, Some(endpoint.clone()), &cfg.token);
+        client.spawn(run(cfg, endpoint, link));
+        Ok(client)
+    }
+
+    /// A client whose session travels through the game's own transport (a Godot
+    /// MultiplayerPeer connected to one server): the game pumps frames between the returned
+    /// [`FramePipe`](crate::FramePipe) and its peer. Without QUIC there is no other server
+    /// to move to: when the pipe ends, so does the client ([`ClientStatus::ended`]).
+    pub fn over_pipe(token: String) -> Result<(GameClient, crate::FramePipe), StartError> {
+        let runtime = client_runtime()?;
+        let (client, link) = GameClient::new(runtime, None, &token);
+        let (pipe, read, write) = crate::pipe::pipe();
+        client.spawn(run_pipe(token, read, write, link));
+        Ok((client, pipe))
+    }
+
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        if let Some(rt) = &self.runtime {
+            rt.spawn(task);
+        }
+    }
+
+    fn new(
+        runtime: tokio::runtime::Runtime,
+        endpoint: Option<Endpoint>,
+        token: &str,
+    ) -> (GameClient, Link) {
         let (tx, rx) = std::sync::mpsc::channel();
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let (done, completions) = std::sync::mpsc::channel();
         let (rpcs, rpc_inbox) = std::sync::mpsc::channel();
         let (eventual, eventual_inbox) = std::sync::mpsc::channel();
         let status = Arc::new(Mutex::new(ClientStatus::default()));
-        let me = crate::clients::peer_id_of(&cfg.token);
         let link = Link {
             applied: tx,
             requests: requests_rx,
@@ -132,8 +158,7 @@ impl GameClient {
             rpcs,
             eventual,
         };
-        runtime.spawn(run(cfg, endpoint.clone(), link));
-        Ok(GameClient {
+        let client = GameClient {
             runtime: Some(runtime),
             endpoint,
             applied: Mutex::new(rx),
@@ -142,10 +167,11 @@ impl GameClient {
             completions: Mutex::new(completions),
             done,
             next_ticket: AtomicU64::new(1),
-            me,
+            me: crate::clients::peer_id_of(token),
             rpc_inbox: Mutex::new(Some(rpc_inbox)),
             eventual_inbox: Mutex::new(Some(eventual_inbox)),
-        })
+        };
+        (client, link)
     }
 
     /// This client's end of the game peers' rpcs and presence (for the multiplayer API).
@@ -253,11 +279,13 @@ impl GameClient {
 impl Drop for GameClient {
     /// Says goodbye to the server (so it tells the others at once), then stops.
     fn drop(&mut self) {
-        self.endpoint
-            .close(quinn::VarInt::from_u32(0), b"client leaving");
+        if let Some(endpoint) = &self.endpoint {
+            endpoint.close(quinn::VarInt::from_u32(0), b"client leaving");
+        }
         if let Some(rt) = self.runtime.take() {
-            if tokio::runtime::Handle::try_current().is_err() {
-                let endpoint = self.endpoint.clone();
+            if let (Err(_), Some(endpoint)) =
+                (tokio::runtime::Handle::try_current(), self.endpoint.clone())
+            {
                 rt.block_on(async {
                     let _ = tokio::time::timeout(Duration::from_millis(200), endpoint.wait_idle())
                         .await;
@@ -285,6 +313,18 @@ impl Link {
         let _ = self.done.send(Completion { ticket, result });
     }
 
+    /// No more requests will be sent: fails every waiting one with `reason`.
+    fn fail_all(&mut self, reason: &str) {
+        self.requests.close();
+        self.expire();
+        for ticket in std::mem::take(&mut self.backlog)
+            .into_iter()
+            .filter_map(|p| p.ticket)
+        {
+            self.complete(ticket, Err(RequestError::refused(reason.to_owned())));
+        }
+    }
+
     /// Moves new requests to the backlog and fails those waiting too long.
     fn expire(&mut self) {
         while let Ok(p) = self.requests.try_recv() {
@@ -303,37 +343,79 @@ impl Link {
     }
 }
 
+fn client_runtime() -> Result<tokio::runtime::Runtime, StartError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("synctree-client")
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)
+}
+
 async fn run(cfg: GameClientConfig, endpoint: Endpoint, mut link: Link) {
     let mut cursor = ClientCursor::default();
     for (id, addr) in cfg.servers.iter().cycle() {
         link.expire();
         let outcome = session(&endpoint, *id, *addr, &cfg.token, &mut cursor, &mut link).await;
-        let status = link.status.clone();
-        let set = |f: &dyn Fn(&mut ClientStatus)| update(&status, f);
-        set(&|s| s.server = None);
+        update(&link.status, &|s| s.server = None);
         match outcome {
             Ok(Ended::Refused(reason)) => {
                 tracing::error!("server {id} refused this client: {reason}");
-                set(&|s| s.refused = Some(reason.clone()));
-                link.requests.close();
-                link.expire();
-                for ticket in std::mem::take(&mut link.backlog)
-                    .into_iter()
-                    .filter_map(|p| p.ticket)
-                {
-                    let e = format!("the servers refused this client: {reason}");
-                    link.complete(ticket, Err(RequestError::refused(e)));
-                }
+                update(&link.status, &|s| s.refused = Some(reason.clone()));
+                link.fail_all(&format!("the servers refused this client: {reason}"));
                 return;
             }
             Ok(Ended::LiveTreeGone) => return,
             Err(e) => {
                 tracing::info!("client: connection to server {id} ({addr}) ended: {e}");
-                set(&|s| s.last_error = Some(format!("server {id} ({addr}): {e}")));
+                let e = format!("server {id} ({addr}): {e}");
+                update(&link.status, &|s| s.last_error = Some(e.clone()));
             }
         }
         tokio::time::sleep(RETRY_PAUSE).await;
     }
+}
+
+/// The one session of a client over the game's transport.
+async fn run_pipe(token: String, read: PipeRead, mut write: PipeWrite, mut link: Link) {
+    let mut cursor = ClientCursor::default();
+    let outcome = async {
+        send_hello(&mut write, &token, &cursor).await?;
+        let (messages_tx, mut messages) = mpsc::channel(64);
+        let reader = tokio::spawn(read_messages(read, messages_tx));
+        let mut in_flight = HashSet::new();
+        let ended = serve_session(
+            None,
+            &mut cursor,
+            &mut link,
+            &mut write,
+            &mut messages,
+            &mut in_flight,
+        )
+        .await;
+        reader.abort();
+        for ticket in in_flight {
+            let e = "the connection ended before the outcome arrived".to_owned();
+            link.complete(ticket, Err(RequestError::uncertain(e)));
+        }
+        ended
+    }
+    .await;
+    update(&link.status, &|s| s.server = None);
+    let reason = match outcome {
+        Ok(Ended::LiveTreeGone) => return,
+        Ok(Ended::Refused(reason)) => {
+            tracing::error!("the server refused this client: {reason}");
+            update(&link.status, &|s| s.refused = Some(reason.clone()));
+            format!("the server refused this client: {reason}")
+        }
+        Err(e) => {
+            tracing::info!("client: connection through the multiplayer peer ended: {e}");
+            update(&link.status, &|s| s.ended = Some(e.clone()));
+            format!("the connection to the server ended: {e}")
+        }
+    };
+    link.fail_all(&reason);
 }
 
 fn update(status: &Mutex<ClientStatus>, f: &dyn Fn(&mut ClientStatus)) {
@@ -361,21 +443,21 @@ async fn session(
         .map_err(|_| format!("no handshake within {CONNECT_TIMEOUT:?}"))?
         .map_err(|e| e.to_string())?;
     let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    let hello = Hello {
-        version: CLIENT_PROTOCOL_VERSION,
-        token: token.to_owned(),
-        resume: cursor.resume(),
-    };
-    let bytes = encode(&hello).map_err(|e| e.to_string())?;
-    write_frame(&mut send, &[&bytes])
-        .await
-        .map_err(|e| e.to_string())?;
+    send_hello(&mut send, token, cursor).await?;
     // Messages are read by their own task (a frame read is not cancel safe), so this one
     // can wait for messages and requests at once.
     let (messages_tx, mut messages) = mpsc::channel(64);
     let reader = tokio::spawn(read_messages(recv, messages_tx));
     let mut in_flight = HashSet::new();
-    let ended = serve_session(id, cursor, link, &mut send, &mut messages, &mut in_flight).await;
+    let ended = serve_session(
+        Some(id),
+        cursor,
+        link,
+        &mut send,
+        &mut messages,
+        &mut in_flight,
+    )
+    .await;
     reader.abort();
     for ticket in in_flight {
         let e = format!("connection to server {id} lost before the outcome arrived");
@@ -384,9 +466,26 @@ async fn session(
     ended
 }
 
-async fn read_messages(mut recv: RecvStream, out: mpsc::Sender<Result<ServerMessage, String>>) {
+async fn send_hello(
+    send: &mut impl FrameWrite,
+    token: &str,
+    cursor: &ClientCursor,
+) -> Result<(), String> {
+    let hello = Hello {
+        version: CLIENT_PROTOCOL_VERSION,
+        token: token.to_owned(),
+        resume: cursor.resume(),
+    };
+    send.write(&[&encode(&hello).map_err(|e| e.to_string())?])
+        .await
+}
+
+async fn read_messages(
+    mut recv: impl FrameRead,
+    out: mpsc::Sender<Result<ServerMessage, String>>,
+) {
     loop {
-        let message = match read_frame(&mut recv, MAX_MESSAGE_BYTES).await {
+        let message = match recv.read(MAX_MESSAGE_BYTES).await {
             Ok(body) => {
                 decode(&body, MAX_MESSAGE_BYTES).map_err(|e| format!("malformed message: {e}"))
             }
@@ -399,22 +498,22 @@ async fn read_messages(mut recv: RecvStream, out: mpsc::Sender<Result<ServerMess
     }
 }
 
-async fn send_request(send: &mut SendStream, p: &Pending) -> Result<(), String> {
+async fn send_request(send: &mut impl FrameWrite, p: &Pending) -> Result<(), String> {
     let bytes = encode(&Request {
         id: p.ticket.unwrap_or(0),
         request: p.request.clone(),
     })
     .map_err(|e| e.to_string())?;
-    write_frame(send, &[&bytes])
-        .await
-        .map_err(|e| e.to_string())
+    send.write(&[&bytes]).await
 }
 
+/// Serves a session from the hello on; `id` is the server expected (any, through the game's
+/// transport).
 async fn serve_session(
-    id: NodeId,
+    id: Option<NodeId>,
     cursor: &mut ClientCursor,
     link: &mut Link,
-    send: &mut SendStream,
+    send: &mut impl FrameWrite,
     messages: &mut mpsc::Receiver<Result<ServerMessage, String>>,
     in_flight: &mut HashSet<u64>,
 ) -> Result<Ended, String> {
@@ -438,12 +537,12 @@ async fn serve_session(
                 cluster,
                 peer,
             } => {
-                if server != id {
+                if let Some(id) = id.filter(|id| *id != server) {
                     return Err(format!("expected server {id}, reached server {server}"));
                 }
                 if cursor.cluster.as_ref().is_some_and(|c| *c != cluster) {
                     tracing::warn!(
-                        "server {id} belongs to another cluster ({cluster}): starting over"
+                        "server {server} belongs to another cluster ({cluster}): starting over"
                     );
                 }
                 welcomed = true;

@@ -42,8 +42,11 @@ pub(crate) struct Inner {
     configured_peers: Vec<NodeId>,
     committed: Arc<AtomicU64>,
     quic: Option<QuicTransport>,
-    /// The client port, when this server serves game clients.
+    /// The client port, when this server serves game clients on QUIC.
     clients: Option<crate::clients::ClientListener>,
+    /// What serving game clients needs, when this server serves them (on its QUIC port or
+    /// through the game's transport).
+    client_ctx: Option<Arc<crate::clients::Ctx>>,
     /// Game peers across the cluster, and rpcs between them.
     pub(crate) peers: Arc<crate::peers::Peers>,
     /// Clients whose token is not on the list, for the game's auth callback.
@@ -86,6 +89,8 @@ pub struct Node {
     presence: JoinHandle<()>,
     rpc_inbox: Mutex<Option<std::sync::mpsc::Receiver<synctree_proto::PeerRpc>>>,
     eventual_inbox: Mutex<Option<std::sync::mpsc::Receiver<synctree_proto::EventualSet>>>,
+    /// The runtime it was started on (for work started from other threads).
+    runtime: tokio::runtime::Handle,
 }
 
 impl Inner {
@@ -239,6 +244,7 @@ impl Node {
             presence,
             rpc_inbox: Mutex::new(Some(rpc_inbox)),
             eventual_inbox: Mutex::new(Some(eventual_inbox)),
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 
@@ -364,6 +370,22 @@ impl Node {
         self.inner.auth.try_recv()
     }
 
+    /// Starts serving a game client whose frames travel through the game's own transport
+    /// (see [`crate::FramePipe`]); `who` names it in logs. Fails if this server was started
+    /// without a client configuration ([`ServerConfig::clients`]).
+    pub fn attach_client(&self, who: String) -> Result<crate::FramePipe, String> {
+        match &self.inner.client_ctx {
+            Some(ctx) => {
+                let _guard = self.runtime.enter();
+                Ok(crate::clients::attach(ctx.clone(), who))
+            }
+            None => Err(format!(
+                "server {} does not serve game clients (it has no client configuration)",
+                self.inner.id
+            )),
+        }
+    }
+
     /// The client port actually bound, if this server serves game clients.
     pub fn client_addr(&self) -> Option<std::net::SocketAddr> {
         self.inner.clients.as_ref().and_then(|c| c.local_addr())
@@ -437,28 +459,41 @@ async fn start_node(
     let (mut sm, shared) = StateMachine::open(storage.clone(), applied_tx, Some(clock.clone()))
         .await
         .map_err(|e| StartError::State(e.to_string()))?;
-    let clients = match (&cfg.clients, &material) {
-        (None, _) => None,
-        (Some(_), None) => {
+    let mut client_ctx = None;
+    if let Some(c) = &cfg.clients {
+        // Without a client port, clients come only through the game's transport: entries
+        // are encoded for them only while one is connected.
+        let feed = Arc::new(match c.listen {
+            Some(_) => synctree_raft::Feed::default(),
+            None => synctree_raft::Feed::on_demand(),
+        });
+        sm = sm.with_feed(feed.clone());
+        client_ctx = Some(Arc::new(crate::clients::Ctx {
+            auth: auth.clone(),
+            server: cfg.id,
+            cluster: cluster.clone(),
+            cfg: c.clone(),
+            feed,
+            shared: shared.clone(),
+            submitter,
+            peers: peers.clone(),
+        }));
+    }
+    let clients = match (&client_ctx, &material) {
+        (Some(ctx), Some(material)) => match ctx.cfg.listen {
+            Some(listen) => Some(crate::clients::ClientListener::start(
+                listen,
+                material,
+                ctx.clone(),
+            )?),
+            None => None,
+        },
+        (Some(ctx), None) if ctx.cfg.listen.is_some() => {
             return Err(StartError::Raft(
-                "serving game clients needs the QUIC transport (its TLS certificates)".into(),
+                "a QUIC client port needs the QUIC transport (its TLS certificates)".into(),
             ))
         }
-        (Some(c), Some(material)) => {
-            let feed = Arc::new(synctree_raft::Feed::default());
-            sm = sm.with_feed(feed.clone());
-            let ctx = crate::clients::Ctx {
-                auth: auth.clone(),
-                server: cfg.id,
-                cluster: cluster.clone(),
-                cfg: c.clone(),
-                feed,
-                shared: shared.clone(),
-                submitter,
-                peers: peers.clone(),
-            };
-            Some(crate::clients::ClientListener::start(material, ctx)?)
-        }
+        _ => None,
     };
     let mut log_store = LogStore::new(storage);
     if let Some(observer) = &cfg.hooks.log_observer {
@@ -506,6 +541,7 @@ async fn start_node(
         committed,
         quic,
         clients,
+        client_ctx,
         peers,
         auth,
     });

@@ -594,3 +594,131 @@ fn eventual_writes_reach_every_replica_and_the_last_writer_wins() {
         s.shutdown();
     }
 }
+
+/// Carries frames between a client's pipe and a server's (what Godot does with a
+/// MultiplayerPeer), until either side ends; returns which ended first.
+fn pump(
+    client: &mut synctree_runtime::FramePipe,
+    server: &mut synctree_runtime::FramePipe,
+    mut until: impl FnMut() -> bool,
+) -> &'static str {
+    use synctree_runtime::Pulled;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        let mut moved = false;
+        loop {
+            match client.pull() {
+                Pulled::Frame(f) => {
+                    moved = true;
+                    if !server.push(f) {
+                        return "server";
+                    }
+                }
+                Pulled::Empty => break,
+                Pulled::Ended => return "client",
+            }
+        }
+        loop {
+            match server.pull() {
+                Pulled::Frame(f) => {
+                    moved = true;
+                    if !client.push(f) {
+                        return "client";
+                    }
+                }
+                Pulled::Empty => break,
+                Pulled::Ended => return "server",
+            }
+        }
+        if until() {
+            return "done";
+        }
+        if !moved {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    panic!("pumping: neither side ended and the condition did not hold in 20 s");
+}
+
+#[test]
+fn clients_over_the_games_transport_follow_write_and_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |tokens: Vec<String>, sub: &str| {
+        let storage = synctree_runtime::StorageMode::Dir {
+            dir: dir.path().join(sub),
+            fsync: true,
+        };
+        let net = synctree_runtime::MemNetwork::new();
+        let mut cfg = synctree_runtime::ServerConfig::new(
+            1,
+            Vec::new(),
+            storage,
+            synctree_runtime::TransportMode::Mem(net),
+        );
+        let mut clients = ClientsConfig::attached_only(tokens);
+        clients.spawnable = vec!["Node".into()];
+        cfg.clients = Some(clients);
+        Server::start(cfg).expect("one-server cluster starts")
+    };
+
+    // No tokens listed and no auth callback: any token is admitted, as SceneMultiplayer
+    // admits every peer.
+    let server = start(Vec::new(), "open");
+    complete(&server, server.submit(spawn("A"))).expect("spawn");
+    let (client, mut cpipe) = GameClient::over_pipe("anyone".into()).expect("client");
+    let mut spipe = server.attach_client("peer 7".into()).expect("attach");
+    let mut f = Follower::default();
+    let ended = pump(&mut cpipe, &mut spipe, || {
+        f.drain(&client);
+        f.tree.dump() == server.inspect(|s| s.tree.dump())
+    });
+    assert_eq!(ended, "done");
+    assert_eq!(client.status().peer, Some(peer_id_of("anyone")));
+    // It writes through the pipe; its write commits in the server's log.
+    let mut mine = spawn("Mine");
+    if let Op::Spawn { owner, scene, .. } = &mut mine {
+        *owner = 0;
+        *scene = "Node".into();
+    }
+    let ticket = client.submit(mine);
+    let mut done: Vec<Completion> = Vec::new();
+    pump(&mut cpipe, &mut spipe, || {
+        client.poll_completions(&mut done);
+        !done.is_empty()
+    });
+    assert_eq!(done[0].ticket, ticket);
+    assert!(matches!(done[0].result, Ok(Done::Write { .. })), "{:?}", done[0].result);
+    assert_eq!(
+        server.inspect(|s| s.tree.owner_of("Mine")),
+        Some(peer_id_of("anyone"))
+    );
+    // The game's peer disconnects (each side drops its end): the client ends, saying why,
+    // and its requests from then on fail at once.
+    drop((spipe, cpipe));
+    wait_until("the client sees its connection end", || {
+        client.status().ended.is_some()
+    });
+    let ticket = client.submit(set("Mine", 1));
+    let mut done = Vec::new();
+    wait_until("a request after the end fails", || {
+        client.poll_completions(&mut done);
+        !done.is_empty()
+    });
+    assert_eq!(done[0].ticket, ticket);
+    assert!(done[0].result.is_err());
+    server.shutdown();
+
+    // Tokens listed: an unknown one is refused, the reason reaches the client, and the
+    // server ends the session (the game then disconnects the peer).
+    let server = start(vec![TOKEN.into()], "closed");
+    let (client, mut cpipe) = GameClient::over_pipe("intruder".into()).expect("client");
+    let mut spipe = server.attach_client("peer 9".into()).expect("attach");
+    let ended = pump(&mut cpipe, &mut spipe, || false);
+    assert_eq!(ended, "server");
+    wait_until("the client learns it was refused", || {
+        client.status().refused.is_some()
+    });
+    assert_eq!(client.status().refused.as_deref(), Some("invalid token"));
+    server.shutdown();
+}
+

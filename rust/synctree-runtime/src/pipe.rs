@@ -1,0 +1,171 @@
+//! Client sessions over any transport that carries whole frames in order.
+//!
+//! The client protocol runs on a QUIC stream of length-prefixed frames, or on a [`FramePipe`]
+//! whose other end the game pumps through its own reliable, ordered transport (a Godot
+//! `MultiplayerPeer`: ENet, WebSocket, WebRTC), as SceneMultiplayer rides on whatever peer the
+//! game assigns:
+//!
+//! ```text
+//!   Godot main thread                        runtime
+//!   MultiplayerPeer packets ─▶ FramePipe::push ─▶ session (server: serve_client;
+//!   MultiplayerPeer packets ◀─ FramePipe::pull ◀─            client: serve_session)
+//! ```
+
+use std::future::Future;
+
+use quinn::{RecvStream, SendStream};
+use synctree_net::frame::{read_frame, write_frame, FrameError};
+use tokio::sync::mpsc;
+
+/// Frames a session's side has written but the game has not taken yet; a full pipe holds the
+/// session back (a server's feed then restarts the client from where it is, as on QUIC).
+const PIPE_FRAMES: usize = 256;
+
+/// Reads one whole frame at a time.
+pub(crate) trait FrameRead: Send + 'static {
+    /// The next frame, at most `max` bytes; the transport closing cleanly is
+    /// `Truncated { got: 0 }`.
+    fn read(&mut self, max: usize) -> impl Future<Output = Result<Vec<u8>, FrameError>> + Send;
+}
+
+/// Writes one whole frame at a time.
+pub(crate) trait FrameWrite: Send + 'static {
+    fn write(&mut self, parts: &[&[u8]]) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+impl FrameRead for RecvStream {
+    fn read(&mut self, max: usize) -> impl Future<Output = Result<Vec<u8>, FrameError>> + Send {
+        read_frame(self, max)
+    }
+}
+
+impl FrameWrite for SendStream {
+    async fn write(&mut self, parts: &[&[u8]]) -> Result<(), String> {
+        write_frame(self, parts).await.map_err(|e| e.to_string())
+    }
+}
+
+/// The session's end of a pipe: frames from the game, frames to it.
+pub(crate) struct PipeRead(mpsc::UnboundedReceiver<Vec<u8>>);
+pub(crate) struct PipeWrite(mpsc::Sender<Vec<u8>>);
+
+impl FrameRead for PipeRead {
+    async fn read(&mut self, max: usize) -> Result<Vec<u8>, FrameError> {
+        match self.0.recv().await {
+            Some(frame) if frame.len() > max => Err(FrameError::TooLarge {
+                len: frame.len() as u64,
+                max,
+            }),
+            Some(frame) => Ok(frame),
+            None => Err(FrameError::Truncated {
+                expected: 4,
+                got: 0,
+            }),
+        }
+    }
+}
+
+impl FrameWrite for PipeWrite {
+    async fn write(&mut self, parts: &[&[u8]]) -> Result<(), String> {
+        self.0
+            .send(parts.concat())
+            .await
+            .map_err(|_| "the game's multiplayer peer closed this connection".to_owned())
+    }
+}
+
+impl PipeWrite {
+    /// Completes when the game drops its end (its peer disconnected).
+    pub(crate) fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let tx = self.0.clone();
+        async move { tx.closed().await }
+    }
+}
+
+/// What [`FramePipe::pull`] found.
+#[derive(Debug, PartialEq)]
+pub enum Pulled {
+    Frame(Vec<u8>),
+    /// Nothing yet.
+    Empty,
+    /// The session ended (refused, protocol violation, or the client/server stopped); the
+    /// game should disconnect its peer.
+    Ended,
+}
+
+/// The game's end of a client session carried by the game's own transport. Dropping it ends
+/// the session (the peer disconnected).
+#[derive(Debug)]
+pub struct FramePipe {
+    to_session: mpsc::UnboundedSender<Vec<u8>>,
+    from_session: mpsc::Receiver<Vec<u8>>,
+}
+
+impl FramePipe {
+    /// Hands the session a frame that arrived; false if the session has ended.
+    pub fn push(&self, frame: Vec<u8>) -> bool {
+        self.to_session.send(frame).is_ok()
+    }
+
+    /// The next frame to send through the game's transport, without blocking.
+    pub fn pull(&mut self) -> Pulled {
+        match self.from_session.try_recv() {
+            Ok(frame) => Pulled::Frame(frame),
+            Err(mpsc::error::TryRecvError::Empty) => Pulled::Empty,
+            Err(mpsc::error::TryRecvError::Disconnected) => Pulled::Ended,
+        }
+    }
+}
+
+/// A new pipe: the game's end and the session's.
+pub(crate) fn pipe() -> (FramePipe, PipeRead, PipeWrite) {
+    let (to_session, rx) = mpsc::unbounded_channel();
+    let (tx, from_session) = mpsc::channel(PIPE_FRAMES);
+    (
+        FramePipe {
+            to_session,
+            from_session,
+        },
+        PipeRead(rx),
+        PipeWrite(tx),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_cross_both_ways_and_ends_are_seen() {
+        let (mut game, mut read, mut write) = pipe();
+        assert!(game.push(b"hello".to_vec()));
+        assert_eq!(read.read(16).await.unwrap(), b"hello");
+        assert!(game.push(vec![0; 17]));
+        assert!(matches!(
+            read.read(16).await,
+            Err(FrameError::TooLarge { len: 17, max: 16 })
+        ));
+        write.write(&[b"ab", b"cd"]).await.unwrap();
+        assert_eq!(game.pull(), Pulled::Frame(b"abcd".to_vec()));
+        assert_eq!(game.pull(), Pulled::Empty);
+        drop(write);
+        assert_eq!(game.pull(), Pulled::Ended);
+        drop(game);
+        assert!(matches!(
+            read.read(16).await,
+            Err(FrameError::Truncated { got: 0, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_game_end_closes_the_session() {
+        let (game, _read, write) = pipe();
+        let closed = write.closed();
+        drop(game);
+        tokio::time::timeout(std::time::Duration::from_secs(1), closed)
+            .await
+            .expect("closed() completes when the game drops its end");
+        let mut write = write;
+        assert!(write.write(&[b"x"]).await.is_err());
+    }
+}
