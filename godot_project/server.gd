@@ -49,6 +49,12 @@ const CONTROL_ARG := "--synctree-control="
 ## Demo of SyncedTree.auth_callback: admit clients whose token starts with this prefix even
 ## though the servers' token list does not hold them (guests).
 const GUEST_ARG := "--demo-guest-prefix="
+## The Godot way of setting up networking, on synctree: a server creates an ENet server peer
+## on this UDP port (`multiplayer.multiplayer_peer = peer`); clients reach it through it.
+const ENET_LISTEN_ARG := "--demo-enet-listen="
+## A game client's ENet client peer to a server's HOST:PORT (no --synctree-connect needed: the
+## client's SyncedTree joins through the peer).
+const ENET_CONNECT_ARG := "--demo-enet-connect="
 ## A request line longer than this closes the connection.
 const MAX_LINE_BYTES := 64 * 1024 * 1024
 ## A request of a batch that has not completed after this long is reported as failed.
@@ -105,6 +111,11 @@ func _ready() -> void:
 			var prefix := arg.substr(GUEST_ARG.length())
 			world.auth_callback = func(_peer: int, token: String):
 				return true if token.begins_with(prefix) else "token '%s' is neither on the list nor a guest's" % token
+		if arg.begins_with(ENET_LISTEN_ARG) or arg.begins_with(ENET_CONNECT_ARG):
+			var err := _enet_peer(arg)
+			if err != "":
+				_fail_startup(err)
+				return
 		if arg.begins_with(CONTROL_ARG):
 			var text := arg.substr(CONTROL_ARG.length())
 			if not text.is_valid_int() or int(text) < 1 or int(text) > 65535:
@@ -117,6 +128,27 @@ func _ready() -> void:
 		if err != OK:
 			_fail_startup("cannot listen for control connections on 127.0.0.1:%d: %s" % [_control_port, error_string(err)])
 			return
+
+
+## Sets up an ENet peer as a SceneMultiplayer game would; returns an error message or "".
+func _enet_peer(arg: String) -> String:
+	var peer := ENetMultiplayerPeer.new()
+	var err: Error
+	if arg.begins_with(ENET_LISTEN_ARG):
+		var port := arg.substr(ENET_LISTEN_ARG.length())
+		if not port.is_valid_int():
+			return "invalid %s'%s': expected a UDP port" % [ENET_LISTEN_ARG, port]
+		err = peer.create_server(int(port))
+	else:
+		var address := arg.substr(ENET_CONNECT_ARG.length())
+		var colon := address.rfind(":")
+		if colon < 1 or not address.substr(colon + 1).is_valid_int():
+			return "invalid %s'%s': expected HOST:PORT" % [ENET_CONNECT_ARG, address]
+		err = peer.create_client(address.substr(0, colon), int(address.substr(colon + 1)))
+	if err != OK:
+		return "cannot create the ENet peer (%s): %s" % [arg, error_string(err)]
+	multiplayer.multiplayer_peer = peer
+	return ""
 
 
 func _process(_delta: float) -> void:

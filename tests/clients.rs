@@ -222,11 +222,13 @@ fn two_godot_clients_on_different_servers_share_one_tree_with_authority() -> Res
     Ok(())
 }
 
-/// Three servers with a leader, client 1 on server 2 and client 2 on server 3, and the
-/// clients' peer ids.
-fn three_servers_two_clients() -> Result<(Cluster, u64, u64)> {
+/// Three servers with a leader, client 1 on server 2 and client 2 on server 3 (through
+/// synctree's QUIC client port, or through ENet peers the game set up), and the clients'
+/// peer ids.
+fn three_servers_two_clients(enet: bool) -> Result<(Cluster, u64, u64)> {
     let cluster = Cluster::start(ClusterConfig {
         clients: vec![2, 3],
+        enet,
         ..ClusterConfig::default()
     })?;
     cluster.wait_leader(Duration::from_secs(30))?;
@@ -275,7 +277,16 @@ fn rpc(c: &mut synctree_e2e::Control, to: i64, method: &str, value: i64) -> Resu
 
 #[test]
 fn gdscript_rpcs_reach_peers_on_any_server_with_their_sender_and_mode() -> Result<()> {
-    let (mut cluster, pa, pb) = three_servers_two_clients()?;
+    rpcs_reach_peers(false)
+}
+
+#[test]
+fn gdscript_rpcs_over_enet_peers_the_game_set_up() -> Result<()> {
+    rpcs_reach_peers(true)
+}
+
+fn rpcs_reach_peers(enet: bool) -> Result<()> {
+    let (mut cluster, pa, pb) = three_servers_two_clients(enet)?;
     let mut a = cluster.client_control(1)?;
     let mut b = cluster.client_control(2)?;
     let mut servers: Vec<_> = (1..=3)
@@ -365,7 +376,16 @@ fn gdscript_rpcs_reach_peers_on_any_server_with_their_sender_and_mode() -> Resul
 
 #[test]
 fn a_multiplayer_spawner_and_synchronizer_scene_runs_unchanged() -> Result<()> {
-    let (mut cluster, pa, pb) = three_servers_two_clients()?;
+    spawner_and_synchronizer(false)
+}
+
+#[test]
+fn a_multiplayer_spawner_and_synchronizer_scene_runs_unchanged_over_enet() -> Result<()> {
+    spawner_and_synchronizer(true)
+}
+
+fn spawner_and_synchronizer(enet: bool) -> Result<()> {
+    let (mut cluster, pa, pb) = three_servers_two_clients(enet)?;
 
     // Server 1's game code adds client 1's player under PlayerSpawner's spawn path: it
     // appears once on every server and client, owned by client 1, with its spawn properties.
@@ -483,17 +503,6 @@ fn multiplayer_signals_on_connection_and_refusal() -> Result<()> {
     })?;
     cluster.wait_leader(Duration::from_secs(30))?;
     let pa = peer_of(&cluster, 1)?;
-    let events = |c: &mut synctree_e2e::Control| -> Result<Vec<String>> {
-        let r = c.request(&json!({"cmd": "multiplayer"}))?;
-        Ok(r["events"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default())
-    };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let a = events(&mut cluster.client_control(1)?)?;
@@ -532,6 +541,101 @@ fn multiplayer_signals_on_connection_and_refusal() -> Result<()> {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    cluster.stop();
+    Ok(())
+}
+
+/// The multiplayer API's signals a process saw, in order ("peer_connected 7", ...).
+fn events(c: &mut synctree_e2e::Control) -> Result<Vec<String>> {
+    let r = c.request(&json!({"cmd": "multiplayer"}))?;
+    Ok(r["events"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// Waits until `want` holds for the events of client 1, client 2 and the server.
+fn wait_events(
+    cluster: &Cluster,
+    what: &str,
+    want: impl Fn(&[String], &[String], &[String]) -> bool,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let a = events(&mut cluster.client_control(1)?)?;
+        let b = events(&mut cluster.client_control(2)?)?;
+        let s = if cluster.server(1).is_running() {
+            events(&mut cluster.control(1)?)?
+        } else {
+            Vec::new()
+        };
+        if want(&a, &b, &s) {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{what}: client 1 {a:?}, client 2 {b:?}, server {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_plain_enet_game_without_synctree_configuration_runs_on_a_one_server_cluster() -> Result<()> {
+    // As a SceneMultiplayer game starts: the server creates an ENet server peer, clients ENet
+    // client peers; no --synctree-* configuration, no tokens.
+    let mut cluster = Cluster::start(ClusterConfig {
+        servers: 1,
+        clients: vec![1, 1],
+        enet: true,
+        bare: true,
+        ..ClusterConfig::default()
+    })?;
+    cluster.wait_leader(Duration::from_secs(30))?;
+    let (pa, pb) = (peer_of(&cluster, 1)?, peer_of(&cluster, 2)?);
+    ensure!(
+        pa > 1 && pb > 1 && pa != pb,
+        "anonymous peer ids {pa}, {pb}"
+    );
+    let has = |e: &[String], x: &str| e.iter().any(|s| s == x);
+    wait_events(&cluster, "connections", |a, b, s| {
+        has(a, "connected_to_server")
+            && has(a, &format!("peer_connected {pb}"))
+            && has(b, "connected_to_server")
+            && has(b, &format!("peer_connected {pa}"))
+            && has(s, &format!("peer_connected {pa}"))
+            && has(s, &format!("peer_connected {pb}"))
+    })?;
+
+    // The server's game code spawns client 1's player (MultiplayerSpawner); it appears on both
+    // clients, owned by client 1, which moves it (MultiplayerSynchronizer).
+    cluster
+        .control(1)?
+        .request(&json!({"cmd": "spawn_player", "peer": pa}))?;
+    let player = format!("{pa} (res://game/player.tscn, owner {pa})");
+    wait_dump(&cluster, |d| d.contains(&player))?;
+    let r = cluster
+        .client_control(1)?
+        .request(&json!({"cmd": "move", "path": pa.to_string(), "position": "Vector2(7, 8)"}))?;
+    ensure!(r["authority"] == true, "{r}");
+    wait_dump(&cluster, |d| d.contains(".position = Vector2(7.0, 8.0)"))?;
+    // Rpcs client to client, with the sender's id.
+    let (mut a, mut b) = (cluster.client_control(1)?, cluster.client_control(2)?);
+    ensure!(rpc(&mut a, pb as i64, "ping", 3)? == 0);
+    wait_for_call(&mut b, "ping at client 2", |c| {
+        c.0 == "ping" && c.1 == pa && c.2.as_f64() == Some(3.0)
+    })?;
+    cluster.check_logs()?;
+
+    // The server goes away: both clients see server_disconnected, as with SceneMultiplayer.
+    cluster.kill(1)?;
+    wait_events(&cluster, "server_disconnected", |a, b, _| {
+        has(a, "server_disconnected") && has(b, "server_disconnected")
+    })?;
     cluster.stop();
     Ok(())
 }

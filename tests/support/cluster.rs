@@ -43,6 +43,14 @@ pub struct ClusterConfig {
     pub client_tokens: Vec<(u64, String)>,
     /// More tokens the servers admit (clients run by the test itself, e.g. a load).
     pub extra_tokens: Vec<String>,
+    /// Clients reach servers through ENet, set up the Godot way (`multiplayer.multiplayer_peer
+    /// = ENetMultiplayerPeer` on both sides, on each server's client port) instead of
+    /// synctree's QUIC client port.
+    pub enet: bool,
+    /// With `enet`: no synctree configuration at all (no `--synctree-*` args but the
+    /// control port), as a SceneMultiplayer game starts: the server's ENet server peer
+    /// starts a one-server cluster, clients join through their ENet peers without tokens.
+    pub bare: bool,
 }
 
 impl Default for ClusterConfig {
@@ -59,6 +67,8 @@ impl Default for ClusterConfig {
             spawnable: Vec::new(),
             client_tokens: Vec::new(),
             extra_tokens: Vec::new(),
+            enet: false,
+            bare: false,
         }
     }
 }
@@ -276,13 +286,39 @@ impl Cluster {
             .iter()
             .map(|id| format!("{id}@127.0.0.1:{}", self.server(*id).client_port))
             .collect();
-        vec![
-            "--headless".to_owned(),
-            "--path".to_owned(),
-            godot_project().display().to_string(),
-            "res://server.tscn".to_owned(),
-            "--".to_owned(),
-            format!("--synctree-connect={}", connect.join(",")),
+        let transport = if self.config.enet {
+            vec![format!(
+                "--demo-enet-connect=127.0.0.1:{}",
+                self.server(first).client_port
+            )]
+        } else {
+            vec![
+                format!("--synctree-connect={}", connect.join(",")),
+                format!(
+                    "--synctree-ca={}",
+                    self.dir_path.join("certs").join("ca.pem").display()
+                ),
+            ]
+        };
+        let control = format!(
+            "--synctree-control={}",
+            self.process(Who::Client(n)).control_port
+        );
+        let mut args: Vec<String> = [
+            "--headless",
+            "--path",
+            &godot_project().display().to_string(),
+            "res://server.tscn",
+            "--",
+        ]
+        .map(str::to_owned)
+        .into();
+        if self.config.bare {
+            args.extend([control]);
+            args.extend(transport);
+            return args;
+        }
+        args.extend([
             format!(
                 "--synctree-token={}",
                 self.config
@@ -292,15 +328,10 @@ impl Cluster {
                     .map(|(_, t)| t.clone())
                     .unwrap_or_else(|| client_token(n))
             ),
-            format!(
-                "--synctree-ca={}",
-                self.dir_path.join("certs").join("ca.pem").display()
-            ),
-            format!(
-                "--synctree-control={}",
-                self.process(Who::Client(n)).control_port
-            ),
-        ]
+            control,
+        ]);
+        args.extend(transport);
+        args
     }
 
     /// The command line of server `id`.
@@ -321,6 +352,15 @@ impl Cluster {
             godot_project().display().to_string(),
         ];
         args.extend(self.config.godot_args.iter().cloned());
+        if self.config.bare {
+            args.extend([
+                "res://server.tscn".to_owned(),
+                "--".to_owned(),
+                format!("--synctree-control={}", s.control_port),
+                format!("--demo-enet-listen={}", s.client_port),
+            ]);
+            return args;
+        }
         args.extend([
             "res://server.tscn".to_owned(),
             "--".to_owned(),
@@ -341,7 +381,11 @@ impl Cluster {
                 .collect();
             tokens.extend(self.config.extra_tokens.iter().cloned());
             args.extend([
-                format!("--synctree-client-listen=127.0.0.1:{}", s.client_port),
+                if self.config.enet {
+                    format!("--demo-enet-listen={}", s.client_port)
+                } else {
+                    format!("--synctree-client-listen=127.0.0.1:{}", s.client_port)
+                },
                 format!("--synctree-client-tokens={}", tokens.join(",")),
                 format!("--synctree-spawnable={}", self.config.spawnable.join(",")),
             ]);

@@ -36,6 +36,10 @@ pub struct Exported {
 pub enum Mode {
     Server(Box<ServerConfig>),
     Client(GameClientConfig),
+    /// Neither a server id nor servers to connect to: it waits for the game to set a
+    /// multiplayer peer (a server peer makes it a one-server cluster, a client peer a game
+    /// client through that peer).
+    Unconfigured,
 }
 
 fn user_args() -> HashMap<String, String> {
@@ -89,7 +93,45 @@ fn list(text: &str) -> Vec<String> {
 /// Resolves the configuration: a server's, or a game client's. Errors name the setting and
 /// the bad value.
 pub fn resolve(e: &Exported) -> Result<Mode, String> {
-    let args = user_args();
+    resolve_with(e, user_args())
+}
+
+/// The configuration of a server started because the game created a server multiplayer
+/// peer: what is configured, with server id 1 and in-memory storage (a game's fresh state
+/// on each start, as SceneMultiplayer's) unless an id or a data directory is set.
+pub fn resolve_one_server(e: &Exported) -> Result<ServerConfig, String> {
+    let mut args = user_args();
+    let data_dir_set = args.contains_key("data-dir")
+        || !e.data_dir.is_empty()
+        || setting("storage/data_dir").is_some();
+    if e.node_id <= 0 && setting("network/node_id").is_none() {
+        args.entry("id".into()).or_insert_with(|| "1".into());
+    }
+    if !data_dir_set {
+        args.entry("in-memory".into())
+            .or_insert_with(|| "true".into());
+    }
+    match resolve_with(e, args)? {
+        Mode::Server(cfg) => Ok(*cfg),
+        Mode::Client(_) => Err(
+            "this SyncedTree is configured as a game client (it has servers to connect to)".into(),
+        ),
+        Mode::Unconfigured => Err("internal error: no server id after defaulting it".into()),
+    }
+}
+
+/// The token a game client presents through the game's multiplayer peer: the configured one
+/// (`--synctree-token`, `token`, `synctree/client/token`), else none (the caller makes an
+/// anonymous one).
+pub fn client_token(e: &Exported) -> Option<String> {
+    user_args()
+        .get("token")
+        .cloned()
+        .or_else(|| (!e.token.is_empty()).then(|| e.token.clone()))
+        .or_else(|| setting("client/token"))
+}
+
+fn resolve_with(e: &Exported, args: HashMap<String, String>) -> Result<Mode, String> {
     let pick = |arg: &str, exported: &str, setting_name: &str| -> Option<String> {
         args.get(arg)
             .cloned()
@@ -115,21 +157,36 @@ pub fn resolve(e: &Exported) -> Result<Mode, String> {
             token,
         }));
     }
+    let id_given = pick(
+        "id",
+        &if e.node_id > 0 {
+            e.node_id.to_string()
+        } else {
+            String::new()
+        },
+        "network/node_id",
+    )
+    .is_some();
+    if !id_given && pick("peers", &e.peers, "network/peers").is_none() {
+        return Ok(Mode::Unconfigured);
+    }
     server_config(e, &args, &pick).map(|c| Mode::Server(Box::new(c)))
 }
 
-/// Game clients served by a server, if it has a client port.
+/// Game clients served by a server: on its QUIC client port if it has one, and through the
+/// game's multiplayer peer.
 fn clients_config(
     e: &Exported,
     args: &HashMap<String, String>,
     pick: &dyn Fn(&str, &str, &str) -> Option<String>,
-) -> Result<Option<ClientsConfig>, String> {
-    let Some(listen_text) = pick("client-listen", &e.client_listen, "clients/listen") else {
-        return Ok(None);
+) -> Result<ClientsConfig, String> {
+    let listen = match pick("client-listen", &e.client_listen, "clients/listen") {
+        Some(text) => Some(
+            text.parse::<SocketAddr>()
+                .map_err(|err| format!("invalid client listen address '{text}': {err}"))?,
+        ),
+        None => None,
     };
-    let listen: SocketAddr = listen_text
-        .parse()
-        .map_err(|err| format!("invalid client listen address '{listen_text}': {err}"))?;
     let mut tokens = args
         .get("client-tokens")
         .map(|t| list(t))
@@ -153,13 +210,16 @@ fn clients_config(
                 .map(str::to_owned),
         );
     }
-    if tokens.is_empty() {
-        return Err(format!(
-            "the client port {listen} admits no one: give tokens with synctree/clients/tokens_file \
-             (one per line) or --synctree-client-tokens=T1,T2"
-        ));
-    }
-    let mut cfg = ClientsConfig::new(listen, tokens);
+    let mut cfg = match listen {
+        Some(listen) if tokens.is_empty() => {
+            return Err(format!(
+                "the client port {listen} admits no one: give tokens with synctree/clients/tokens_file \
+                 (one per line) or --synctree-client-tokens=T1,T2"
+            ))
+        }
+        Some(listen) => ClientsConfig::new(listen, tokens),
+        None => ClientsConfig::attached_only(tokens),
+    };
     cfg.spawnable = match args.get("spawnable") {
         Some(v) => list(v),
         None if !e.spawnable_scenes.is_empty() => e.spawnable_scenes.clone(),
@@ -179,7 +239,7 @@ fn clients_config(
         cfg.rate_per_second,
     )?;
     cfg.burst = number("client-burst", "clients/burst", cfg.burst)?;
-    Ok(Some(cfg))
+    Ok(cfg)
 }
 
 /// A project setting holding a list of strings (a PackedStringArray or an Array).
@@ -252,7 +312,7 @@ fn server_config(
     };
     let mut cfg = ServerConfig::new(id, peers, storage, transport);
     cfg.tuning = tuning(args, cfg.tuning)?;
-    cfg.clients = clients_config(e, args, pick)?;
+    cfg.clients = Some(clients_config(e, args, pick)?);
     cfg.join = match args
         .get("join")
         .cloned()

@@ -16,6 +16,7 @@ mod backend;
 mod config;
 mod live;
 mod multiplayer;
+mod peer_transport;
 mod prediction;
 mod sync_request;
 mod synced_tree;

@@ -11,6 +11,10 @@
 //!                                 get_remote_sender_id() = the sender
 //! ```
 //!
+//! The game's `multiplayer_peer` (ENet, WebSocket, WebRTC) carries client sessions when the
+//! game sets one (see `peer_transport`): a server peer makes this process a synctree server
+//! serving clients through it, a client peer a game client of the server it reached.
+//!
 //! Transfer modes and channels are honoured by delivering every rpc reliably and in order
 //! (a stronger guarantee than unreliable modes ask for).
 //!
@@ -40,6 +44,7 @@ use godot::prelude::*;
 use synctree_proto::{PeerRpc, Value, MAX_REQUEST_BYTES};
 use synctree_runtime::PeerLink;
 
+use crate::peer_transport::{Note, PeerTransport};
 use crate::synced_tree::SyncedTree;
 use crate::variant::to_value;
 
@@ -47,6 +52,17 @@ thread_local! {
     /// The link of the SyncedTree running in this process (the main thread's), and that
     /// SyncedTree.
     static LINK: RefCell<Option<(PeerLink, InstanceId)>> = const { RefCell::new(None) };
+    /// The SyncedTree in the scene tree, running or not (the one a multiplayer peer starts).
+    static TREE: std::cell::Cell<Option<InstanceId>> = const { std::cell::Cell::new(None) };
+}
+
+/// A SyncedTree entering (`Some`) or leaving (`None`) the scene tree.
+pub fn register_tree(id: Option<InstanceId>) {
+    TREE.with(|t| t.set(id));
+}
+
+fn registered_tree() -> Option<Gd<SyncedTree>> {
+    Gd::try_from_instance_id(TREE.with(|t| t.get())?).ok()
 }
 
 /// Makes `link` the one SyncedMultiplayerAPI uses (a SyncedTree starting), or none (it
@@ -192,6 +208,8 @@ pub struct SyncedMultiplayerAPI {
     connected: bool,
     /// `connection_failed` or `server_disconnected` was emitted (the servers refused it).
     ended: bool,
+    /// Sessions carried by the game's multiplayer peer.
+    transport: PeerTransport,
 }
 
 #[godot_api]
@@ -208,12 +226,19 @@ impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
             known: Vec::new(),
             connected: false,
             ended: false,
+            transport: PeerTransport::new(),
         }
     }
 
     fn poll(&mut self) -> Error {
-        if let Some(peer) = self.peer.as_mut() {
+        if let Some(mut peer) = self.peer.clone() {
             peer.poll();
+            if let Some(Note::ConnectionFailed) = self.transport.pump(&mut peer, registered_tree())
+            {
+                godot_error!("SyncedMultiplayerAPI: the multiplayer peer could not connect");
+                self.ended = true;
+                self.base_mut().emit_signal("connection_failed", &[]);
+            }
         }
         let Some(link) = link() else {
             return Error::OK;
@@ -230,8 +255,12 @@ impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
         Error::OK
     }
 
+    /// As SceneMultiplayer: the game's peer carries this process's traffic. A server peer
+    /// (unique id 1) makes this process a synctree server serving clients through it; a
+    /// client peer, once connected, makes it a game client of the server at the other end.
     fn set_multiplayer_peer(&mut self, peer: Option<Gd<MultiplayerPeer>>) {
         self.peer = peer;
+        self.transport = PeerTransport::new();
     }
 
     fn get_multiplayer_peer(&mut self) -> Option<Gd<MultiplayerPeer>> {
@@ -548,7 +577,7 @@ impl SyncedMultiplayerAPI {
         let ended = match link.refused() {
             Some(reason) if client && !self.ended => {
                 self.ended = true;
-                godot_error!("SyncedMultiplayerAPI: the servers refused this client: {reason}");
+                godot_error!("SyncedMultiplayerAPI: disconnected from the servers: {reason}");
                 Some(if self.connected {
                     "server_disconnected"
                 } else {

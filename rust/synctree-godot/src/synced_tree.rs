@@ -189,6 +189,7 @@ fn rel_path(path: &NodePath) -> Result<String, String> {
 #[godot_api]
 impl INode for SyncedTree {
     fn enter_tree(&mut self) {
+        crate::multiplayer::register_tree(Some(self.to_gd().instance_id()));
         // Committed changes are applied when the frame begins (SceneTree's `process_frame`),
         // before any node's `_process` and before scripts awaiting `process_frame` resume: game
         // code always sees this frame's replicated state, as with SceneMultiplayer's poll.
@@ -206,6 +207,7 @@ impl INode for SyncedTree {
     }
 
     fn exit_tree(&mut self) {
+        crate::multiplayer::register_tree(None);
         let pump = self.frame_callable();
         let mut tree = self.base().get_tree();
         if tree.is_connected("process_frame", &pump) {
@@ -284,26 +286,7 @@ impl SyncedTree {
         if self.backend.is_some() {
             return true;
         }
-        let exported = Exported {
-            node_id: self.node_id,
-            listen_address: self.listen_address.to_string(),
-            peers: self.peers.to_string(),
-            data_dir: self.data_dir.to_string(),
-            in_memory: self.in_memory,
-            fsync: self.fsync,
-            certs_dir: self.certs_dir.to_string(),
-            dev_certs_dir: self.dev_certs_dir.to_string(),
-            client_listen: self.client_listen.to_string(),
-            spawnable_scenes: self
-                .spawnable_scenes
-                .as_slice()
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            connect_to: self.connect_to.to_string(),
-            token: self.token.to_string(),
-            ca_file: self.ca_file.to_string(),
-        };
+        let exported = self.exported();
         let cfg = match config::resolve(&exported) {
             Ok(cfg) => cfg,
             Err(e) => {
@@ -312,26 +295,21 @@ impl SyncedTree {
             }
         };
         match cfg {
-            Mode::Server(cfg) => {
-                let id = cfg.id;
-                match Server::start(*cfg) {
-                    Ok(server) => {
-                        if let Some(addr) = server.local_addr() {
-                            godot_print!("synctree: server {id} listening on {addr} (QUIC)");
-                        }
-                        if let Some(addr) = server.client_addr() {
-                            godot_print!("synctree: server {id} serves game clients on {addr}");
-                        }
-                        self.node_id = id as i64;
-                        self.install(Backend::Server(server));
-                        true
-                    }
-                    Err(e) => {
-                        godot_error!("SyncedTree: server {id} cannot start: {e}");
-                        false
-                    }
-                }
+            Mode::Unconfigured => {
+                godot_print!(
+                    "synctree: no server id and no servers to connect to: waiting for the game's \
+                     multiplayer peer (a server peer starts a one-server cluster, a client peer \
+                     connects through it)"
+                );
+                true
             }
+            Mode::Server(cfg) => match self.start_server(*cfg) {
+                Ok(()) => true,
+                Err(e) => {
+                    godot_error!("SyncedTree: {e}");
+                    false
+                }
+            },
             Mode::Client(cfg) => {
                 let servers: Vec<String> = cfg
                     .servers
@@ -944,6 +922,108 @@ impl SyncedTree {
             };
             req.answer(result);
         }
+    }
+
+    fn exported(&self) -> Exported {
+        Exported {
+            node_id: self.node_id,
+            listen_address: self.listen_address.to_string(),
+            peers: self.peers.to_string(),
+            data_dir: self.data_dir.to_string(),
+            in_memory: self.in_memory,
+            fsync: self.fsync,
+            certs_dir: self.certs_dir.to_string(),
+            dev_certs_dir: self.dev_certs_dir.to_string(),
+            client_listen: self.client_listen.to_string(),
+            spawnable_scenes: self
+                .spawnable_scenes
+                .as_slice()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            connect_to: self.connect_to.to_string(),
+            token: self.token.to_string(),
+            ca_file: self.ca_file.to_string(),
+        }
+    }
+
+    fn start_server(&mut self, cfg: synctree_runtime::ServerConfig) -> Result<(), String> {
+        let id = cfg.id;
+        let server = Server::start(cfg).map_err(|e| format!("server {id} cannot start: {e}"))?;
+        if let Some(addr) = server.local_addr() {
+            godot_print!("synctree: server {id} listening on {addr} (QUIC)");
+        }
+        if let Some(addr) = server.client_addr() {
+            godot_print!("synctree: server {id} serves game clients on {addr}");
+        }
+        self.node_id = id as i64;
+        self.install(Backend::Server(server));
+        Ok(())
+    }
+
+    /// The game created a server multiplayer peer: this process serves clients through it.
+    /// A SyncedTree not running yet starts as a one-server cluster (in memory unless a data
+    /// directory is configured).
+    pub(crate) fn serve_peer(&mut self) -> Result<(), String> {
+        match &self.backend {
+            Some(Backend::Server(_)) => Ok(()),
+            Some(Backend::Client(_)) => Err(
+                "the game created a server multiplayer peer, but this SyncedTree is a game client"
+                    .into(),
+            ),
+            None => {
+                let cfg = config::resolve_one_server(&self.exported())?;
+                let storage = match &cfg.storage {
+                    synctree_runtime::StorageMode::InMemory => "in memory".to_owned(),
+                    _ => "on disk".to_owned(),
+                };
+                godot_print!(
+                    "synctree: the game created a server multiplayer peer: server {} starts \
+                     ({} server(s) configured besides it, state {storage})",
+                    cfg.id,
+                    cfg.peers.len()
+                );
+                self.start_server(cfg)
+            }
+        }
+    }
+
+    /// A new client on the game's server multiplayer peer: its session with this server.
+    pub(crate) fn attach_peer(&self, who: String) -> Result<synctree_runtime::FramePipe, String> {
+        match &self.backend {
+            Some(Backend::Server(s)) => s.attach_client(who),
+            _ => Err("this SyncedTree is not a running server".into()),
+        }
+    }
+
+    /// The game connected a client multiplayer peer: this SyncedTree becomes a game client
+    /// whose session travels through it. Its token is the configured one, else a fresh
+    /// anonymous one (admitted by servers that list no tokens).
+    pub(crate) fn connect_over_peer(&mut self) -> Result<synctree_runtime::FramePipe, String> {
+        match &self.backend {
+            Some(Backend::Server(_)) => {
+                return Err(
+                    "the game connected a client multiplayer peer, but this process \
+                            runs a synctree server"
+                        .into(),
+                )
+            }
+            Some(Backend::Client(_)) => {
+                return Err(
+                    "the game connected a client multiplayer peer, but this SyncedTree \
+                            already connects to servers over QUIC (--synctree-connect)"
+                        .into(),
+                )
+            }
+            None => {}
+        }
+        let token = config::client_token(&self.exported())
+            .unwrap_or_else(synctree_runtime::anonymous_token);
+        let (client, pipe) = GameClient::over_pipe(token)
+            .map_err(|e| format!("the game client cannot start: {e}"))?;
+        godot_print!("synctree: game client connecting through the game's multiplayer peer");
+        self.install(Backend::Client(client));
+        Ok(pipe)
     }
 
     /// Takes `backend` as this SyncedTree's, and offers its peer link to the multiplayer API.

@@ -108,6 +108,25 @@ pub fn peer_id_of(token: &str) -> u64 {
     2 + u64::from(v) % (i32::MAX as u64 - 2)
 }
 
+/// A fresh random token, for a game client that has none (admitted only by servers that
+/// list no tokens).
+pub fn anonymous_token() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        // No system randomness: unique enough from the clock and the process.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let seed = format!("{nanos}-{}", std::process::id());
+        let d = ring::digest::digest(&ring::digest::SHA256, seed.as_bytes());
+        bytes.copy_from_slice(&d.as_ref()[..16]);
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("anonymous-{hex}")
+}
+
 /// A client whose token is not on the list, for the game to decide (its auth callback):
 /// [`AuthRequest::answer`] admits or refuses it. Unanswered within the hello timeout, it is
 /// refused.
@@ -291,7 +310,10 @@ pub(crate) fn attach(ctx: Arc<Ctx>, who: String) -> crate::FramePipe {
                 return;
             }
             Err(_) => {
-                tracing::warn!(node = ctx.server, "client {who} disconnected: no hello within 5 s");
+                tracing::warn!(
+                    node = ctx.server,
+                    "client {who} disconnected: no hello within 5 s"
+                );
                 return;
             }
         };

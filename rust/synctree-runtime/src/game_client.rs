@@ -213,11 +213,8 @@ impl GameClient {
             },
         )
         .with_refusal(Arc::new(move || {
-            refusal
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .refused
-                .clone()
+            let s = refusal.lock().unwrap_or_else(|p| p.into_inner());
+            s.refused.clone().or_else(|| s.ended.clone())
         }))
     }
 
@@ -480,10 +477,7 @@ async fn send_hello(
         .await
 }
 
-async fn read_messages(
-    mut recv: impl FrameRead,
-    out: mpsc::Sender<Result<ServerMessage, String>>,
-) {
+async fn read_messages(mut recv: impl FrameRead, out: mpsc::Sender<Result<ServerMessage, String>>) {
     loop {
         let message = match recv.read(MAX_MESSAGE_BYTES).await {
             Ok(body) => {

@@ -30,7 +30,7 @@ mod rpc;
 mod server;
 
 pub use admin::{AdminClient, AdminError};
-pub use clients::{peer_id_of, AuthRequest, ClientsConfig};
+pub use clients::{anonymous_token, peer_id_of, AuthRequest, ClientsConfig};
 pub use config::{
     offset_system_clock, parse_id, parse_peers, ConfigError, Hooks, RaftTuning, ServerConfig,
     StorageMode, TlsSource, TransportMode,

@@ -315,8 +315,8 @@ impl PeerLink {
         self
     }
 
-    /// Why the servers refused this game client (it stopped trying), if they did; always
-    /// `None` on a server.
+    /// Why this game client stopped for good, if it did: the servers refused it, or its one
+    /// connection through the game's multiplayer peer ended. Always `None` on a server.
     pub fn refused(&self) -> Option<String> {
         (self.refused)()
     }

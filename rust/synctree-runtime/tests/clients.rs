@@ -687,7 +687,11 @@ fn clients_over_the_games_transport_follow_write_and_are_refused() {
         !done.is_empty()
     });
     assert_eq!(done[0].ticket, ticket);
-    assert!(matches!(done[0].result, Ok(Done::Write { .. })), "{:?}", done[0].result);
+    assert!(
+        matches!(done[0].result, Ok(Done::Write { .. })),
+        "{:?}",
+        done[0].result
+    );
     assert_eq!(
         server.inspect(|s| s.tree.owner_of("Mine")),
         Some(peer_id_of("anyone"))
@@ -721,4 +725,3 @@ fn clients_over_the_games_transport_follow_write_and_are_refused() {
     assert_eq!(client.status().refused.as_deref(), Some("invalid token"));
     server.shutdown();
 }
-
