@@ -34,6 +34,8 @@ extends Node
 ##   {"cmd":"rpc_log"} -> {"ok":true,"calls":[{method, sender, value, on}]}: rpcs Probe ran
 ##   {"cmd":"spawn_player","peer":P} -> adds res://game/player.tscn named P under World (game
 ##       code; PlayerSpawner and its MultiplayerSynchronizer replicate it)
+##   {"cmd":"spawn_bullet","id":N,"from":"Vector2(1, 2)","angle":0.5} -> {"name":..}:
+##       BulletSpawner.spawn(data) (a custom spawn_function; spawn_limit 3); name "" if refused
 ##   {"cmd":"move","path":"P","position":"Vector2(1, 2)"} -> sets the node's position locally
 ##   {"cmd":"eventual","path":"P","property":"rotation","value":"1.5"} -> {"written":..}:
 ##       SyncedTree.set_eventual
@@ -106,6 +108,9 @@ func _ready() -> void:
 		multiplayer.connect(signal_name, func() -> void: _mp_events.append(signal_name))
 	multiplayer.peer_connected.connect(func(id: int) -> void: _mp_events.append("peer_connected %d" % id))
 	multiplayer.peer_disconnected.connect(func(id: int) -> void: _mp_events.append("peer_disconnected %d" % id))
+	for spawner in [$PlayerSpawner, $BulletSpawner]:
+		for signal_name in ["spawned", "despawned"]:
+			spawner.connect(signal_name, func(node: Node) -> void: _mp_events.append("%s %s" % [signal_name, node.name]))
 	for arg in OS.get_cmdline_user_args():
 		if arg.begins_with(GUEST_ARG):
 			var prefix := arg.substr(GUEST_ARG.length())
@@ -294,6 +299,11 @@ func _handle(line: String) -> Dictionary:
 			player.position = Vector2(peer % 1000, 1)
 			world.add_child(player)
 			return {"ok": true}
+		"spawn_bullet":
+			var data := {"id": int(request.get("id", 0)), "angle": float(request.get("angle", 0.0)),
+					"from": str_to_var(str(request.get("from", "Vector2(0, 0)")))}
+			var bullet: Node = $BulletSpawner.spawn(data)
+			return {"ok": true, "name": "" if bullet == null else str(bullet.name)}
 		"move":
 			var node = world.get_node_or_null(NodePath(str(request.get("path", ""))))
 			if node == null:

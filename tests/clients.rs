@@ -462,11 +462,68 @@ fn spawner_and_synchronizer(enet: bool) -> Result<()> {
     wait_dump(&cluster, |d| {
         d.contains(&format!("{pb} (res://game/player.tscn"))
     })?;
+    // PlayerSpawner's spawn_limit is 2: a third player is not replicated.
+    cluster
+        .control(1)?
+        .request(&json!({"cmd": "spawn_player", "peer": 999}))?;
+    // A custom spawn: BulletSpawner.spawn(data) on server 1; every other replica calls the
+    // spawn_function with the same data (nothing else carries the bullet's position).
+    let r = cluster
+        .control(1)?
+        .request(&json!({"cmd": "spawn_bullet", "id": 1, "from": "Vector2(3, 4)", "angle": 0.5}))?;
+    ensure!(r["name"] == "Bullet1", "{r}");
+    wait_dump(&cluster, |d| {
+        d.contains("Bullet1 (spawner:/root/Server/BulletSpawner)")
+    })?;
+    for who in ["position", "rotation"] {
+        let get = json!({"cmd": "get", "path": "Bullet1", "property": who});
+        let want = if who == "position" {
+            "Vector2(3, 4)"
+        } else {
+            "0.5"
+        };
+        for id in 1..=3 {
+            let v = cluster.control(id)?.request(&get)?["value"].clone();
+            ensure!(v == want, "server {id}: Bullet1.{who} = {v}");
+        }
+        for n in 1..=2 {
+            let v = cluster.client_control(n)?.request(&get)?["value"].clone();
+            ensure!(v == want, "client {n}: Bullet1.{who} = {v}");
+        }
+    }
+    // BulletSpawner's spawn_limit is 3 (Godot's own check on the authority).
+    for id in 2..=4 {
+        let r = cluster
+            .control(1)?
+            .request(&json!({"cmd": "spawn_bullet", "id": id, "from": "Vector2(0, 0)"}))?;
+        let want = if id < 4 {
+            format!("Bullet{id}")
+        } else {
+            String::new()
+        };
+        ensure!(r["name"] == want.as_str(), "bullet {id}: {r}");
+    }
     cluster
         .control(2)?
         .request(&json!({"cmd": "free", "path": pa.to_string()}))?;
     let dump = cluster.wait_all_converged(Duration::from_secs(30))?;
     ensure!(!dump.contains(&player), "freed everywhere: {dump}");
+    ensure!(
+        !dump.contains("999 ("),
+        "a spawn over the limit was replicated: {dump}"
+    );
+    ensure!(dump.contains("Bullet3 (spawner:"), "{dump}");
+    // The spawners' signals fire where a spawn or despawn arrives, not on the peer that made
+    // it (as with SceneMultiplayer).
+    let has = |e: &[String], x: &str| e.iter().any(|s| s == x);
+    wait_events(&cluster, "spawner signals", |a, b, s1| {
+        [a, b].iter().all(|e| {
+            has(e, "spawned Bullet1")
+                && has(e, &format!("spawned {pa}"))
+                && has(e, &format!("despawned {pa}"))
+        }) && !has(s1, "spawned Bullet1")
+            && has(s1, &format!("spawned {pb}"))
+    })?;
     ensure!(
         dump.contains(&format!("{pb} (res://game/player.tscn, owner {pb})")),
         "{dump}"

@@ -15,6 +15,13 @@ pub struct SceneCache {
     props: HashMap<String, HashSet<String>>,
 }
 
+/// The scene of a node a MultiplayerSpawner's `spawn_function` made: this prefix, then the
+/// spawner's absolute node path (the same in every process of the game).
+pub const SPAWNER_SCENE: &str = "spawner:";
+/// The property carrying a custom spawn's `data` (passed to the spawn function on every
+/// replica, never set on the node).
+pub const SPAWN_DATA: &str = "@spawn_data";
+
 fn is_resource_path(scene: &str) -> bool {
     scene.starts_with("res://") || scene.starts_with("uid://") || scene.starts_with("user://")
 }
@@ -98,9 +105,13 @@ pub enum Applied {
     Spawned {
         key: NodeKey,
         node: Gd<Node>,
+        /// The node the game placed itself (a MultiplayerSpawner authority's), not made here.
+        adopted: bool,
     },
     Despawned {
         path: LazyPath,
+        /// The node and its parent, if the node was still alive (synctree removed it).
+        removed: Option<(Gd<Node>, Gd<Node>)>,
     },
     Set {
         node: NodeKey,
@@ -345,11 +356,12 @@ impl LiveTree {
         } else {
             self.adopt.remove(&path)
         };
+        let custom = scene.strip_prefix(SPAWNER_SCENE);
         let adopted = match waiting {
             Some(n)
                 if n.is_instance_valid()
                     && n.get_parent().as_ref() == Some(&parent_node)
-                    && n.get_scene_file_path().to_string() == scene =>
+                    && (custom.is_some() || n.get_scene_file_path().to_string() == scene) =>
             {
                 Some(n)
             }
@@ -364,8 +376,22 @@ impl LiveTree {
         let mut node = match adopted {
             Some(n) => n,
             None => {
-                let mut n = self.scenes.instantiate(&scene).unwrap_or_else(|| {
-                    godot_error!("synctree: scene '{scene}' does not instance on this server; a plain Node stands in for '{name}'");
+                let made = match custom {
+                    Some(spawner) => {
+                        let data = props
+                            .iter()
+                            .find(|(p, _)| p == SPAWN_DATA)
+                            .map(|(_, v)| from_value(v))
+                            .unwrap_or_default();
+                        crate::multiplayer::custom_instance(spawner, &data)
+                    }
+                    None => self
+                        .scenes
+                        .instantiate(&scene)
+                        .ok_or_else(|| format!("scene '{scene}' does not instance on this server")),
+                };
+                let mut n = made.unwrap_or_else(|e| {
+                    godot_error!("synctree: {e}; a plain Node stands in for '{name}'");
                     Node::new_alloc()
                 });
                 n.set_name(name.as_str());
@@ -374,6 +400,9 @@ impl LiveTree {
         };
         let mut synced = Vec::with_capacity(props.len());
         for (prop, value) in &props {
+            if prop == SPAWN_DATA {
+                continue;
+            }
             let id = self.intern(prop);
             node.set(&self.prop_names[id as usize].1, &from_value(value));
             if !synced.contains(&id) {
@@ -406,7 +435,11 @@ impl LiveTree {
                 synced,
             },
         );
-        Applied::Spawned { key, node }
+        Applied::Spawned {
+            key,
+            node,
+            adopted: is_adopted,
+        }
     }
 
     fn despawn(&mut self, key: NodeKey) -> Applied {
@@ -423,10 +456,12 @@ impl LiveTree {
         let parent = top.parent;
         // The game may have freed it already (a MultiplayerSpawner's node it despawned):
         // cloning a handle to a freed object is an error, so look first.
+        let mut removed = None;
         if alive(top.id) {
             let mut node = top.node.clone();
             if let Some(mut p) = node.get_parent() {
                 p.remove_child(&node);
+                removed = Some((node.clone(), p));
             }
             node.queue_free();
         }
@@ -440,7 +475,7 @@ impl LiveTree {
         if let Some(p) = self.nodes.get_mut(&parent) {
             p.children.retain(|c| *c != key);
         }
-        Applied::Despawned { path }
+        Applied::Despawned { path, removed }
     }
 
     /// The canonical dump of the LIVE tree: live children in live order, live values of the

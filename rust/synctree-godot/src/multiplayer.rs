@@ -33,10 +33,11 @@
 //! ```
 
 use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 
 use godot::classes::scene_replication_config::ReplicationMode;
 use godot::classes::{
-    Engine, IMultiplayerApiExtension, MultiplayerApiExtension, MultiplayerPeer,
+    Engine, IMultiplayerApiExtension, MultiplayerApiExtension, MultiplayerPeer, MultiplayerSpawner,
     MultiplayerSynchronizer, Node, OfflineMultiplayerPeer, SceneTree, Script,
 };
 use godot::global::{bytes_to_var, var_to_bytes, Error};
@@ -44,6 +45,7 @@ use godot::prelude::*;
 use synctree_proto::{PeerRpc, Value, MAX_REQUEST_BYTES};
 use synctree_runtime::PeerLink;
 
+use crate::live;
 use crate::peer_transport::{Note, PeerTransport};
 use crate::synced_tree::SyncedTree;
 use crate::variant::to_value;
@@ -54,6 +56,76 @@ thread_local! {
     static LINK: RefCell<Option<(PeerLink, InstanceId)>> = const { RefCell::new(None) };
     /// The SyncedTree in the scene tree, running or not (the one a multiplayer peer starts).
     static TREE: std::cell::Cell<Option<InstanceId>> = const { std::cell::Cell::new(None) };
+}
+
+thread_local! {
+    /// MultiplayerSpawners in the scene tree (seen through SceneTree's `node_added`).
+    static SPAWNERS: RefCell<Vec<InstanceId>> = const { RefCell::new(Vec::new()) };
+    /// Nodes a wrapped `spawn_function` made since the last poll: node -> (spawner, data).
+    static CUSTOM: RefCell<HashMap<InstanceId, (InstanceId, Variant)>> =
+        RefCell::new(HashMap::new());
+}
+
+/// True if any MultiplayerSpawner is known (so spawn notifications have somewhere to go).
+pub fn has_spawners() -> bool {
+    SPAWNERS.with(|s| !s.borrow().is_empty())
+}
+
+fn spawners() -> Vec<Gd<MultiplayerSpawner>> {
+    SPAWNERS.with(|s| {
+        let mut s = s.borrow_mut();
+        s.retain(|id| Gd::<MultiplayerSpawner>::try_from_instance_id(*id).is_ok());
+        s.iter()
+            .filter_map(|id| Gd::try_from_instance_id(*id).ok())
+            .collect()
+    })
+}
+
+/// The node a spawner adds its nodes under.
+fn spawn_node(spawner: &Gd<MultiplayerSpawner>) -> Option<Gd<Node>> {
+    let path = spawner.get_spawn_path();
+    if path.is_empty() || !spawner.is_inside_tree() {
+        return None;
+    }
+    spawner.get_node_or_null(&path)
+}
+
+/// Emits `signal` (`spawned` / `despawned`) with `node` on the spawners whose spawn node is
+/// `node`'s parent, as SceneMultiplayer does on the peers that receive a spawn.
+pub fn notify_spawner(signal: &str, node: &Gd<Node>) {
+    if let Some(parent) = node.get_parent() {
+        notify_spawner_of(&parent, signal, node);
+    }
+}
+
+/// [`notify_spawner`] for a node already taken out of `parent`.
+pub fn notify_spawner_of(parent: &Gd<Node>, signal: &str, node: &Gd<Node>) {
+    for mut spawner in spawners() {
+        if spawn_node(&spawner).as_ref() == Some(parent) {
+            spawner.emit_signal(signal, &[node.to_variant()]);
+        }
+    }
+}
+
+/// A node made by the `spawn_function` of the spawner at `spawner_path` (absolute) for
+/// `data`: how a custom spawn is carried out on every replica but its authority.
+pub fn custom_instance(spawner_path: &str, data: &Variant) -> Result<Gd<Node>, String> {
+    let spawner = scene_root()
+        .and_then(|r| r.get_node_or_null(spawner_path))
+        .and_then(|n| n.try_cast::<MultiplayerSpawner>().ok())
+        .ok_or_else(|| format!("no MultiplayerSpawner at {spawner_path} for a custom spawn"))?;
+    let function = spawner.get_spawn_function();
+    if !function.is_valid() {
+        return Err(format!(
+            "the MultiplayerSpawner at {spawner_path} has no valid spawn_function"
+        ));
+    }
+    function
+        .call(&[data.clone()])
+        .try_to::<Gd<Node>>()
+        .map_err(|_| {
+            format!("the spawn_function of {spawner_path} did not return a Node for {data}")
+        })
 }
 
 /// A SyncedTree entering (`Some`) or leaving (`None`) the scene tree.
@@ -82,7 +154,8 @@ fn synced_tree() -> Option<Gd<SyncedTree>> {
 
 /// A spawner's notification, handled at the next poll (never inside Godot's call).
 enum Tracked {
-    Added(InstanceId),
+    /// A node and the spawner that tracks it.
+    Added(InstanceId, InstanceId),
     /// Left the tree; its synced path as it was then.
     Removed(InstanceId, String),
 }
@@ -90,7 +163,7 @@ enum Tracked {
 /// What configures a node in `object_configuration_add/remove`.
 enum Configured {
     Synchronizer(Gd<MultiplayerSynchronizer>),
-    Spawner,
+    Spawner(Gd<MultiplayerSpawner>),
 }
 
 /// The node and what configures it, for the configurations this API replicates.
@@ -100,9 +173,10 @@ fn configured(
 ) -> Option<(Gd<Node>, Configured)> {
     let node = object?.try_cast::<Node>().ok()?;
     let configuration = configuration.try_to::<Gd<Object>>().ok()?;
-    if configuration.is_class("MultiplayerSpawner") {
-        return Some((node, Configured::Spawner));
-    }
+    let configuration = match configuration.try_cast::<MultiplayerSpawner>() {
+        Ok(spawner) => return Some((node, Configured::Spawner(spawner))),
+        Err(other) => other,
+    };
     let sync = configuration.try_cast::<MultiplayerSynchronizer>().ok()?;
     Some((node, Configured::Synchronizer(sync)))
 }
@@ -111,7 +185,7 @@ fn configured(
 struct Synced {
     sync: InstanceId,
     root: InstanceId,
-    sent: std::collections::HashMap<String, Variant>,
+    sent: HashMap<String, Variant>,
     last: Option<std::time::Instant>,
 }
 
@@ -210,6 +284,12 @@ pub struct SyncedMultiplayerAPI {
     ended: bool,
     /// Sessions carried by the game's multiplayer peer.
     transport: PeerTransport,
+    /// Nodes each spawner (the authority's) replicated and still tracks: its `spawn_limit`.
+    spawned: HashMap<InstanceId, HashSet<InstanceId>>,
+    /// The SceneTree's `node_added` is connected (spawner discovery).
+    watching: bool,
+    /// The spawn functions this API wrapped (to learn each custom spawn's data), by spawner.
+    wrappers: HashMap<InstanceId, Callable>,
 }
 
 #[godot_api]
@@ -227,6 +307,9 @@ impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
             connected: false,
             ended: false,
             transport: PeerTransport::new(),
+            spawned: HashMap::new(),
+            watching: false,
+            wrappers: HashMap::new(),
         }
     }
 
@@ -240,6 +323,7 @@ impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
                 self.base_mut().emit_signal("connection_failed", &[]);
             }
         }
+        self.watch_spawners();
         let Some(link) = link() else {
             return Error::OK;
         };
@@ -318,9 +402,9 @@ impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
                 sent: Default::default(),
                 last: None,
             }),
-            Some((node, Configured::Spawner)) => {
-                self.tracked.push(Tracked::Added(node.instance_id()))
-            }
+            Some((node, Configured::Spawner(spawner))) => self
+                .tracked
+                .push(Tracked::Added(node.instance_id(), spawner.instance_id())),
             None => {}
         }
         Error::OK
@@ -336,7 +420,10 @@ impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
                 let id = sync.instance_id();
                 self.syncs.retain(|s| s.sync != id);
             }
-            Some((node, Configured::Spawner)) => {
+            Some((node, Configured::Spawner(spawner))) => {
+                if let Some(set) = self.spawned.get_mut(&spawner.instance_id()) {
+                    set.remove(&node.instance_id());
+                }
                 // Still in the tree (tree_exiting): take its synced path now.
                 let path = synced_tree().and_then(|t| {
                     let rel = t.get_path_to(&node).to_string();
@@ -470,24 +557,117 @@ impl SyncedMultiplayerAPI {
     fn replicate(&mut self) {
         let Some(mut tree) = synced_tree() else {
             self.tracked.clear();
+            CUSTOM.with(|c| c.borrow_mut().clear());
             return;
         };
+        let mut custom = CUSTOM.with(|c| std::mem::take(&mut *c.borrow_mut()));
         for t in std::mem::take(&mut self.tracked) {
             match t {
-                Tracked::Added(id) => {
-                    let Ok(node) = Gd::<Node>::try_from_instance_id(id) else {
+                Tracked::Added(id, spawner) => {
+                    let (Ok(node), Ok(spawner)) = (
+                        Gd::<Node>::try_from_instance_id(id),
+                        Gd::<MultiplayerSpawner>::try_from_instance_id(spawner),
+                    ) else {
                         continue;
                     };
                     if !node.is_inside_tree() {
                         continue;
                     }
-                    let props = self.spawn_properties(&node);
-                    tree.bind_mut().replicate_spawn(node, props);
+                    if tree.bind().is_synced_node(&node) {
+                        // Placed by synctree (another replica's spawn): tracked, no more.
+                        self.spawned
+                            .entry(spawner.instance_id())
+                            .or_default()
+                            .insert(id);
+                        continue;
+                    }
+                    let count = self
+                        .spawned
+                        .get(&spawner.instance_id())
+                        .map_or(0, |t| t.len());
+                    let limit = spawner.get_spawn_limit();
+                    if limit > 0 && count >= limit as usize {
+                        godot_error!(
+                            "SyncedMultiplayerAPI: spawn limit reached ({limit}) on {}: {} is not replicated",
+                            spawner.get_path(),
+                            node.get_path()
+                        );
+                        continue;
+                    }
+                    let mut props = self.spawn_properties(&node);
+                    let mut scene = None;
+                    if let Some((_, data)) = custom
+                        .remove(&id)
+                        .filter(|(s, _)| *s == spawner.instance_id())
+                    {
+                        match to_value(&data) {
+                            Ok(v) => props.insert(0, (live::SPAWN_DATA.to_owned(), v)),
+                            Err(e) => {
+                                godot_error!(
+                                    "SyncedMultiplayerAPI: the spawn data of {} is not replicated: {e}",
+                                    node.get_path()
+                                );
+                                continue;
+                            }
+                        }
+                        scene = Some(format!("{}{}", live::SPAWNER_SCENE, spawner.get_path()));
+                    }
+                    self.spawned
+                        .entry(spawner.instance_id())
+                        .or_default()
+                        .insert(id);
+                    tree.bind_mut().replicate_spawn(node, props, scene);
                 }
                 Tracked::Removed(id, path) => tree.bind_mut().replicate_despawn(&path, id),
             }
         }
         self.synchronize(&mut tree);
+    }
+
+    /// Finds MultiplayerSpawners (SceneTree's `node_added`, and those already in the tree),
+    /// and wraps each one's `spawn_function` so a custom spawn's `data` can be replicated.
+    fn watch_spawners(&mut self) {
+        if !self.watching {
+            let Some(root) = scene_root() else { return };
+            self.watching = true;
+            let found = root
+                .find_children_ex("*")
+                .type_("MultiplayerSpawner")
+                .owned(false)
+                .done();
+            SPAWNERS.with(|s| {
+                s.borrow_mut()
+                    .extend(found.iter_shared().map(|n| n.instance_id()))
+            });
+            let added = Callable::from_fn("synctree_node_added", |args| {
+                if let Some(node) = args.first().and_then(|a| a.try_to::<Gd<Node>>().ok()) {
+                    if node.is_class("MultiplayerSpawner") {
+                        SPAWNERS.with(|s| s.borrow_mut().push(node.instance_id()));
+                    }
+                }
+            });
+            root.get_tree().connect("node_added", &added);
+        }
+        let spawners = spawners();
+        self.wrappers
+            .retain(|id, _| spawners.iter().any(|s| s.instance_id() == *id));
+        for mut spawner in spawners {
+            let function = spawner.get_spawn_function();
+            let id = spawner.instance_id();
+            if !function.is_valid() || self.wrappers.get(&id) == Some(&function) {
+                continue;
+            }
+            let wrapper = Callable::from_fn("synctree_spawn_function", move |args| {
+                let data = args.first().map(|v| (*v).clone()).unwrap_or_default();
+                let made = function.call(&[data.clone()]);
+                if let Ok(node) = made.try_to::<Gd<Node>>() {
+                    CUSTOM.with(|c| c.borrow_mut().insert(node.instance_id(), (id, data)));
+                }
+                made
+            });
+            spawner.set_spawn_function(&wrapper);
+            self.wrappers.insert(id, wrapper);
+        }
     }
 
     /// The spawn properties of the synchronizers rooted at `node`, as they are now.

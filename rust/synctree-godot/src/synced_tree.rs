@@ -754,7 +754,8 @@ impl SyncedTree {
                 .collect();
             let started = std::time::Instant::now();
             for effect in effects {
-                if let live::Applied::Spawned { key, node } = self.live.apply(&mut root, effect) {
+                if let live::Applied::Spawned { key, node, .. } = self.live.apply(&mut root, effect)
+                {
                     if spawn_listeners {
                         if let Some(path) = self.live.node_path(key) {
                             self.signals().node_spawned().emit(&path, &node);
@@ -1066,6 +1067,12 @@ impl SyncedTree {
         (!rel.starts_with("..") && !rel.is_empty() && rel != ".").then_some(rel)
     }
 
+    /// True if `node` is a synced node synctree placed (a committed spawn).
+    pub(crate) fn is_synced_node(&self, node: &Gd<Node>) -> bool {
+        self.synced_path_of(node)
+            .is_some_and(|p| self.live.instance_at(&p) == Some(node.instance_id()))
+    }
+
     /// True if this server leads (a server-side synchronizer replicates from the leader's
     /// game state only).
     pub(crate) fn leads(&self) -> bool {
@@ -1074,7 +1081,12 @@ impl SyncedTree {
 
     /// (Multiplayer API) A MultiplayerSpawner's authority added `node` under its spawn path:
     /// spawn it everywhere. Here the committed spawn adopts the node itself.
-    pub(crate) fn replicate_spawn(&mut self, node: Gd<Node>, props: Vec<(String, Value)>) {
+    pub(crate) fn replicate_spawn(
+        &mut self,
+        node: Gd<Node>,
+        props: Vec<(String, Value)>,
+        custom_scene: Option<String>,
+    ) {
         let Some(path) = self.synced_path_of(&node) else {
             godot_warn!("synctree: MultiplayerSpawner spawned '{}' outside the SyncedTree: not replicated (its spawn_path must be the SyncedTree or below it)", node.get_path());
             return;
@@ -1093,7 +1105,7 @@ impl SyncedTree {
             return;
         }
         let (parent, _) = synctree_proto::split_parent(&path).unwrap_or(("", ""));
-        let scene = node.get_scene_file_path().to_string();
+        let scene = custom_scene.unwrap_or_else(|| node.get_scene_file_path().to_string());
         let authority = node.get_multiplayer_authority();
         let owner = if authority <= 1 {
             synctree_proto::SERVER_PEER
@@ -1365,7 +1377,7 @@ impl SyncedTree {
                 };
                 budget -= 1;
                 match self.live.apply(&mut root, effect) {
-                    live::Applied::Spawned { key, node } => {
+                    live::Applied::Spawned { key, node, adopted } => {
                         if !self.pending_scenes.is_empty() {
                             if let Some(p) = self.live.path_of(key) {
                                 self.pending_scenes.remove(p);
@@ -1376,9 +1388,21 @@ impl SyncedTree {
                                 self.signals().node_spawned().emit(&path, &node);
                             }
                         }
+                        if !adopted && crate::multiplayer::has_spawners() {
+                            let _reentrant = self.base_mut();
+                            crate::multiplayer::notify_spawner("spawned", &node);
+                        }
                     }
-                    live::Applied::Despawned { path } if despawn_listeners => {
-                        self.signals().node_despawned().emit(&path.get());
+                    live::Applied::Despawned { path, removed } => {
+                        if despawn_listeners {
+                            self.signals().node_despawned().emit(&path.get());
+                        }
+                        if let Some((node, parent)) =
+                            removed.filter(|_| crate::multiplayer::has_spawners())
+                        {
+                            let _reentrant = self.base_mut();
+                            crate::multiplayer::notify_spawner_of(&parent, "despawned", &node);
+                        }
                     }
                     live::Applied::Set {
                         node,

@@ -1,0 +1,17 @@
+extends MultiplayerSpawner
+## A custom spawner as a Godot game writes one for SceneMultiplayer: `spawn(data)` on the
+## authority calls `spawn_function` with the data, and every other peer calls it with the same
+## data to make its copy. Nothing but the data says where a bullet starts (no synchronizer), so
+## the end-to-end tests see the data arrive.
+
+
+func _ready() -> void:
+	spawn_function = _make_bullet
+
+
+func _make_bullet(data: Dictionary) -> Node:
+	var bullet := Node2D.new()
+	bullet.name = "Bullet%d" % int(data["id"])
+	bullet.position = data["from"]
+	bullet.rotation = float(data.get("angle", 0.0))
+	return bullet
