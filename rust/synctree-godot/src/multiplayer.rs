@@ -121,7 +121,7 @@ pub fn custom_instance(spawner_path: &str, data: &Variant) -> Result<Gd<Node>, S
         ));
     }
     function
-        .call(&[data.clone()])
+        .call(std::slice::from_ref(data))
         .try_to::<Gd<Node>>()
         .map_err(|_| {
             format!("the spawn_function of {spawner_path} did not return a Node for {data}")
@@ -659,7 +659,7 @@ impl SyncedMultiplayerAPI {
             }
             let wrapper = Callable::from_fn("synctree_spawn_function", move |args| {
                 let data = args.first().map(|v| (*v).clone()).unwrap_or_default();
-                let made = function.call(&[data.clone()]);
+                let made = function.call(std::slice::from_ref(&data));
                 if let Ok(node) = made.try_to::<Gd<Node>>() {
                     CUSTOM.with(|c| c.borrow_mut().insert(node.instance_id(), (id, data)));
                 }
