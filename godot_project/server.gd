@@ -37,6 +37,8 @@ extends Node
 ##   {"cmd":"spawn_bullet","id":N,"from":"Vector2(1, 2)","angle":0.5} -> {"name":..}:
 ##       BulletSpawner.spawn(data) (a custom spawn_function; spawn_limit 3); name "" if refused
 ##   {"cmd":"move","path":"P","position":"Vector2(1, 2)"} -> sets the node's position locally
+##   {"cmd":"set_local","path":"P/Body","property":"modulate","value":"Color(1, 0, 0, 1)"} ->
+##       sets a property of any node under World locally (game code)
 ##   {"cmd":"eventual","path":"P","property":"rotation","value":"1.5"} -> {"written":..}:
 ##       SyncedTree.set_eventual
 ##   {"cmd":"get","path":"P","property":"rotation"} -> {"value": var_to_str of the live value}
@@ -108,6 +110,12 @@ func _ready() -> void:
 		multiplayer.connect(signal_name, func() -> void: _mp_events.append(signal_name))
 	multiplayer.peer_connected.connect(func(id: int) -> void: _mp_events.append("peer_connected %d" % id))
 	multiplayer.peer_disconnected.connect(func(id: int) -> void: _mp_events.append("peer_disconnected %d" % id))
+	get_tree().node_added.connect(func(node: Node) -> void:
+		if node is MultiplayerSynchronizer:
+			node.synchronized.connect(func() -> void:
+				var event := "synchronized %s" % node.get_parent().name
+				if not _mp_events.has(event):
+					_mp_events.append(event)))
 	for spawner in [$PlayerSpawner, $BulletSpawner]:
 		for signal_name in ["spawned", "despawned"]:
 			spawner.connect(signal_name, func(node: Node) -> void: _mp_events.append("%s %s" % [signal_name, node.name]))
@@ -298,6 +306,12 @@ func _handle(line: String) -> Dictionary:
 			player.name = str(peer)
 			player.position = Vector2(peer % 1000, 1)
 			world.add_child(player)
+			return {"ok": true}
+		"set_local":
+			var target = world.get_node_or_null(NodePath(str(request.get("path", ""))))
+			if target == null:
+				return _error("set_local: no node at %s" % request.get("path"))
+			target.set(StringName(str(request.get("property", ""))), str_to_var(str(request.get("value", "null"))))
 			return {"ok": true}
 		"spawn_bullet":
 			var data := {"id": int(request.get("id", 0)), "angle": float(request.get("angle", 0.0)),

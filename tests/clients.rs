@@ -427,6 +427,14 @@ fn spawner_and_synchronizer(enet: bool) -> Result<()> {
     cluster
         .client_control(2)?
         .request(&json!({"cmd": "move", "path": pa.to_string(), "position": "Vector2(40, 50)"}))?;
+    // A property of a child node (`Body:modulate` in the synchronizer's config).
+    cluster
+        .client_control(1)?
+        .request(&json!({"cmd": "set_local",
+        "path": format!("{pa}/Body"), "property": "modulate", "value": "Color(1, 0, 0, 1)"}))?;
+    wait_dump(&cluster, |d| {
+        d.contains(".Body:modulate = Color(1.0, 0.0, 0.0, 1.0)")
+    })?;
 
     // Eventual consistency: client 1 turns its player outside the log; every replica shows
     // it. Client 2 may not (it does not own the player).
@@ -521,7 +529,9 @@ fn spawner_and_synchronizer(enet: bool) -> Result<()> {
             has(e, "spawned Bullet1")
                 && has(e, &format!("spawned {pa}"))
                 && has(e, &format!("despawned {pa}"))
-        }) && !has(s1, "spawned Bullet1")
+        }) && has(b, &format!("synchronized {pa}"))
+            && !has(a, &format!("synchronized {pa}"))
+            && !has(s1, "spawned Bullet1")
             && has(s1, &format!("spawned {pb}"))
     })?;
     ensure!(

@@ -1,7 +1,7 @@
 extends Node2D
 ## A player as a Godot game writes one for SceneMultiplayer: named after its peer, which is its
 ## multiplayer authority; a MultiplayerSynchronizer (in player.tscn) replicates position and
-## health. The end-to-end tests run it unchanged on SyncedMultiplayerAPI.
+## health, and its Body child's modulate (a child-node property path). The end-to-end tests run it unchanged on SyncedMultiplayerAPI.
 
 @export var health := 100
 

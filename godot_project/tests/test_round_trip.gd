@@ -162,3 +162,32 @@ func test_compare_and_set() -> void:
 	check_eq(req.result, Vector2(2, 0), "read back")
 	req = await done(tree.compare_and_set(^"Counter", &"nope", null, 1))
 	check(not req.ok and str(req.error).contains("nope"), "unknown property refused: %s" % req.error)
+
+
+func test_property_paths() -> void:
+	# A property of a child node ("Body:position") and a component (":position:x"), as
+	# MultiplayerSynchronizer configs name them (NodePath form).
+	var req = await done(tree.spawn(^".", &"P", "Node2D", {}))
+	check_ok(req, "spawn P")
+	req = await done(tree.spawn(^"P", &"Body", "Node2D", {}))
+	check_ok(req, "spawn P/Body")
+	req = await done(tree.set_synced(^"P", &"Body:position", Vector2(5, 6)))
+	check_ok(req, "set P's Body:position")
+	req = await done(tree.set_synced(^"P", &":position:x", 7.0))
+	check_ok(req, "set P's :position:x")
+	var p = tree.get_node_or_null(^"P")
+	if check(p != null, "P is live"):
+		check_eq(p.get_node(^"Body").position, Vector2(5, 6), "Body:position reached the child")
+		check_eq(p.position, Vector2(7, 0), ":position:x set one component")
+	check_eq(tree.dump(),
+		"P (Node2D)\n"
+		+ "  .:position:x = float(7.0)\n"
+		+ "  .Body:position = Vector2(5.0, 6.0)\n"
+		+ "  Body (Node2D)\n",
+		"dump shows property paths with their live values")
+	req = tree.set_synced(^"P", &"Nope:modulate", Color(1, 0, 0, 1))
+	await done(req)
+	check(not req.ok, "a path to a missing child is refused")
+	check(str(req.error).contains("Nope:modulate"), "the refusal names the path: %s" % req.error)
+	req = await done(tree.despawn(^"P"))
+	check_ok(req, "despawn P")

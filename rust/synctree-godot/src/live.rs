@@ -138,6 +138,74 @@ impl LazyPath {
 /// A property name interned by the live tree.
 pub type PropId = u32;
 
+/// Where a synced property lives on its node. A name is a property of the synced node
+/// (`position`), or a property path in NodePath form, as MultiplayerSynchronizer configs name
+/// them: a child node's property (`Sprite:modulate`, `Arm/Hand:rotation`) or a component of
+/// the node's own property (`:position:x`).
+#[derive(Clone)]
+pub enum Target {
+    Plain(StringName),
+    Path {
+        child: Option<NodePath>,
+        /// The property and its components, as `:modulate`.
+        sub: NodePath,
+    },
+}
+
+impl Target {
+    pub fn of(name: &str) -> Target {
+        match name.split_once(':') {
+            None => Target::Plain(StringName::from(name)),
+            Some((child, sub)) => Target::Path {
+                child: (!child.is_empty() && child != ".").then(|| NodePath::from(child)),
+                sub: NodePath::from(format!(":{sub}").as_str()),
+            },
+        }
+    }
+
+    /// The node holding the property (the node itself, or its child), if it exists.
+    fn holder(&self, node: &Gd<Node>) -> Option<Gd<Node>> {
+        match self {
+            Target::Path { child: Some(c), .. } => node.get_node_or_null(c),
+            _ => Some(node.clone()),
+        }
+    }
+
+    pub fn set(&self, node: &mut Gd<Node>, value: &Variant) {
+        match self {
+            Target::Plain(name) => node.set(name, value),
+            Target::Path { sub, .. } => {
+                if let Some(mut holder) = self.holder(node) {
+                    holder.set_indexed(sub, value);
+                }
+            }
+        }
+    }
+
+    pub fn get(&self, node: &Gd<Node>) -> Variant {
+        match self {
+            Target::Plain(name) => node.get(name),
+            Target::Path { sub, .. } => self
+                .holder(node)
+                .map(|h| h.get_indexed(sub))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// True if `node` has this property (for a path: the child exists and has the first
+    /// property named).
+    pub fn exists_on(&self, node: &Gd<Node>) -> bool {
+        match self {
+            Target::Plain(name) => property_names(node).contains(&name.to_string()),
+            Target::Path { sub, .. } => {
+                let first = sub.get_subname(0).to_string();
+                self.holder(node)
+                    .is_some_and(|h| property_names(&h).contains(&first))
+            }
+        }
+    }
+}
+
 /// True if the object `id` still exists. One ObjectDB lookup: the same check gdext makes
 /// before each engine call, without the utility-function call of `is_instance_valid`, so
 /// the per-event liveness check stays off the profile.
@@ -179,7 +247,7 @@ pub struct LiveTree {
     /// hash (one lookup per committed property event); names come from servers, which check
     /// them against the node's properties when they propose. Revisit when clients propose.
     prop_ids: FxHashMap<String, PropId>,
-    prop_names: Vec<(String, StringName)>,
+    prop_names: Vec<(String, StringName, Target)>,
     /// Nodes the game placed itself, by the path their committed spawn will name.
     adopt: HashMap<String, Gd<Node>>,
 }
@@ -235,8 +303,11 @@ impl LiveTree {
             return *id;
         }
         let id = self.prop_names.len() as PropId;
-        self.prop_names
-            .push((property.to_owned(), StringName::from(property)));
+        self.prop_names.push((
+            property.to_owned(),
+            StringName::from(property),
+            Target::of(property),
+        ));
         self.prop_ids.insert(property.to_owned(), id);
         id
     }
@@ -244,6 +315,11 @@ impl LiveTree {
     /// The StringName of an interned property.
     pub fn prop_name(&self, id: PropId) -> &StringName {
         &self.prop_names[id as usize].1
+    }
+
+    /// Where an interned property lives on its node.
+    pub fn target(&self, id: PropId) -> &Target {
+        &self.prop_names[id as usize].2
     }
 
     /// The live Godot node of a synced node, if it is still alive.
@@ -316,7 +392,7 @@ impl LiveTree {
                     n.synced.push(id);
                 }
                 let value = from_value(&value);
-                n.node.set(&self.prop_names[id as usize].1, &value);
+                self.prop_names[id as usize].2.set(&mut n.node, &value);
                 Applied::Set {
                     node: key,
                     property: id,
@@ -404,7 +480,9 @@ impl LiveTree {
                 continue;
             }
             let id = self.intern(prop);
-            node.set(&self.prop_names[id as usize].1, &from_value(value));
+            self.prop_names[id as usize]
+                .2
+                .set(&mut node, &from_value(value));
             if !synced.contains(&id) {
                 synced.push(id);
             }
@@ -498,14 +576,14 @@ impl LiveTree {
                 continue;
             };
             write_node_header(out, depth, &name, &live.scene, live.owner);
-            let mut props: Vec<&(String, StringName)> = live
+            let mut props: Vec<&(String, StringName, Target)> = live
                 .synced
                 .iter()
                 .map(|id| &self.prop_names[*id as usize])
                 .collect();
             props.sort_by(|a, b| a.0.cmp(&b.0));
-            for (prop, sname) in props {
-                match to_value(&child.get(sname)) {
+            for (prop, _, target) in props {
+                match to_value(&target.get(&child)) {
                     Ok(v) => write_property(out, depth, prop, &v),
                     Err(e) => out.push_str(&format!("{}  .{prop} = <{e}>\n", "  ".repeat(depth))),
                 }

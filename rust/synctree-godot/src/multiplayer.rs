@@ -66,6 +66,39 @@ thread_local! {
         RefCell::new(HashMap::new());
 }
 
+thread_local! {
+    /// MultiplayerSynchronizers by the root node they replicate.
+    static SYNC_ROOTS: RefCell<HashMap<InstanceId, Vec<InstanceId>>> =
+        RefCell::new(HashMap::new());
+}
+
+/// True if any MultiplayerSynchronizer is configured.
+pub fn has_synchronizers() -> bool {
+    SYNC_ROOTS.with(|s| !s.borrow().is_empty())
+}
+
+/// Emits `synchronized` on the synchronizers of the synced nodes `roots` whose committed
+/// properties were just applied, where this process is not the synchronizer's authority (as
+/// SceneMultiplayer does on the peers that receive a sync).
+pub fn notify_synchronized(roots: &[InstanceId], me: i32) {
+    let syncs: Vec<InstanceId> = SYNC_ROOTS.with(|s| {
+        let s = s.borrow();
+        roots
+            .iter()
+            .filter_map(|r| s.get(r))
+            .flatten()
+            .copied()
+            .collect()
+    });
+    for id in syncs {
+        if let Ok(mut sync) = Gd::<MultiplayerSynchronizer>::try_from_instance_id(id) {
+            if sync.get_multiplayer_authority() != me {
+                sync.emit_signal("synchronized", &[]);
+            }
+        }
+    }
+}
+
 /// True if any MultiplayerSpawner is known (so spawn notifications have somewhere to go).
 pub fn has_spawners() -> bool {
     SPAWNERS.with(|s| !s.borrow().is_empty())
@@ -189,20 +222,31 @@ struct Synced {
     last: Option<std::time::Instant>,
 }
 
-/// The root-node properties of a synchronizer's config: (name, spawn, replicated mode).
+/// The properties of a synchronizer's config as synced property names (`position`, or a path
+/// such as `Sprite:modulate`), with (spawn, replicated) flags.
 fn sync_properties(sync: &Gd<MultiplayerSynchronizer>) -> Vec<(String, bool, bool)> {
     let Some(mut config) = sync.get_replication_config() else {
         return Vec::new();
     };
     let mut out = Vec::new();
     for path in config.get_properties().iter_shared() {
-        let names = path.get_concatenated_names().to_string();
-        if !(names.is_empty() || names == ".") {
-            continue; // a property of a child node: not replicated (yet)
+        let text = path.to_string();
+        if !text.contains(':') {
+            continue; // a node without a property: nothing to replicate
         }
-        let property = path.get_concatenated_subnames().to_string();
+        // A property of the root is named plainly (`position`); a component of one keeps
+        // NodePath's form (`:position:x`), as does a child's property (`Sprite:modulate`).
+        let own = text.strip_prefix('.').unwrap_or(&text);
+        let name = match own.strip_prefix(':') {
+            Some(plain) if !plain.contains(':') => plain,
+            _ => own,
+        };
         let replicated = config.property_get_replication_mode(&path) != ReplicationMode::NEVER;
-        out.push((property, config.property_get_spawn(&path), replicated));
+        out.push((
+            name.to_owned(),
+            config.property_get_spawn(&path),
+            replicated,
+        ));
     }
     out
 }
@@ -396,12 +440,20 @@ impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
     ) -> Error {
         // Godot first calls this with a null object (the root's configuration): nothing to do.
         match configured(object, configuration) {
-            Some((node, Configured::Synchronizer(sync))) => self.syncs.push(Synced {
-                sync: sync.instance_id(),
-                root: node.instance_id(),
-                sent: Default::default(),
-                last: None,
-            }),
+            Some((node, Configured::Synchronizer(sync))) => {
+                SYNC_ROOTS.with(|s| {
+                    s.borrow_mut()
+                        .entry(node.instance_id())
+                        .or_default()
+                        .push(sync.instance_id())
+                });
+                self.syncs.push(Synced {
+                    sync: sync.instance_id(),
+                    root: node.instance_id(),
+                    sent: Default::default(),
+                    last: None,
+                })
+            }
             Some((node, Configured::Spawner(spawner))) => self
                 .tracked
                 .push(Tracked::Added(node.instance_id(), spawner.instance_id())),
@@ -416,9 +468,18 @@ impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
         configuration: Variant,
     ) -> Error {
         match configured(object, configuration) {
-            Some((_, Configured::Synchronizer(sync))) => {
+            Some((node, Configured::Synchronizer(sync))) => {
                 let id = sync.instance_id();
                 self.syncs.retain(|s| s.sync != id);
+                SYNC_ROOTS.with(|s| {
+                    let mut s = s.borrow_mut();
+                    if let Some(list) = s.get_mut(&node.instance_id()) {
+                        list.retain(|x| *x != id);
+                        if list.is_empty() {
+                            s.remove(&node.instance_id());
+                        }
+                    }
+                });
             }
             Some((node, Configured::Spawner(spawner))) => {
                 if let Some(set) = self.spawned.get_mut(&spawner.instance_id()) {
@@ -681,7 +742,7 @@ impl SyncedMultiplayerAPI {
                 if !spawn {
                     continue;
                 }
-                match to_value(&node.get(property.as_str())) {
+                match to_value(&live::Target::of(&property).get(node)) {
                     Ok(v) => out.push((property, v)),
                     Err(e) => godot_warn!(
                         "synctree: spawn property '{property}' of {} not replicated: {e}",
@@ -723,7 +784,7 @@ impl SyncedMultiplayerAPI {
                 if !replicated {
                     continue;
                 }
-                let value = root.get(property.as_str());
+                let value = live::Target::of(&property).get(&root);
                 if s.sent.get(&property) == Some(&value) {
                     continue;
                 }

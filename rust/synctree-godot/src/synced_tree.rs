@@ -486,10 +486,11 @@ impl SyncedTree {
             predicted.and_then(|k| self.live.node_of(k)),
         ) {
             let id = self.live.intern(&property.to_string());
-            let shown = node.get(&property);
+            let target = self.live.target(id).clone();
+            let shown = target.get(&node);
             self.predictions
                 .predict(ticket, key, id, shown, value.clone());
-            node.set(&property, &value);
+            target.set(&mut node, &value);
         }
         req
     }
@@ -533,7 +534,8 @@ impl SyncedTree {
         };
         // The writer sees its own write at once; the stamped copy comes back to order it.
         if let Some(mut node) = self.live.node_of(key) {
-            node.set(&property, &value);
+            let id = self.live.intern(&property.to_string());
+            self.live.target(id).clone().set(&mut node, &value);
         }
         if let Some(link) = &self.link {
             link.send_eventual(p, property.to_string(), v);
@@ -1055,7 +1057,7 @@ impl SyncedTree {
             }
             self.eventual.insert((key, id), stamp);
             if let Some(mut node) = self.live.node_of(key) {
-                node.set(self.live.prop_name(id), &from_value(&set.value));
+                self.live.target(id).set(&mut node, &from_value(&set.value));
                 self.eventual_applied += 1;
             }
         }
@@ -1241,6 +1243,16 @@ impl SyncedTree {
     }
 
     fn check_property(&mut self, path: &str, property: &str) -> Result<(), String> {
+        if property.contains(':') {
+            // A property path (`Sprite:modulate`): checked on the live node, if there is one.
+            let target = live::Target::of(property);
+            return match self.live.node_at(path) {
+                Some(n) if !target.exists_on(&n) => Err(format!(
+                    "node '{path}' has no property path '{property}' (no such child, or it has no such property)"
+                )),
+                _ => Ok(()),
+            };
+        }
         if let Some(scene) = self.live.scene_of(path).map(str::to_owned) {
             if self.live.scenes.has_property(&scene, property)
                 || self
@@ -1354,6 +1366,8 @@ impl SyncedTree {
         let listeners = listening("property_applied");
         let spawn_listeners = listening("node_spawned");
         let despawn_listeners = listening("node_despawned");
+        let synchronizers = crate::multiplayer::has_synchronizers();
+        let mut synchronized: Vec<InstanceId> = Vec::new();
         while budget > 0 {
             if self.current.is_none() {
                 let next = self.backend.as_ref().and_then(|s| s.try_recv_applied());
@@ -1412,12 +1426,19 @@ impl SyncedTree {
                         if let Some(show) = self.predictions.committed(node, property, &value) {
                             if show != value {
                                 if let Some(mut n) = self.live.node_of(node) {
-                                    n.set(self.live.prop_name(property), &show);
+                                    self.live.target(property).set(&mut n, &show);
                                 }
                             }
                         }
                         if listeners {
                             self.emit_property_applied(node, property, &value);
+                        }
+                        if synchronizers {
+                            if let Some(n) = self.live.node_of(node) {
+                                if !synchronized.contains(&n.instance_id()) {
+                                    synchronized.push(n.instance_id());
+                                }
+                            }
                         }
                     }
                     _ => {}
@@ -1427,6 +1448,11 @@ impl SyncedTree {
                 self.live_index = index;
                 self.current = None;
             }
+        }
+        if !synchronized.is_empty() {
+            let me = self.peer_id() as i32;
+            let _reentrant = self.base_mut();
+            crate::multiplayer::notify_synchronized(&synchronized, me);
         }
     }
 
@@ -1449,7 +1475,7 @@ impl SyncedTree {
             return;
         };
         let name = self.live.prop_name(s.property).clone();
-        node.set(&name, &s.show);
+        self.live.target(s.property).set(&mut node, &s.show);
         if s.rolled_back {
             self.reconciled += 1;
             if let Some(path) = self.live.node_path(s.node) {
