@@ -6,8 +6,9 @@ extends RefCounted
 ##                                                    is applied to this server's live tree
 ##   {"cmd":"watch_result","stop":true}              -> {"values":[...],"usec":[...]}; stop unless
 ##                                                    "stop" is false
-##   {"cmd":"set_load","path":P,"property":Q,"start":S,"count":N,"inflight":K}
-##        set P.Q to S, S+1, ... keeping K requests in flight -> {"calls_usec":[...],"failed":F,
+##   {"cmd":"set_load","path":P,"property":Q,"start":S,"count":N,"inflight":K,"interval_usec":I}
+##        set P.Q to S, S+1, ... keeping K requests in flight, and (with I) starting the i-th
+##        no sooner than i*I after the first -> {"calls_usec":[...],"failed":F,
 ##        "start_usec":..,"end_usec":..}
 ##   {"cmd":"wait_value","path":P,"property":Q,"value":V}  wait until the int P.Q >= V on this
 ##        server's live tree -> {"usec":t} (when it was seen)
@@ -107,6 +108,7 @@ func _set_load(request: Dictionary) -> Dictionary:
 	var start := int(request.get("start", 0))
 	var count := int(request.get("count", 1000))
 	var inflight := maxi(1, int(request.get("inflight", 1)))
+	var interval := int(request.get("interval_usec", 0))
 	var calls := PackedInt64Array()
 	calls.resize(count)
 	# Requests complete in the order they were issued (one server's batches commit in order;
@@ -119,7 +121,7 @@ func _set_load(request: Dictionary) -> Dictionary:
 	var first_error := ""
 	var started := now_usec()
 	while head < count:
-		while next < count and next - head < inflight:
+		while next < count and next - head < inflight and now_usec() >= started + next * interval:
 			calls[next] = now_usec()
 			pending[next] = _world.set_synced(path, property, start + next)
 			next += 1

@@ -12,10 +12,12 @@ extends Node
 ## and records when; each client records when it holds all N.
 ##
 ## User args: --baseline-role=server|client --baseline-port=P --baseline-count=N
+##            [--baseline-connect-port=C] (a client connects to C instead of P: a relay)
 ##            --baseline-interval-ms=I --baseline-out=FILE [--baseline-spawn=N]
 
 var role := ""
 var port := 0
+var connect_port := 0
 var count := 100
 var interval_usec := 10_000
 var out_path := ""
@@ -45,13 +47,14 @@ func _ready() -> void:
 		match kv[0]:
 			"role": role = kv[1]
 			"port": port = int(kv[1])
+			"connect-port": connect_port = int(kv[1])
 			"count": count = int(kv[1])
 			"interval-ms": interval_usec = int(kv[1]) * 1000
 			"out": out_path = kv[1]
 			"spawn": spawn_count = int(kv[1])
 	started = Time.get_ticks_msec()
 	var peer := ENetMultiplayerPeer.new()
-	var err := peer.create_server(port, 4) if role == "server" else peer.create_client("127.0.0.1", port)
+	var err := peer.create_server(port, 4) if role == "server" else peer.create_client("127.0.0.1", connect_port if connect_port > 0 else port)
 	if err != OK:
 		printerr("BASELINE FAILED: cannot open ENet (%s)" % error_string(err))
 		get_tree().quit(1)

@@ -51,6 +51,9 @@ pub struct ClusterConfig {
     /// control port), as a SceneMultiplayer game starts: the server's ENet server peer
     /// starts a one-server cluster, clients join through their ENet peers without tokens.
     pub bare: bool,
+    /// Each game client reaches its first server through a [`Relay`] link that records the
+    /// traffic (see [`Cluster::client_relay`]; the client is `CLIENT_LINK + n` there).
+    pub client_relay: bool,
 }
 
 impl Default for ClusterConfig {
@@ -69,6 +72,7 @@ impl Default for ClusterConfig {
             extra_tokens: Vec::new(),
             enet: false,
             bare: false,
+            client_relay: false,
         }
     }
 }
@@ -135,6 +139,11 @@ pub fn client_token(n: u64) -> String {
     format!("player-{n}-token")
 }
 
+/// The id of game client `n` on the client relay's links (servers keep their ids).
+pub const fn client_link(n: u64) -> u64 {
+    1000 + n
+}
+
 /// A set of headless Godot servers forming one SyncedTree cluster on loopback, and the game
 /// clients connected to them.
 pub struct Cluster {
@@ -145,6 +154,7 @@ pub struct Cluster {
     dir_path: PathBuf,
     config: ClusterConfig,
     relay: Option<Relay>,
+    client_relay: Option<Relay>,
 }
 
 impl Cluster {
@@ -180,7 +190,22 @@ impl Cluster {
         } else {
             None
         };
+        let client_relay = if config.client_relay {
+            let links: Vec<(u64, u64, u16)> = config
+                .clients
+                .iter()
+                .enumerate()
+                .map(|(i, first)| {
+                    let port = servers[(*first - 1) as usize].client_port;
+                    (client_link(i as u64 + 1), *first, port)
+                })
+                .collect();
+            Some(Relay::links(&links)?)
+        } else {
+            None
+        };
         let mut cluster = Cluster {
+            client_relay,
             servers,
             clients,
             godot,
@@ -229,6 +254,11 @@ impl Cluster {
         self.spawn(id)?;
         self.wait_ready(id)?;
         Ok(id)
+    }
+
+    /// The relay between game clients and their first servers, if the cluster has one.
+    pub fn client_relay(&self) -> Option<&Relay> {
+        self.client_relay.as_ref()
     }
 
     /// The relay between the servers, if the cluster was started with one.
@@ -282,15 +312,16 @@ impl Cluster {
         let first = self.config.clients[(n - 1) as usize];
         let mut order = vec![first];
         order.extend(self.ids().into_iter().filter(|id| *id != first));
+        let addr = |id: u64| match &self.client_relay {
+            Some(r) if id == first => r.addr(client_link(n), id).to_string(),
+            _ => format!("127.0.0.1:{}", self.server(id).client_port),
+        };
         let connect: Vec<String> = order
             .iter()
-            .map(|id| format!("{id}@127.0.0.1:{}", self.server(*id).client_port))
+            .map(|id| format!("{id}@{}", addr(*id)))
             .collect();
         let transport = if self.config.enet {
-            vec![format!(
-                "--demo-enet-connect=127.0.0.1:{}",
-                self.server(first).client_port
-            )]
+            vec![format!("--demo-enet-connect={}", addr(first))]
         } else {
             vec![
                 format!("--synctree-connect={}", connect.join(",")),

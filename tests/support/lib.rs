@@ -20,11 +20,11 @@ mod godot;
 mod history;
 mod relay;
 
-pub use cluster::{client_limits, client_token, Cluster, ClusterConfig, Server, Who};
+pub use cluster::{client_limits, client_link, client_token, Cluster, ClusterConfig, Server, Who};
 pub use control::{BatchReply, Control, Op, OpResult};
 pub use dump::{parse_dump, DumpNode};
 pub use godot::{
     extension_library, godot_binary, godot_project, provision_godot, repo_root, EXTENSION_SO,
 };
 pub use history::{ClientRun, Recorder};
-pub use relay::Relay;
+pub use relay::{Relay, Traffic};

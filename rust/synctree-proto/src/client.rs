@@ -28,7 +28,11 @@ use crate::tree::ShadowTree;
 use crate::{Op, Stamp, Value};
 
 /// Version of the client protocol; a server refuses a hello of another version.
-pub const CLIENT_PROTOCOL_VERSION: u32 = 1;
+///
+/// Version 2: the protocol's enums (messages, requests, outcomes, effects) carry one-letter
+/// variant tags: rmp-serde writes a variant's name, and these go to every client for every
+/// committed entry (`cargo xtask bench --only wire`).
+pub const CLIENT_PROTOCOL_VERSION: u32 = 2;
 
 /// The largest hello a server reads (a token and a cursor fit easily).
 pub const MAX_HELLO_BYTES: usize = 16 * 1024;
@@ -40,12 +44,16 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClientRequest {
     /// A write proposed on the client's behalf (authority is checked when it applies).
+    #[serde(rename = "W")]
     Write(Op),
     /// A linearizable read of a synced property.
+    #[serde(rename = "R")]
     Read { path: String, property: String },
     /// A Godot rpc to other peers; no outcome is sent (the request id is not used).
+    #[serde(rename = "C")]
     Rpc(PeerRpc),
     /// A write of an eventual property; no outcome is sent.
+    #[serde(rename = "V")]
     Eventual(EventualSet),
 }
 
@@ -88,6 +96,7 @@ pub struct EventualSet {
     pub property: String,
     pub value: Value,
     /// Given by the first server that takes it; `None` on the way from a client.
+    #[serde(with = "crate::clock::compact_stamp::option")]
     pub stamp: Option<Stamp>,
 }
 
@@ -116,10 +125,17 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
     /// Committed at log `index` (applied once the client reaches it), stamped `stamp`.
-    Written { index: u64, stamp: Stamp },
+    #[serde(rename = "W")]
+    Written {
+        index: u64,
+        #[serde(with = "crate::clock::compact_stamp")]
+        stamp: Stamp,
+    },
     /// The committed value at log `index` (`None`: never set).
+    #[serde(rename = "R")]
     Read { index: u64, value: Option<Value> },
     /// Refused or lost; `uncertain`: it may have been committed all the same.
+    #[serde(rename = "F")]
     Failed { reason: String, uncertain: bool },
 }
 
@@ -151,24 +167,32 @@ pub struct EntryEffects {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ServerMessage {
     /// The hello was accepted. `peer` is the client's peer id, the same on every server.
+    #[serde(rename = "W")]
     Welcome {
         server: u64,
         cluster: String,
         peer: u64,
     },
     /// The hello was refused; the server closes the connection after this.
+    #[serde(rename = "X")]
     Refused { reason: String },
     /// Replace the whole synced tree by `tree`, which is the state at log index `index`.
+    #[serde(rename = "Z")]
     Reset { index: u64, tree: ShadowTree },
     /// Committed entries in log order (possibly some the client already has: skip those).
+    #[serde(rename = "E")]
     Entries(Vec<EntryEffects>),
     /// How the client's request `id` ended.
+    #[serde(rename = "O")]
     Outcome { id: u64, outcome: Outcome },
     /// A Godot rpc for this client.
+    #[serde(rename = "C")]
     Rpc(PeerRpc),
     /// A stamped write of an eventual property.
+    #[serde(rename = "V")]
     Eventual(EventualSet),
     /// The other peers connected to the cluster now (every server; this client excluded).
+    #[serde(rename = "P")]
     Peers(Vec<u64>),
 }
 

@@ -19,6 +19,7 @@ pub const ROOT_KEY: NodeKey = 0;
 pub enum Effect {
     /// Instance `scene` as the last child of node `parent`, named `name`, set `props` on it,
     /// give it multiplayer authority `owner`, and know it as `node` from now on.
+    #[serde(rename = "S")]
     Spawned {
         node: NodeKey,
         parent: NodeKey,
@@ -28,9 +29,11 @@ pub enum Effect {
         owner: u64,
     },
     /// Free `node` and its subtree.
+    #[serde(rename = "D")]
     Despawned { node: NodeKey },
     /// Set `property` of `node` to `value`. The name is inline when short (most are), so
     /// the main thread frees no heap string per property event.
+    #[serde(rename = "P")]
     PropertySet {
         node: NodeKey,
         property: CompactString,

@@ -20,6 +20,7 @@
 //! server's log; other clients and the cluster are not affected.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -407,10 +408,17 @@ async fn serve_client<W: FrameWrite, R: FrameRead>(
     let others: Vec<u64> = ctx.peers.all().into_iter().filter(|p| *p != peer).collect();
     let _ = out_tx.try_send(ServerMessage::Peers(others));
     let conn_no = ctx.peers.join(peer, out_tx.clone());
-    let mut requests = tokio::spawn(read_requests(recv, ctx.clone(), peer, out_tx));
+    let writes = Arc::new(AtomicUsize::new(0));
+    let mut requests = tokio::spawn(read_requests(
+        recv,
+        ctx.clone(),
+        peer,
+        out_tx,
+        writes.clone(),
+    ));
     let mut violation = None;
     let ended = tokio::select! {
-        r = stream_feed(send, ctx, after, &mut out_rx) => r,
+        r = stream_feed(send, ctx, after, &mut out_rx, &writes) => r,
         r = &mut requests => match r {
             Ok(Err(v)) => {
                 violation = Some(v);
@@ -442,6 +450,7 @@ async fn read_requests<R: FrameRead>(
     ctx: Arc<Ctx>,
     peer: u64,
     out: mpsc::Sender<ServerMessage>,
+    writes: Arc<AtomicUsize>,
 ) -> Result<(), String> {
     let nz = |n: u32| NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
     let limiter = RateLimiter::direct(
@@ -521,9 +530,17 @@ async fn read_requests<R: FrameRead>(
             Ok(request) => {
                 let submitter = ctx.submitter.clone();
                 let out = out.clone();
+                let write = matches!(request, ClientRequest::Write(_));
+                let writes = writes.clone();
+                if write {
+                    writes.fetch_add(1, Ordering::Relaxed);
+                }
                 in_flight.spawn(async move {
                     let outcome = outcome_of(submitter.request(peer, request).await);
                     let _ = out.send(ServerMessage::Outcome { id, outcome }).await;
+                    if write {
+                        writes.fetch_sub(1, Ordering::Relaxed);
+                    }
                 });
             }
         }
@@ -578,6 +595,11 @@ async fn send_message(send: &mut impl FrameWrite, m: &ServerMessage) -> Result<(
     send.write(&[&bytes]).await
 }
 
+/// A write's outcome follows the entry it committed in by microseconds (the proposer hears
+/// of the commit after the state machine applied it): while the client has writes in flight,
+/// an entry waits this long at most for an outcome, so the two share a packet.
+const COALESCE_WAIT: Duration = Duration::from_millis(1);
+
 /// Sends the client's starting point, then live entries and the outcomes of its requests,
 /// until the client goes away.
 async fn stream_feed(
@@ -585,6 +607,7 @@ async fn stream_feed(
     ctx: &Ctx,
     mut after: Option<u64>,
     outcomes: &mut mpsc::Receiver<ServerMessage>,
+    writes: &AtomicUsize,
 ) -> Result<(), String> {
     loop {
         let (start, mut rx) = ctx.feed.subscribe(&ctx.shared, after);
@@ -613,7 +636,25 @@ async fn stream_feed(
                     if after.is_some_and(|a| c.last <= a) {
                         continue;
                     }
-                    send.write(&[&c.bytes]).await?;
+                    let mut with = Vec::new();
+                    if writes.load(Ordering::Relaxed) > 0 {
+                        if let Ok(Some(o)) =
+                            tokio::time::timeout(COALESCE_WAIT, outcomes.recv()).await
+                        {
+                            with.push(o);
+                        }
+                        while let Ok(o) = outcomes.try_recv() {
+                            with.push(o);
+                        }
+                    }
+                    let encoded = with
+                        .iter()
+                        .map(encode)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| e.to_string())?;
+                    let mut frames: Vec<&[u8]> = vec![&c.bytes];
+                    frames.extend(encoded.iter().map(Vec::as_slice));
+                    send.write_frames(&frames).await?;
                     after = Some(c.last);
                 }
                 // Too slow for the broadcast, or the state was replaced: start over from

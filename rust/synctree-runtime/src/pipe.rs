@@ -31,6 +31,19 @@ pub(crate) trait FrameRead: Send + 'static {
 /// Writes one whole frame at a time.
 pub(crate) trait FrameWrite: Send + 'static {
     fn write(&mut self, parts: &[&[u8]]) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Writes several frames, in one go where the transport can (so they may share a packet).
+    fn write_frames(
+        &mut self,
+        frames: &[&[u8]],
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        async move {
+            for f in frames {
+                self.write(&[f]).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 impl FrameRead for RecvStream {
@@ -42,6 +55,17 @@ impl FrameRead for RecvStream {
 impl FrameWrite for SendStream {
     async fn write(&mut self, parts: &[&[u8]]) -> Result<(), String> {
         write_frame(self, parts).await.map_err(|e| e.to_string())
+    }
+
+    async fn write_frames(&mut self, frames: &[&[u8]]) -> Result<(), String> {
+        let total: usize = frames.iter().map(|f| f.len() + 4).sum();
+        let mut buf = Vec::with_capacity(total);
+        for f in frames {
+            let len = u32::try_from(f.len()).map_err(|_| "frame over 4 GiB".to_owned())?;
+            buf.extend_from_slice(&len.to_be_bytes());
+            buf.extend_from_slice(f);
+        }
+        self.write_all(&buf).await.map_err(|e| e.to_string())
     }
 }
 

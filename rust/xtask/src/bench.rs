@@ -46,6 +46,9 @@ pub enum Part {
     Clients,
     /// 200 game clients (Rust, the client protocol) at 20 updates/s each.
     Load,
+    /// Bytes on the wire per property update, client links and server links, beside
+    /// SceneMultiplayer over ENet.
+    Wire,
 }
 
 const SCENE: &str = "res://demo_world.tscn";
@@ -172,9 +175,24 @@ impl Bench {
         count: usize,
         inflight: usize,
     ) -> Result<Value> {
+        self.paced_load(on, path, start, count, inflight, 0)
+    }
+
+    /// [`Bench::set_load`], starting the i-th set no sooner than `i * interval_usec` after the
+    /// first.
+    fn paced_load(
+        &mut self,
+        on: Who,
+        path: &str,
+        start: i64,
+        count: usize,
+        inflight: usize,
+        interval_usec: i64,
+    ) -> Result<Value> {
         let load = self.req(
             on,
-            json!({"cmd": "set_load", "path": path, "property": PROP, "start": start, "count": count, "inflight": inflight}),
+            json!({"cmd": "set_load", "path": path, "property": PROP, "start": start,
+                   "count": count, "inflight": inflight, "interval_usec": interval_usec}),
         )?;
         ensure!(
             load["failed"] == json!(0),
@@ -421,7 +439,7 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
         let only_clients = args
             .only
             .iter()
-            .all(|p| matches!(p, Part::Clients | Part::Load))
+            .all(|p| matches!(p, Part::Clients | Part::Load | Part::Wire))
             && !args.only.is_empty();
         if !only_clients {
             eprintln!(
@@ -434,6 +452,10 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
         if fsync && (args.only.is_empty() || args.only.contains(&Part::Clients)) {
             eprintln!("[bench] game clients: three servers and two clients...");
             out.push_str(&run_clients(args)?);
+        }
+        if fsync && (args.only.is_empty() || args.only.contains(&Part::Wire)) {
+            eprintln!("[bench] bytes on the wire per property update...");
+            out.push_str(&run_wire(args)?);
         }
         if fsync && (args.only.is_empty() || args.only.contains(&Part::Load)) {
             out.push_str(&run_load(args)?);
@@ -881,11 +903,168 @@ fn run_load(args: &BenchArgs) -> Result<String> {
     Ok(s)
 }
 
+/// Bytes on the wire per property update: client 1 sets a property of its node every 10 ms
+/// and client 2 (on another server) applies each value; the relays count every UDP datagram
+/// on the clients' links and between the servers, in the window from the first set to the
+/// last value applied. The same scene on SceneMultiplayer over ENet (one server, two clients)
+/// goes through the same relay.
+fn run_wire(args: &BenchArgs) -> Result<String> {
+    use synctree_e2e::{client_link, Traffic};
+    let count = if args.quick { 200 } else { 1000 };
+    let cluster = Cluster::start(ClusterConfig {
+        clients: vec![2, 3],
+        spawnable: vec![SCENE.into()],
+        server_args: synctree_e2e::client_limits(3, 1_000_000, 1_000_000),
+        relay: true,
+        client_relay: true,
+        ..ClusterConfig::default()
+    })?;
+    cluster.wait_leader(Duration::from_secs(30))?;
+    let mut ctl = [1, 2]
+        .into_iter()
+        .map(|n| Ok((Who::Client(n), cluster.client_control(n)?)))
+        .collect::<Result<HashMap<_, _>>>()?;
+    for id in cluster.ids() {
+        ctl.insert(Who::Server(id), cluster.control(id)?);
+    }
+    let mut b = Bench::new(cluster, ctl, 1);
+    let reply = b
+        .ctl
+        .get_mut(&Who::Client(1))
+        .context("control")?
+        .batch(&[Op::spawn("", "CB", SCENE)])?;
+    ensure!(reply.results.iter().all(|r| r.ok), "{:?}", reply.results);
+    b.cluster.wait_all_converged(Duration::from_secs(30))?;
+    b.req(
+        Who::Client(2),
+        json!({"cmd": "watch_property", "path": "CB", "property": PROP}),
+    )?;
+    let load = b.paced_load(Who::Client(1), "CB", 1, count, 64, 10_000)?;
+    let since = load["start_usec"].as_i64().unwrap_or(0);
+    let last = count as i64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let until = loop {
+        let r = b.req(
+            Who::Client(2),
+            json!({"cmd": "watch_result", "stop": false}),
+        )?;
+        let values = ints(&r["values"]);
+        if let Some(i) = values.iter().position(|v| *v == last) {
+            break ints(&r["usec"])[i];
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "client 2 never applied value {last}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    b.req(Who::Client(2), json!({"cmd": "watch_result"}))?;
+    let (c1, c2) = (client_link(1), client_link(2));
+    let clients = b.cluster.client_relay().context("client relay")?;
+    let ours = [
+        clients.traffic(c1, 2, since, until),
+        clients.traffic(2, c1, since, until),
+        clients.traffic(c2, 3, since, until),
+        clients.traffic(3, c2, since, until),
+    ];
+    let servers = b.cluster.relay().context("server relay")?;
+    let mut raft = Traffic::default();
+    for from in 1..=3 {
+        for to in 1..=3 {
+            if from != to {
+                let t = servers.traffic(from, to, since, until);
+                raft.datagrams += t.datagrams;
+                raft.bytes += t.bytes;
+            }
+        }
+    }
+    b.cluster.check_logs()?;
+    drop(b);
+
+    eprintln!("[bench]   the same over SceneMultiplayer (ENet)...");
+    let ([_, one, two], relay) = run_baseline(&[format!("--baseline-count={count}")], true)?;
+    let relay = relay.context("baseline relay")?;
+    let (writer, reader, sender, receiver) = if one["sender"] == true {
+        (1, 2, &one, &two)
+    } else {
+        (2, 1, &two, &one)
+    };
+    let sent = ints(&sender["sent"]);
+    let received: Vec<i64> = receiver["received"]
+        .as_object()
+        .context("received")?
+        .values()
+        .filter_map(Value::as_i64)
+        .collect();
+    let (b_since, b_until) = (
+        sent.first().copied().unwrap_or(0),
+        received.iter().copied().max().unwrap_or(0),
+    );
+    let (w, r) = (client_link(writer), client_link(reader));
+    let theirs = [
+        relay.traffic(w, 1, b_since, b_until),
+        relay.traffic(1, w, b_since, b_until),
+        relay.traffic(r, 1, b_since, b_until),
+        relay.traffic(1, r, b_since, b_until),
+    ];
+    let b_count = received.len().max(1);
+
+    let per = |t: &Traffic, n: usize| t.wire_bytes() as f64 / n as f64;
+    let row = |s: &mut String, what: &str, t: &[Traffic; 4], n: usize| -> Result<()> {
+        writeln!(
+            s,
+            "| {what} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} | {:.2} |",
+            per(&t[0], n),
+            per(&t[1], n),
+            per(&t[3], n),
+            per(&t[2], n),
+            t.iter().map(|x| per(x, n)).sum::<f64>(),
+            t.iter().map(|x| x.datagrams).sum::<u64>() as f64 / n as f64,
+        )?;
+        Ok(())
+    };
+    let mut s = String::new();
+    writeln!(
+        s,
+        "### Bytes on the wire per property update (one int property, a change every 10 ms)\n"
+    )?;
+    writeln!(
+        s,
+        "Bytes per update with IPv4 + UDP headers, counted by a UDP relay on each link from the \
+         first change to the last one applied by the other client ({count} changes).\n"
+    )?;
+    writeln!(
+        s,
+        "| | writer's link: up / down | reader's link: down / up | all client links | datagrams |"
+    )?;
+    writeln!(s, "| --- | --- | --- | --- | --- |")?;
+    row(
+        &mut s,
+        "synctree (QUIC client port; writer on server 2, reader on server 3)",
+        &ours,
+        count,
+    )?;
+    row(
+        &mut s,
+        "SceneMultiplayer over ENet (one server)",
+        &theirs,
+        b_count,
+    )?;
+    writeln!(
+        s,
+        "\nBetween synctree's three servers in the same window (Raft replication, heartbeats, \
+         presence): {:.1} bytes and {:.2} datagrams per update.\n",
+        raft.wire_bytes() as f64 / count as f64,
+        raft.datagrams as f64 / count as f64
+    )?;
+    Ok(s)
+}
+
 /// Godot's own replication for comparison (`godot_project/baseline`): an ENet server and two
 /// clients; a synchronized property set `count` times on one client, each timed until the
 /// other applied it. Returns the sorted latencies in ms.
 fn scene_multiplayer_latency(count: usize) -> Result<Vec<f64>> {
-    let [_, one, two] = run_baseline(&[format!("--baseline-count={count}")])?;
+    let [_, one, two] = run_baseline(&[format!("--baseline-count={count}")], false)?.0;
     let (sender, receiver) = if one["sender"] == true {
         (one, two)
     } else {
@@ -913,7 +1092,7 @@ fn scene_multiplayer_latency(count: usize) -> Result<Vec<f64>> {
 /// Godot's own spawn replication for comparison: the ENet server adds `n` instances under a
 /// MultiplayerSpawner's path in one frame; ms until both clients hold all of them.
 fn scene_multiplayer_spawn(n: usize) -> Result<f64> {
-    let [server, one, two] = run_baseline(&[format!("--baseline-spawn={n}")])?;
+    let [server, one, two] = run_baseline(&[format!("--baseline-spawn={n}")], false)?.0;
     let start = server["spawn_start"].as_i64().unwrap_or(0);
     let done = [&one, &two]
         .iter()
@@ -927,21 +1106,36 @@ fn scene_multiplayer_spawn(n: usize) -> Result<f64> {
 }
 
 /// Runs `godot_project/baseline` (an ENet server, then two clients) with `args` and returns
-/// what the server and the two clients recorded.
-fn run_baseline(args: &[String]) -> Result<[Value; 3]> {
+/// what the server and the two clients recorded. With `relay`, each client reaches the server through a
+/// [`Relay`] link (client `client_link(n)` to server 1), returned for its traffic.
+fn run_baseline(args: &[String], relay: bool) -> Result<([Value; 3], Option<synctree_e2e::Relay>)> {
     let godot = synctree_e2e::godot_binary()?;
     let dir = tempfile::tempdir()?;
     let port = std::net::UdpSocket::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
+    let relay = if relay {
+        Some(synctree_e2e::Relay::links(&[
+            (synctree_e2e::client_link(1), 1, port),
+            (synctree_e2e::client_link(2), 1, port),
+        ])?)
+    } else {
+        None
+    };
     let run = |role: &str, n: usize| -> Result<std::process::Child> {
         let log = std::fs::File::create(dir.path().join(format!("{role}-{n}.log")))?;
+        let connect = relay
+            .as_ref()
+            .filter(|_| role == "client")
+            .map(|r| r.addr(synctree_e2e::client_link(n as u64), 1).port())
+            .unwrap_or(port);
         Ok(std::process::Command::new(&godot)
             .args(["--headless", "--path"])
             .arg(synctree_e2e::godot_project())
             .args(["res://baseline/baseline.tscn", "--"])
             .arg(format!("--baseline-role={role}"))
             .arg(format!("--baseline-port={port}"))
+            .arg(format!("--baseline-connect-port={connect}"))
             .args(args)
             .arg("--baseline-interval-ms=10")
             .arg(format!(
@@ -975,7 +1169,10 @@ fn run_baseline(args: &[String]) -> Result<[Value; 3]> {
         })?;
         Ok(serde_json::from_str(&text)?)
     };
-    Ok([read("server", 0)?, read("client", 1)?, read("client", 2)?])
+    Ok((
+        [read("server", 0)?, read("client", 1)?, read("client", 2)?],
+        relay,
+    ))
 }
 
 fn fmt_list(xs: &[f64]) -> String {
