@@ -660,6 +660,27 @@ fn run_cluster(fsync: bool, args: &BenchArgs) -> Result<String> {
 
 /// Three servers (fsync on) and two headless Godot game clients, client 1 on server 2 and
 /// client 2 on server 3: a client's `set_synced` until the other client applied it.
+/// Controls of the cluster's servers and two clients, and node CB owned by client 1 (a
+/// client may change only what it owns) on every replica.
+fn two_clients_bench(cluster: Cluster) -> Result<Bench> {
+    let mut ctl = [1, 2]
+        .into_iter()
+        .map(|n| Ok((Who::Client(n), cluster.client_control(n)?)))
+        .collect::<Result<HashMap<_, _>>>()?;
+    for id in cluster.ids() {
+        ctl.insert(Who::Server(id), cluster.control(id)?);
+    }
+    let mut b = Bench::new(cluster, ctl, 1);
+    let reply = b
+        .ctl
+        .get_mut(&Who::Client(1))
+        .context("control")?
+        .batch(&[Op::spawn("", "CB", SCENE)])?;
+    ensure!(reply.results.iter().all(|r| r.ok), "{:?}", reply.results);
+    b.cluster.wait_all_converged(Duration::from_secs(30))?;
+    Ok(b)
+}
+
 fn run_clients(args: &BenchArgs) -> Result<String> {
     let scale = if args.quick { 1 } else { 4 };
     let cluster = Cluster::start(ClusterConfig {
@@ -669,24 +690,8 @@ fn run_clients(args: &BenchArgs) -> Result<String> {
         server_args: synctree_e2e::client_limits(3, 1_000_000, 1_000_000),
         ..ClusterConfig::default()
     })?;
-    cluster.wait_leader(Duration::from_secs(30))?;
     let leader = cluster.wait_leader(Duration::from_secs(30))?;
-    let mut ctl = [1, 2]
-        .into_iter()
-        .map(|n| Ok((Who::Client(n), cluster.client_control(n)?)))
-        .collect::<Result<HashMap<_, _>>>()?;
-    for id in cluster.ids() {
-        ctl.insert(Who::Server(id), cluster.control(id)?);
-    }
-    let mut b = Bench::new(cluster, ctl, 1);
-    // Client 1's own node (a client may change only what it owns).
-    let reply = b
-        .ctl
-        .get_mut(&Who::Client(1))
-        .context("control")?
-        .batch(&[Op::spawn("", "CB", SCENE)])?;
-    ensure!(reply.results.iter().all(|r| r.ok), "{:?}", reply.results);
-    b.cluster.wait_all_converged(Duration::from_secs(30))?;
+    let mut b = two_clients_bench(cluster)?;
     let mut s = String::new();
     writeln!(
         s,
@@ -920,21 +925,7 @@ fn run_wire(args: &BenchArgs) -> Result<String> {
         ..ClusterConfig::default()
     })?;
     cluster.wait_leader(Duration::from_secs(30))?;
-    let mut ctl = [1, 2]
-        .into_iter()
-        .map(|n| Ok((Who::Client(n), cluster.client_control(n)?)))
-        .collect::<Result<HashMap<_, _>>>()?;
-    for id in cluster.ids() {
-        ctl.insert(Who::Server(id), cluster.control(id)?);
-    }
-    let mut b = Bench::new(cluster, ctl, 1);
-    let reply = b
-        .ctl
-        .get_mut(&Who::Client(1))
-        .context("control")?
-        .batch(&[Op::spawn("", "CB", SCENE)])?;
-    ensure!(reply.results.iter().all(|r| r.ok), "{:?}", reply.results);
-    b.cluster.wait_all_converged(Duration::from_secs(30))?;
+    let mut b = two_clients_bench(cluster)?;
     b.req(
         Who::Client(2),
         json!({"cmd": "watch_property", "path": "CB", "property": PROP}),
