@@ -360,6 +360,24 @@ fn rpcs_reach_peers(enet: bool) -> Result<()> {
     wait_for_call(&mut servers[1], "local_too at server 2", |c| {
         c.0 == "local_too"
     })?;
+    // unreliable_ordered (local_too, channel 2): a burst travels as datagrams; whatever
+    // arrives arrives in order.
+    for v in 100..120 {
+        ensure!(rpc(&mut a, pb as i64, "local_too", v)? == 0);
+    }
+    let calls = wait_for_call(&mut b, "a burst of unreliable_ordered rpcs", |c| {
+        c.0 == "local_too" && c.2.as_f64().is_some_and(|v| v >= 110.0)
+    })?;
+    let burst: Vec<f64> = calls
+        .iter()
+        .filter(|c| c.0 == "local_too")
+        .filter_map(|c| c.2.as_f64())
+        .filter(|v| *v >= 100.0)
+        .collect();
+    ensure!(
+        burst.windows(2).all(|w| w[0] < w[1]),
+        "unreliable_ordered rpcs ran out of order: {burst:?}"
+    );
     // A method without @rpc is refused at the call.
     ensure!(rpc(&mut a, pb as i64, "unlisted", 11)? != 0);
     std::thread::sleep(Duration::from_millis(300));

@@ -15,8 +15,10 @@
 //! game sets one (see `peer_transport`): a server peer makes this process a synctree server
 //! serving clients through it, a client peer a game client of the server it reached.
 //!
-//! Transfer modes and channels are honoured by delivering every rpc reliably and in order
-//! (a stronger guarantee than unreliable modes ask for).
+//! Transfer modes: a reliable rpc travels on the client's stream; an unreliable or
+//! unreliable_ordered one as a QUIC datagram (or an unreliable packet of the game's peer) when
+//! it fits in one, and between servers reliably. The receiver drops an unreliable_ordered rpc
+//! older than the newest it ran from the same sender on the same channel.
 //!
 //! Scene replication goes through the SyncedTree's log instead of SceneMultiplayer's packets:
 //!
@@ -42,7 +44,7 @@ use godot::classes::{
 };
 use godot::global::{bytes_to_var, var_to_bytes, Error};
 use godot::prelude::*;
-use synctree_proto::{PeerRpc, Value, MAX_REQUEST_BYTES};
+use synctree_proto::{Delivery, PeerRpc, Value, MAX_REQUEST_BYTES};
 use synctree_runtime::PeerLink;
 
 use crate::live;
@@ -260,6 +262,17 @@ const RPC_MODE_AUTHORITY: i64 = 2;
 struct RpcConfig {
     mode: i64,
     call_local: bool,
+    delivery: Delivery,
+    channel: u8,
+}
+
+/// Godot's transfer modes (`MultiplayerPeer.TransferMode`) as synctree deliveries.
+fn delivery_of(transfer_mode: i64) -> Delivery {
+    match transfer_mode {
+        0 => Delivery::Unreliable,
+        1 => Delivery::UnreliableOrdered,
+        _ => Delivery::Reliable,
+    }
 }
 
 /// The `@rpc` configuration of `method` on `node`: its script's, else the node's own
@@ -292,6 +305,8 @@ fn rpc_config(node: &Gd<Node>, method: &StringName) -> Option<RpcConfig> {
                 .get("call_local")
                 .and_then(|v| v.try_to::<bool>().ok())
                 .unwrap_or(false),
+            delivery: delivery_of(int("transfer_mode").unwrap_or(2)),
+            channel: int("channel").unwrap_or(0).clamp(0, 255) as u8,
         });
     }
     None
@@ -334,6 +349,10 @@ pub struct SyncedMultiplayerAPI {
     watching: bool,
     /// The spawn functions this API wrapped (to learn each custom spawn's data), by spawner.
     wrappers: HashMap<InstanceId, Callable>,
+    /// The next sequence number of this peer's unreliable_ordered rpcs, by channel.
+    next_seq: HashMap<u8, u32>,
+    /// The newest unreliable_ordered rpc run, by (sender, channel): older ones are dropped.
+    newest: HashMap<(u64, u8), u32>,
 }
 
 #[godot_api]
@@ -354,6 +373,8 @@ impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
             spawned: HashMap::new(),
             watching: false,
             wrappers: HashMap::new(),
+            next_seq: HashMap::new(),
+            newest: HashMap::new(),
         }
     }
 
@@ -562,12 +583,34 @@ impl SyncedMultiplayerAPI {
             path: node.get_path().to_string(),
             method: method.to_string(),
             args: bytes,
+            delivery: config.delivery,
+            channel: config.channel,
+            seq: self.next_seq(config.delivery, config.channel),
         });
         Ok(())
     }
 
+    /// The sequence number of this peer's next rpc sent with `delivery` on `channel` (only
+    /// unreliable_ordered ones need one).
+    fn next_seq(&mut self, delivery: Delivery, channel: u8) -> u32 {
+        if delivery != Delivery::UnreliableOrdered {
+            return 0;
+        }
+        let next = self.next_seq.entry(channel).or_insert(0);
+        *next = next.wrapping_add(1);
+        *next
+    }
+
     /// Runs an rpc that arrived, if its node declares it and the sender may call it.
     fn deliver(&mut self, rpc: PeerRpc) {
+        if rpc.delivery == Delivery::UnreliableOrdered {
+            let newest = self.newest.entry((rpc.from, rpc.channel)).or_insert(0);
+            // Wrapping comparison: a sequence within half the range ahead is newer.
+            if rpc.seq.wrapping_sub(*newest) as i32 <= 0 {
+                return; // overtaken by a newer one: dropped, as Godot does
+            }
+            *newest = rpc.seq;
+        }
         let refuse = |why: String| {
             godot_error!(
                 "SyncedMultiplayerAPI: rpc '{}' on {} from peer {} refused: {why}",

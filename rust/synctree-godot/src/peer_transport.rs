@@ -11,7 +11,8 @@
 //! A client-protocol frame travels as packets of at most [`PACKET_BYTES`], each led by one
 //! byte: [`MORE`] (more packets of this frame follow) or [`LAST`], reliable and ordered on
 //! channel 0, so peers with small messages (WebRTC data channels, WebSocket buffers) carry
-//! any frame. A session that ends (refused, protocol violation) gets its peer disconnected
+//! any frame. A message that may be lost (an unreliable rpc, an eventual write) goes whole
+//! in one unreliable packet led by [`DATAGRAM`], if it fits. A session that ends (refused, protocol violation) gets its peer disconnected
 //! shortly after its last frame left; a peer that disconnects ends its session.
 
 use std::cell::RefCell;
@@ -32,6 +33,8 @@ use crate::synced_tree::SyncedTree;
 const PACKET_BYTES: usize = 16 * 1024;
 const MORE: u8 = 0;
 const LAST: u8 = 1;
+/// A whole message sent unreliably (an unreliable rpc, an eventual write).
+const DATAGRAM: u8 = 2;
 /// A frame from a client may not exceed a request's limit (plus its packet headers).
 const FROM_CLIENT_MAX: usize = MAX_REQUEST_BYTES + 16;
 /// A frame from the server (a whole-tree reset included).
@@ -61,6 +64,13 @@ impl Conn {
         let Some((&kind, body)) = packet.split_first() else {
             return Err("sent an empty packet".into());
         };
+        if kind == DATAGRAM {
+            // Whole in itself; it may arrive between the packets of a frame.
+            if let Some(pipe) = &self.pipe {
+                pipe.push(body.to_vec());
+            }
+            return Ok(());
+        }
         if self.partial.len() + body.len() > max {
             return Err(format!("sent a message over {max} bytes"));
         }
@@ -86,6 +96,16 @@ impl Conn {
         loop {
             match pipe.pull() {
                 Pulled::Frame(frame) => send_frame(peer, target, &frame),
+                Pulled::Datagram(d) if d.len() < PACKET_BYTES => {
+                    peer.set_transfer_mode(TransferMode::UNRELIABLE);
+                    peer.set_transfer_channel(0);
+                    peer.set_target_peer(target);
+                    let mut packet = Vec::with_capacity(d.len() + 1);
+                    packet.push(DATAGRAM);
+                    packet.extend_from_slice(&d);
+                    peer.put_packet(&PackedByteArray::from(packet.as_slice()));
+                }
+                Pulled::Datagram(d) => send_frame(peer, target, &d),
                 Pulled::Empty => return,
                 Pulled::Ended => {
                     self.pipe = None;

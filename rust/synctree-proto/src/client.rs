@@ -57,9 +57,26 @@ pub enum ClientRequest {
     Eventual(EventualSet),
 }
 
+/// How a message travels between a game client and its server (Godot's transfer modes).
+/// Unreliable ones go as QUIC datagrams (or unreliable packets of the game's peer) when they
+/// fit in one, and on the stream otherwise; between servers everything is reliable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Delivery {
+    #[default]
+    #[serde(rename = "R")]
+    Reliable,
+    /// May be lost or reordered.
+    #[serde(rename = "U")]
+    Unreliable,
+    /// May be lost; the receiver drops one older than the newest it ran from the same sender
+    /// and channel.
+    #[serde(rename = "O")]
+    UnreliableOrdered,
+}
+
 /// A Godot rpc between peers (game clients, and the servers as peer 1), as it travels:
 /// through the sender's server, and between servers to reach a peer connected elsewhere.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PeerRpc {
     /// The sender's peer id (a server sets it for its clients: it cannot be forged).
     pub from: u64,
@@ -71,9 +88,22 @@ pub struct PeerRpc {
     /// The arguments, as Godot's `var_to_bytes` of an Array (objects not allowed).
     #[serde(with = "serde_bytes_compat")]
     pub args: Vec<u8>,
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// Godot's transfer channel (orders unreliable_ordered rpcs apart per channel).
+    #[serde(default)]
+    pub channel: u8,
+    /// The sender's sequence number on (delivery, channel), for unreliable_ordered.
+    #[serde(default)]
+    pub seq: u32,
 }
 
 impl PeerRpc {
+    /// True if this rpc may travel unreliably.
+    pub fn unreliable(&self) -> bool {
+        self.delivery != Delivery::Reliable
+    }
+
     /// True if peer `peer` is among the targets (the sender never is).
     pub fn reaches(&self, peer: u64) -> bool {
         peer != self.from
@@ -242,6 +272,28 @@ impl ClientCursor {
     }
 }
 
+impl ServerMessage {
+    /// True if this message may travel unreliably (an unreliable rpc, an eventual write).
+    pub fn unreliable(&self) -> bool {
+        match self {
+            ServerMessage::Rpc(rpc) => rpc.unreliable(),
+            ServerMessage::Eventual(_) => true,
+            _ => false,
+        }
+    }
+}
+
+impl ClientRequest {
+    /// True if this request may travel unreliably (an unreliable rpc, an eventual write).
+    pub fn unreliable(&self) -> bool {
+        match self {
+            ClientRequest::Rpc(rpc) => rpc.unreliable(),
+            ClientRequest::Eventual(_) => true,
+            _ => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +337,7 @@ mod tests {
             path: "/root/N".into(),
             method: "m".into(),
             args: vec![1, 2],
+            ..Default::default()
         };
         assert!(rpc(5, 0).reaches(1) && rpc(5, 0).reaches(7) && !rpc(5, 0).reaches(5));
         assert!(rpc(5, 7).reaches(7) && !rpc(5, 7).reaches(1));

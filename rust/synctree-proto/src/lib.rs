@@ -27,8 +27,8 @@ mod tree;
 mod value;
 
 pub use client::{
-    ClientCursor, ClientRequest, EntryEffects, EventualSet, Hello, Outcome, PeerRpc, Request,
-    Resume, ServerMessage, CLIENT_PROTOCOL_VERSION, MAX_HELLO_BYTES, MAX_REQUEST_BYTES,
+    ClientCursor, ClientRequest, Delivery, EntryEffects, EventualSet, Hello, Outcome, PeerRpc,
+    Request, Resume, ServerMessage, CLIENT_PROTOCOL_VERSION, MAX_HELLO_BYTES, MAX_REQUEST_BYTES,
 };
 pub use clock::{Clock, ClockError, PhysicalClock, Stamp};
 pub use codec::{decode, encode, CodecError, MAX_DECODE_DEPTH};

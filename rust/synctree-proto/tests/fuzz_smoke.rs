@@ -49,6 +49,7 @@ fn seeds() -> Vec<Vec<u8>> {
             path: "/root/Game".into(),
             method: "m".into(),
             args: vec![1, 2, 3],
+            ..Default::default()
         }),
     ];
     let mut out = vec![encode(&hello).unwrap()];

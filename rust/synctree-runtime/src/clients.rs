@@ -273,7 +273,7 @@ async fn serve(incoming: Incoming, ctx: Arc<Ctx>) {
         Ok::<_, String>((send, recv, hello))
     })
     .await;
-    let (mut send, recv, hello) = match stream {
+    let (send, recv, hello) = match stream {
         Ok(Ok(s)) => s,
         Ok(Err(reason)) => return refuse(&conn, close::PROTOCOL, &reason),
         Err(_) => return refuse(&conn, close::PROTOCOL, "no hello within 5 s"),
@@ -283,9 +283,21 @@ async fn serve(incoming: Incoming, ctx: Arc<Ctx>) {
         async move { conn.closed().await.to_string() }
     };
     let who = remote.to_string();
-    match serve_client(&mut send, recv, hello, &ctx, &who, false, closed).await {
+    let (datagrams_tx, datagrams) = mpsc::channel(256);
+    tokio::spawn(crate::pipe::read_datagrams(conn.clone(), datagrams_tx));
+    let mut out = crate::pipe::QuicOut {
+        send,
+        conn: conn.clone(),
+    };
+    let client = ClientConn {
+        who: &who,
+        open: false,
+        closed,
+        datagrams: Some(datagrams),
+    };
+    match serve_client(&mut out, recv, hello, &ctx, client).await {
         Ended::Refused(reason) => {
-            let _ = send.finish();
+            let _ = out.send.finish();
             // Let the refusal reach the client before the close does.
             tokio::time::sleep(Duration::from_millis(100)).await;
             refuse(&conn, close::REFUSED, &reason)
@@ -324,7 +336,13 @@ pub(crate) fn attach(ctx: Arc<Ctx>, who: String) -> crate::FramePipe {
             "its multiplayer peer disconnected".to_owned()
         };
         let open = ctx.cfg.tokens.is_empty();
-        match serve_client(&mut write, read, hello, &ctx, &who, open, closed).await {
+        let conn = ClientConn {
+            who: &who,
+            open,
+            closed,
+            datagrams: None,
+        };
+        match serve_client(&mut write, read, hello, &ctx, conn).await {
             Ended::Refused(reason) | Ended::Violation(reason) => {
                 tracing::warn!(node = ctx.server, "client {who} disconnected: {reason}")
             }
@@ -340,6 +358,18 @@ async fn read_hello(recv: &mut impl FrameRead) -> Result<Hello, String> {
         .await
         .map_err(|e| format!("bad hello: {e}"))?;
     decode(&body, MAX_HELLO_BYTES).map_err(|e| format!("malformed hello: {e}"))
+}
+
+/// What a session knows of its client's connection.
+struct ClientConn<'a, C> {
+    /// Names the client in logs.
+    who: &'a str,
+    /// Admit any token (clients attached through the game's transport, no tokens listed).
+    open: bool,
+    /// Completes, with the reason, when the client goes away.
+    closed: C,
+    /// Its datagrams (QUIC), taken as requests too.
+    datagrams: Option<mpsc::Receiver<Vec<u8>>>,
 }
 
 /// How a client session ended.
@@ -360,10 +390,14 @@ async fn serve_client<W: FrameWrite, R: FrameRead>(
     recv: R,
     hello: Hello,
     ctx: &Arc<Ctx>,
-    who: &str,
-    open: bool,
-    closed: impl std::future::Future<Output = String> + Send,
+    conn: ClientConn<'_, impl std::future::Future<Output = String> + Send>,
 ) -> Ended {
+    let ClientConn {
+        who,
+        open,
+        closed,
+        datagrams,
+    } = conn;
     let refusal = if hello.version != CLIENT_PROTOCOL_VERSION {
         Some(format!(
             "client protocol version {} is not supported (this server speaks {})",
@@ -409,8 +443,13 @@ async fn serve_client<W: FrameWrite, R: FrameRead>(
     let _ = out_tx.try_send(ServerMessage::Peers(others));
     let conn_no = ctx.peers.join(peer, out_tx.clone());
     let writes = Arc::new(AtomicUsize::new(0));
+    // Frames are read by a task of their own (a frame read is not cancel safe), so requests
+    // can be taken from the stream and from datagrams alike.
+    let (frames_tx, frames) = mpsc::channel(64);
+    let frame_reader = tokio::spawn(read_frames(recv, frames_tx));
     let mut requests = tokio::spawn(read_requests(
-        recv,
+        frames,
+        datagrams,
         ctx.clone(),
         peer,
         out_tx,
@@ -429,6 +468,7 @@ async fn serve_client<W: FrameWrite, R: FrameRead>(
         e = closed => Err(e),
     };
     requests.abort();
+    frame_reader.abort();
     ctx.peers.leave(peer, conn_no);
     if let Some(v) = violation {
         return Ended::Violation(v);
@@ -439,14 +479,27 @@ async fn serve_client<W: FrameWrite, R: FrameRead>(
     Ended::Left
 }
 
+/// Reads a client's request frames into `out` until the stream ends or fails (the error
+/// is the last item).
+async fn read_frames(mut recv: impl FrameRead, out: mpsc::Sender<Result<Vec<u8>, FrameError>>) {
+    loop {
+        let frame = recv.read(MAX_REQUEST_BYTES).await;
+        let end = frame.is_err();
+        if out.send(frame).await.is_err() || end {
+            return;
+        }
+    }
+}
+
 /// Outcomes, rpcs and presence waiting to be written to one client.
 const OUTCOMES_QUEUED: usize = 1024;
 
 /// Reads a client's requests until its connection ends (`Ok`) or it breaks the protocol
 /// (`Err` with the reason). Each request is proposed (or read) on its own; its outcome goes to
 /// `out`, to be written beside the feed.
-async fn read_requests<R: FrameRead>(
-    mut recv: R,
+async fn read_requests(
+    mut frames: mpsc::Receiver<Result<Vec<u8>, FrameError>>,
+    mut datagrams: Option<mpsc::Receiver<Vec<u8>>>,
     ctx: Arc<Ctx>,
     peer: u64,
     out: mpsc::Sender<ServerMessage>,
@@ -457,18 +510,30 @@ async fn read_requests<R: FrameRead>(
         Quota::per_second(nz(ctx.cfg.rate_per_second)).allow_burst(nz(ctx.cfg.burst)),
     );
     let mut in_flight = JoinSet::new();
+    let mut stream_open = true;
     loop {
         while in_flight.try_join_next().is_some() {}
-        let body = match recv.read(MAX_REQUEST_BYTES).await {
-            Ok(body) => body,
-            // The client closed its side cleanly: nothing more to read, the feed goes on.
-            Err(FrameError::Truncated { got: 0, .. }) => {
-                std::future::pending::<()>().await;
-                return Ok(());
+        let datagram = async {
+            match datagrams.as_mut() {
+                Some(d) => d.recv().await,
+                None => std::future::pending().await,
             }
-            Err(e) if e.is_violation() => return Err(format!("bad request frame: {e}")),
-            // The connection went away: not the client's fault.
-            Err(_) => return Ok(()),
+        };
+        let body = tokio::select! {
+            frame = frames.recv(), if stream_open => match frame {
+                Some(Ok(body)) => body,
+                // The client closed its side cleanly: nothing more to read, the feed goes on.
+                Some(Err(FrameError::Truncated { got: 0, .. })) | None => {
+                    stream_open = false;
+                    continue;
+                }
+                Some(Err(e)) if e.is_violation() => {
+                    return Err(format!("bad request frame: {e}"))
+                }
+                // The connection went away: not the client's fault.
+                Some(Err(_)) => return Ok(()),
+            },
+            Some(d) = datagram => d,
         };
         let Request { id, request } =
             decode(&body, MAX_REQUEST_BYTES).map_err(|e| format!("malformed request: {e}"))?;
@@ -626,8 +691,12 @@ async fn stream_feed(
         loop {
             let item = tokio::select! {
                 item = rx.recv() => item,
-                Some(outcome) = outcomes.recv() => {
-                    send_message(send, &outcome).await?;
+                Some(message) = outcomes.recv() => {
+                    if message.unreliable() {
+                        send.send_datagram(encode(&message).map_err(|e| e.to_string())?).await?;
+                    } else {
+                        send_message(send, &message).await?;
+                    }
                     continue;
                 }
             };
@@ -647,11 +716,15 @@ async fn stream_feed(
                             with.push(o);
                         }
                     }
-                    let encoded = with
-                        .iter()
-                        .map(encode)
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| e.to_string())?;
+                    let mut encoded = Vec::with_capacity(with.len());
+                    for m in &with {
+                        let bytes = encode(m).map_err(|e| e.to_string())?;
+                        if m.unreliable() {
+                            send.send_datagram(bytes).await?;
+                        } else {
+                            encoded.push(bytes);
+                        }
+                    }
                     let mut frames: Vec<&[u8]> = vec![&c.bytes];
                     frames.extend(encoded.iter().map(Vec::as_slice));
                     send.write_frames(&frames).await?;

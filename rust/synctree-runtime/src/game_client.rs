@@ -73,6 +73,8 @@ pub struct ClientStatus {
     pub refused: Option<String>,
     /// The other game clients connected to the cluster, as its server last said.
     pub peers: Vec<u64>,
+    /// Datagrams received from servers (unreliable rpcs and eventual writes).
+    pub datagrams: u64,
     /// The session over the game's transport ended (its peer disconnected, or the server
     /// ended it): there is no other server to try.
     pub ended: Option<String>,
@@ -442,9 +444,18 @@ async fn session(
     let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     send_hello(&mut send, token, cursor).await?;
     // Messages are read by their own task (a frame read is not cancel safe), so this one
-    // can wait for messages and requests at once.
+    // can wait for messages and requests at once; datagrams by another.
     let (messages_tx, mut messages) = mpsc::channel(64);
-    let reader = tokio::spawn(read_messages(recv, messages_tx));
+    let reader = tokio::spawn(read_messages(recv, messages_tx.clone()));
+    let datagrams = tokio::spawn(read_datagram_messages(
+        conn.clone(),
+        messages_tx,
+        link.status.clone(),
+    ));
+    let mut send = crate::pipe::QuicOut {
+        send,
+        conn: conn.clone(),
+    };
     let mut in_flight = HashSet::new();
     let ended = serve_session(
         Some(id),
@@ -456,6 +467,7 @@ async fn session(
     )
     .await;
     reader.abort();
+    datagrams.abort();
     for ticket in in_flight {
         let e = format!("connection to server {id} lost before the outcome arrived");
         link.complete(ticket, Err(RequestError::uncertain(e)));
@@ -492,12 +504,31 @@ async fn read_messages(mut recv: impl FrameRead, out: mpsc::Sender<Result<Server
     }
 }
 
+/// Datagrams from the server (unreliable rpcs, eventual writes), as messages.
+async fn read_datagram_messages(
+    conn: quinn::Connection,
+    out: mpsc::Sender<Result<ServerMessage, String>>,
+    status: Arc<Mutex<ClientStatus>>,
+) {
+    while let Ok(d) = conn.read_datagram().await {
+        update(&status, &|s| s.datagrams += 1);
+        let message = decode(&d, d.len()).map_err(|e| format!("malformed datagram: {e}"));
+        let failed = message.is_err();
+        if out.send(message).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
 async fn send_request(send: &mut impl FrameWrite, p: &Pending) -> Result<(), String> {
     let bytes = encode(&Request {
         id: p.ticket.unwrap_or(0),
         request: p.request.clone(),
     })
     .map_err(|e| e.to_string())?;
+    if p.request.unreliable() {
+        return send.send_datagram(bytes).await;
+    }
     send.write(&[&bytes]).await
 }
 

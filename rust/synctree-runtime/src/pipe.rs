@@ -32,6 +32,12 @@ pub(crate) trait FrameRead: Send + 'static {
 pub(crate) trait FrameWrite: Send + 'static {
     fn write(&mut self, parts: &[&[u8]]) -> impl Future<Output = Result<(), String>> + Send;
 
+    /// Sends one message that may be lost (an unreliable rpc, an eventual write): a datagram
+    /// where the transport has them and it fits, else a frame.
+    fn send_datagram(&mut self, bytes: Vec<u8>) -> impl Future<Output = Result<(), String>> + Send {
+        async move { self.write(&[&bytes]).await }
+    }
+
     /// Writes several frames, in one go where the transport can (so they may share a packet).
     fn write_frames(
         &mut self,
@@ -69,9 +75,60 @@ impl FrameWrite for SendStream {
     }
 }
 
-/// The session's end of a pipe: frames from the game, frames to it.
+/// A QUIC client session's sending side: its stream, and the connection for datagrams.
+pub(crate) struct QuicOut {
+    pub(crate) send: SendStream,
+    pub(crate) conn: quinn::Connection,
+}
+
+impl FrameWrite for QuicOut {
+    fn write(&mut self, parts: &[&[u8]]) -> impl Future<Output = Result<(), String>> + Send {
+        FrameWrite::write(&mut self.send, parts)
+    }
+
+    fn write_frames(
+        &mut self,
+        frames: &[&[u8]],
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        FrameWrite::write_frames(&mut self.send, frames)
+    }
+
+    async fn send_datagram(&mut self, bytes: Vec<u8>) -> Result<(), String> {
+        if self
+            .conn
+            .max_datagram_size()
+            .is_some_and(|max| bytes.len() <= max)
+        {
+            // A full send buffer drops the oldest datagram: unreliable all the same.
+            return self
+                .conn
+                .send_datagram(bytes.into())
+                .map_err(|e| e.to_string());
+        }
+        FrameWrite::write(&mut self.send, &[&bytes]).await
+    }
+}
+
+/// Reads a connection's datagrams into `out` until it closes or `out` is dropped.
+pub(crate) async fn read_datagrams(conn: quinn::Connection, out: mpsc::Sender<Vec<u8>>) {
+    while let Ok(d) = conn.read_datagram().await {
+        if out.send(d.to_vec()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// What a session hands the game to send.
+#[derive(Debug)]
+enum Out {
+    Frame(Vec<u8>),
+    Datagram(Vec<u8>),
+}
+
+/// The session's end of a pipe: frames from the game (datagrams arrive as frames too), and
+/// frames and datagrams to it.
 pub(crate) struct PipeRead(mpsc::UnboundedReceiver<Vec<u8>>);
-pub(crate) struct PipeWrite(mpsc::Sender<Vec<u8>>);
+pub(crate) struct PipeWrite(mpsc::Sender<Out>);
 
 impl FrameRead for PipeRead {
     async fn read(&mut self, max: usize) -> Result<Vec<u8>, FrameError> {
@@ -89,12 +146,22 @@ impl FrameRead for PipeRead {
     }
 }
 
+const PIPE_CLOSED: &str = "the game's multiplayer peer closed this connection";
+
 impl FrameWrite for PipeWrite {
     async fn write(&mut self, parts: &[&[u8]]) -> Result<(), String> {
         self.0
-            .send(parts.concat())
+            .send(Out::Frame(parts.concat()))
             .await
-            .map_err(|_| "the game's multiplayer peer closed this connection".to_owned())
+            .map_err(|_| PIPE_CLOSED.to_owned())
+    }
+
+    async fn send_datagram(&mut self, bytes: Vec<u8>) -> Result<(), String> {
+        // Unreliable: dropped rather than waited for when the game is behind.
+        match self.0.try_send(Out::Datagram(bytes)) {
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(PIPE_CLOSED.to_owned()),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -110,6 +177,9 @@ impl PipeWrite {
 #[derive(Debug, PartialEq)]
 pub enum Pulled {
     Frame(Vec<u8>),
+    /// A message that may be lost: send it unreliably if it fits in one packet, else as a
+    /// frame (the other end's [`FramePipe::push`] takes it either way).
+    Datagram(Vec<u8>),
     /// Nothing yet.
     Empty,
     /// The session ended (refused, protocol violation, or the client/server stopped); the
@@ -122,11 +192,12 @@ pub enum Pulled {
 #[derive(Debug)]
 pub struct FramePipe {
     to_session: mpsc::UnboundedSender<Vec<u8>>,
-    from_session: mpsc::Receiver<Vec<u8>>,
+    from_session: mpsc::Receiver<Out>,
 }
 
 impl FramePipe {
-    /// Hands the session a frame that arrived; false if the session has ended.
+    /// Hands the session a frame (or a datagram) that arrived; false if the session has
+    /// ended.
     pub fn push(&self, frame: Vec<u8>) -> bool {
         self.to_session.send(frame).is_ok()
     }
@@ -134,7 +205,8 @@ impl FramePipe {
     /// The next frame to send through the game's transport, without blocking.
     pub fn pull(&mut self) -> Pulled {
         match self.from_session.try_recv() {
-            Ok(frame) => Pulled::Frame(frame),
+            Ok(Out::Frame(frame)) => Pulled::Frame(frame),
+            Ok(Out::Datagram(d)) => Pulled::Datagram(d),
             Err(mpsc::error::TryRecvError::Empty) => Pulled::Empty,
             Err(mpsc::error::TryRecvError::Disconnected) => Pulled::Ended,
         }
@@ -170,7 +242,9 @@ mod tests {
             Err(FrameError::TooLarge { len: 17, max: 16 })
         ));
         write.write(&[b"ab", b"cd"]).await.unwrap();
+        write.send_datagram(b"lossy".to_vec()).await.unwrap();
         assert_eq!(game.pull(), Pulled::Frame(b"abcd".to_vec()));
+        assert_eq!(game.pull(), Pulled::Datagram(b"lossy".to_vec()));
         assert_eq!(game.pull(), Pulled::Empty);
         drop(write);
         assert_eq!(game.pull(), Pulled::Ended);

@@ -414,6 +414,7 @@ fn rpc_to(to: i64, method: &str) -> synctree_proto::PeerRpc {
         path: "/root/Game".into(),
         method: method.into(),
         args: vec![7, 7],
+        ..Default::default()
     }
 }
 
@@ -576,6 +577,8 @@ fn eventual_writes_reach_every_replica_and_the_last_writer_wins() {
     wait_until("alice's last write everywhere", || {
         converged(&mut views, &Value::Int(49))
     });
+    // Eventual writes travel as QUIC datagrams.
+    assert!(bob.status().datagrams > 0, "{:?}", bob.status());
 
     // Bob does not own A: his write is dropped by his server.
     lb.send_eventual("A".into(), "x".into(), Value::Int(-1));
@@ -608,7 +611,7 @@ fn pump(
         let mut moved = false;
         loop {
             match client.pull() {
-                Pulled::Frame(f) => {
+                Pulled::Frame(f) | Pulled::Datagram(f) => {
                     moved = true;
                     if !server.push(f) {
                         return "server";
@@ -620,7 +623,7 @@ fn pump(
         }
         loop {
             match server.pull() {
-                Pulled::Frame(f) => {
+                Pulled::Frame(f) | Pulled::Datagram(f) => {
                     moved = true;
                     if !client.push(f) {
                         return "client";
