@@ -41,7 +41,7 @@ use crate::peers::Peers;
 use crate::pipe::{FrameRead, FrameWrite};
 use crate::proposer::{Done, RequestError, Submitter};
 use synctree_raft::{Feed, FeedItem, NodeId, SharedState, Start};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::task::JoinHandle;
 
 /// How long a new connection may take to say hello.
@@ -664,6 +664,8 @@ async fn send_message(send: &mut impl FrameWrite, m: &ServerMessage) -> Result<(
 /// of the commit after the state machine applied it): while the client has writes in flight,
 /// an entry waits this long at most for an outcome, so the two share a packet.
 const COALESCE_WAIT: Duration = Duration::from_millis(1);
+/// Feed chunks written to a client in one go, at most.
+const COALESCE_CHUNKS: usize = 256;
 
 /// Sends the client's starting point, then live entries and the outcomes of its requests,
 /// until the client goes away.
@@ -702,33 +704,54 @@ async fn stream_feed(
             };
             match item {
                 Ok(FeedItem::Chunk(c)) => {
-                    if after.is_some_and(|a| c.last <= a) {
-                        continue;
-                    }
-                    let mut with = Vec::new();
-                    if writes.load(Ordering::Relaxed) > 0 {
-                        if let Ok(Some(o)) =
-                            tokio::time::timeout(COALESCE_WAIT, outcomes.recv()).await
-                        {
-                            with.push(o);
-                        }
-                        while let Ok(o) = outcomes.try_recv() {
-                            with.push(o);
-                        }
-                    }
-                    let mut encoded = Vec::with_capacity(with.len());
-                    for m in &with {
-                        let bytes = encode(m).map_err(|e| e.to_string())?;
-                        if m.unreliable() {
-                            send.send_datagram(bytes).await?;
-                        } else {
-                            encoded.push(bytes);
+                    // What else is already there goes in the same write (fewer, fuller
+                    // packets when entries come faster than this client takes them).
+                    let mut chunks = vec![c];
+                    let mut then = None;
+                    while chunks.len() < COALESCE_CHUNKS {
+                        match rx.try_recv() {
+                            Ok(FeedItem::Chunk(c)) => chunks.push(c),
+                            Err(TryRecvError::Empty) => break,
+                            other => {
+                                then = Some(other);
+                                break;
+                            }
                         }
                     }
-                    let mut frames: Vec<&[u8]> = vec![&c.bytes];
-                    frames.extend(encoded.iter().map(Vec::as_slice));
-                    send.write_frames(&frames).await?;
-                    after = Some(c.last);
+                    chunks.retain(|c| after.is_none_or(|a| c.last > a));
+                    if let Some(last) = chunks.last() {
+                        let last = last.last;
+                        let mut with = Vec::new();
+                        if writes.load(Ordering::Relaxed) > 0 {
+                            if let Ok(Some(o)) =
+                                tokio::time::timeout(COALESCE_WAIT, outcomes.recv()).await
+                            {
+                                with.push(o);
+                            }
+                            while let Ok(o) = outcomes.try_recv() {
+                                with.push(o);
+                            }
+                        }
+                        let mut encoded = Vec::with_capacity(with.len());
+                        for m in &with {
+                            let bytes = encode(m).map_err(|e| e.to_string())?;
+                            if m.unreliable() {
+                                send.send_datagram(bytes).await?;
+                            } else {
+                                encoded.push(bytes);
+                            }
+                        }
+                        let mut frames: Vec<&[u8]> =
+                            chunks.iter().map(|c| c.bytes.as_slice()).collect();
+                        frames.extend(encoded.iter().map(Vec::as_slice));
+                        send.write_frames(&frames).await?;
+                        after = Some(last);
+                    }
+                    match then {
+                        None => {}
+                        Some(Ok(FeedItem::Reset)) | Some(Err(TryRecvError::Lagged(_))) => break,
+                        Some(_) => return Err("server stopping".into()),
+                    }
                 }
                 // Too slow for the broadcast, or the state was replaced: start over from
                 // where the client is.

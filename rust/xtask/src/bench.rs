@@ -78,6 +78,22 @@ fn latency_row(s: &mut String, what: &str, who: &str, lat: &[f64], rate: f64) ->
     Ok(())
 }
 
+/// CPU time a process used so far, threads that ended included (`/proc/PID/stat` utime +
+/// stime, in the kernel's 100 Hz ticks).
+fn process_cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at state (field 3).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (tick(11) + tick(12)) / 100.0
+}
+
 fn rss_mib(pid: Option<u32>) -> f64 {
     let Some(pid) = pid else { return f64::NAN };
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -758,8 +774,6 @@ fn run_clients(args: &BenchArgs) -> Result<String> {
 /// owning a node and setting one of its properties 20 times a second: each write's latency
 /// from the call to its committed outcome at the client, and each server's CPU.
 fn run_load(args: &BenchArgs) -> Result<String> {
-    use synctree_proto::{Op as ProtoOp, Value as ProtoValue};
-    use synctree_runtime::{Completion, GameClient, GameClientConfig};
     let (clients, secs) = if args.quick {
         (50usize, 5u64)
     } else {
@@ -779,115 +793,35 @@ fn run_load(args: &BenchArgs) -> Result<String> {
         .into_iter()
         .map(|id| (id, ([127, 0, 0, 1], cluster.server(id).client_port).into()))
         .collect();
-    let players: Vec<GameClient> = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, token)| {
-            let mut servers = ports.clone();
-            let n = servers.len();
-            servers.rotate_left(i % n);
-            GameClient::connect(GameClientConfig {
-                servers,
-                ca: ca.clone(),
-                token: token.clone(),
-            })
-            .map_err(|e| anyhow::anyhow!("client {i}: {e}"))
-        })
-        .collect::<Result<_>>()?;
-    // Each drains what it is sent, as a game client's live tree would.
-    let drain = |players: &[GameClient]| {
-        for p in players {
-            while p.try_recv_applied().is_some() {}
-        }
-    };
-    let wait_all =
-        |players: &[GameClient], tickets: &[u64], what: &str| -> Result<Vec<Completion>> {
-            let mut got: Vec<Option<Completion>> = vec![None; players.len()];
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let mut buf = Vec::new();
-            while got.iter().any(Option::is_none) {
-                ensure!(
-                    Instant::now() < deadline,
-                    "{what}: not every client finished"
-                );
-                drain(players);
-                for (i, p) in players.iter().enumerate() {
-                    p.poll_completions(&mut buf);
-                    for c in buf.drain(..) {
-                        if c.ticket == tickets[i] {
-                            got[i] = Some(c);
-                        }
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Ok(got.into_iter().flatten().collect())
-        };
-    let spawned: Vec<u64> = players
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            p.submit(ProtoOp::Spawn {
-                parent: String::new(),
-                name: format!("L{i}"),
-                scene: SCENE.into(),
-                props: Vec::new(),
-                owner: 0,
-            })
-        })
-        .collect();
-    for c in wait_all(&players, &spawned, "spawning the clients' nodes")? {
-        ensure!(c.result.is_ok(), "a client's spawn failed: {:?}", c.result);
-    }
-
     let pids: Vec<Option<u32>> = cluster.ids().iter().map(|id| cluster.pid(*id)).collect();
-    let cpu_before: Vec<f64> = pids.iter().map(|p| cpu_secs(*p).1).collect();
-    let me = Some(std::process::id());
-    let own_before = cpu_secs(me).1;
-    let started = Instant::now();
-    let mut sent: HashMap<(usize, u64), Instant> = HashMap::new();
-    let mut lat = Vec::new();
-    let mut failed = 0usize;
-    let mut buf = Vec::new();
-    let tick = Duration::from_millis(50);
-    let mut next = Instant::now();
-    let mut value = 0i64;
-    while started.elapsed() < Duration::from_secs(secs) {
-        if Instant::now() >= next {
-            value += 1;
-            for (i, p) in players.iter().enumerate() {
-                let t = p.submit(ProtoOp::SetProperty {
-                    path: format!("L{i}"),
-                    property: PROP.into(),
-                    value: ProtoValue::Int(value),
-                });
-                sent.insert((i, t), Instant::now());
-            }
-            next += tick;
-        }
-        drain(&players);
-        for (i, p) in players.iter().enumerate() {
-            p.poll_completions(&mut buf);
-            for c in buf.drain(..) {
-                if let Some(t0) = sent.remove(&(i, c.ticket)) {
-                    match c.result {
-                        Ok(_) => lat.push(t0.elapsed().as_secs_f64() * 1000.0),
-                        Err(_) => failed += 1,
-                    }
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let me = std::process::id();
+    let mut before: Option<(Vec<f64>, f64, Instant)> = None;
+    let plan = crate::load::LoadPlan {
+        servers: &ports,
+        ca,
+        tokens: &tokens,
+        scene: SCENE,
+        property: PROP,
+        tick: Duration::from_millis(50),
+        duration: Duration::from_secs(secs),
+    };
+    let result = crate::load::run(plan, || {
+        before = Some((
+            pids.iter().map(|p| cpu_secs(*p).1).collect(),
+            process_cpu_secs(me),
+            Instant::now(),
+        ))
+    })?;
+    let (cpu_before, own_before, started) = before.context("the load never started")?;
     let wall = started.elapsed().as_secs_f64();
     let cpu: Vec<f64> = pids
         .iter()
         .zip(&cpu_before)
         .map(|(p, before)| (cpu_secs(*p).1 - before) / wall * 100.0)
         .collect();
-    let own = (cpu_secs(me).1 - own_before) / wall * 100.0;
+    let own = (process_cpu_secs(me) - own_before) / wall * 100.0;
+    let mut lat = result.latencies;
     lat.sort_by(f64::total_cmp);
-    drop(players);
     let mut s = String::new();
     writeln!(
         s,
@@ -896,10 +830,11 @@ fn run_load(args: &BenchArgs) -> Result<String> {
     )?;
     writeln!(
         s,
-        "{} writes completed ({failed} failed, {} unanswered at the end): call -> committed outcome at the client p50 {:.2} ms, p99 {:.2} ms; server CPU {} % of one core; the load generator (same 2 cores) {own:.0} %.
+        "{} writes completed ({} failed, {} unanswered at the end): call -> committed outcome at the client p50 {:.2} ms, p99 {:.2} ms; server CPU {} % of one core; the load generator (same 2 cores; one thread; it reads past the entries each client is sent instead of applying them) {own:.0} %.
 ",
         lat.len(),
-        sent.len(),
+        result.failed,
+        result.unanswered,
         percentile(&lat, 0.5),
         percentile(&lat, 0.99),
         cpu.iter().map(|c| format!("{c:.0}")).collect::<Vec<_>>().join(" / ")

@@ -14,6 +14,7 @@ mod build;
 mod chaos;
 mod demo;
 mod godot;
+mod load;
 mod process;
 mod test;
 
