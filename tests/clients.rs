@@ -453,6 +453,23 @@ fn spawner_and_synchronizer(enet: bool) -> Result<()> {
     wait_dump(&cluster, |d| {
         d.contains(".Body:modulate = Color(1.0, 0.0, 0.0, 1.0)")
     })?;
+    // `on change` properties (Body:modulate) go through the log; `always` ones (position)
+    // are eventual writes, as SceneMultiplayer sends them unreliably: the log still holds
+    // the spawn position while every replica shows the moved one.
+    let reads = cluster.control(1)?.batch(&[
+        synctree_e2e::Op::read(&pa.to_string(), "Body:modulate"),
+        synctree_e2e::Op::read(&pa.to_string(), "position"),
+    ])?;
+    ensure!(
+        reads.results[0].value.as_deref() == Some("Color(1, 0, 0, 1)"),
+        "{:?}",
+        reads.results
+    );
+    ensure!(
+        reads.results[1].value.as_deref() == Some(format!("Vector2({}, 1)", pa % 1000).as_str()),
+        "{:?}",
+        reads.results
+    );
 
     // Eventual consistency: client 1 turns its player outside the log; every replica shows
     // it. Client 2 may not (it does not own the player).

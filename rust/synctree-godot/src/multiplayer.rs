@@ -29,13 +29,16 @@
 //!   tracked node leaves the tree ─ object_configuration_remove ─▶ despawn op (if the game
 //!        freed it; nothing if synctree did)
 //!   MultiplayerSynchronizer ─ object_configuration_add(root, sync) on every peer
-//!        poll(): where the synchronizer's authority runs (on servers: the leader), every
-//!        replication_interval, each root property of its config (always / on change) that
-//!        changed is set through the log; game clients predict their own
+//!        poll(): where the synchronizer's authority runs (on servers: the leader):
+//!          `always` properties, every replication_interval, if changed (or 1 s old):
+//!              eventual writes (unreliable, last writer wins), as SceneMultiplayer's sync
+//!          `on change` properties, every delta_interval, if changed: through the log
+//!              (game clients predict their own), as SceneMultiplayer's reliable watch
 //! ```
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use godot::classes::scene_replication_config::ReplicationMode;
 use godot::classes::{
@@ -220,13 +223,21 @@ fn configured(
 struct Synced {
     sync: InstanceId,
     root: InstanceId,
-    sent: HashMap<String, Variant>,
-    last: Option<std::time::Instant>,
+    /// What was sent last of each property, and when.
+    sent: HashMap<String, (Variant, Instant)>,
+    /// When `always` properties were last looked at (every `replication_interval`) ...
+    last_sync: Option<Instant>,
+    /// ... and `on change` ones (every `delta_interval`).
+    last_watch: Option<Instant>,
 }
 
+/// An `always` property is sent again this often even if unchanged, as SceneMultiplayer
+/// keeps sending it: a lost datagram is healed, a late joiner catches up.
+const REFRESH: Duration = Duration::from_secs(1);
+
 /// The properties of a synchronizer's config as synced property names (`position`, or a path
-/// such as `Sprite:modulate`), with (spawn, replicated) flags.
-fn sync_properties(sync: &Gd<MultiplayerSynchronizer>) -> Vec<(String, bool, bool)> {
+/// such as `Sprite:modulate`), with their spawn flag and replication mode.
+fn sync_properties(sync: &Gd<MultiplayerSynchronizer>) -> Vec<(String, bool, ReplicationMode)> {
     let Some(mut config) = sync.get_replication_config() else {
         return Vec::new();
     };
@@ -243,12 +254,8 @@ fn sync_properties(sync: &Gd<MultiplayerSynchronizer>) -> Vec<(String, bool, boo
             Some(plain) if !plain.contains(':') => plain,
             _ => own,
         };
-        let replicated = config.property_get_replication_mode(&path) != ReplicationMode::NEVER;
-        out.push((
-            name.to_owned(),
-            config.property_get_spawn(&path),
-            replicated,
-        ));
+        let mode = config.property_get_replication_mode(&path);
+        out.push((name.to_owned(), config.property_get_spawn(&path), mode));
     }
     out
 }
@@ -472,7 +479,8 @@ impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
                     sync: sync.instance_id(),
                     root: node.instance_id(),
                     sent: Default::default(),
-                    last: None,
+                    last_sync: None,
+                    last_watch: None,
                 })
             }
             Some((node, Configured::Spawner(spawner))) => self
@@ -803,7 +811,7 @@ impl SyncedMultiplayerAPI {
         // Not `is_multiplayer_authority()`: it asks this API for the unique id, and this API
         // is busy (borrowed) right now.
         let me = link().map(|l| l.unique_id() as i32).unwrap_or(1);
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         for s in &mut self.syncs {
             let (Ok(sync), Ok(root)) = (
                 Gd::<MultiplayerSynchronizer>::try_from_instance_id(s.sync),
@@ -817,22 +825,35 @@ impl SyncedMultiplayerAPI {
             if me == 1 && !leads {
                 continue; // server-owned: the leader's game state is replicated
             }
-            let interval =
-                std::time::Duration::from_secs_f64(sync.get_replication_interval().max(0.0));
-            if s.last.is_some_and(|t| now.duration_since(t) < interval) {
-                continue;
+            let due = |last: Option<Instant>, every: f64| {
+                last.is_none_or(|t| {
+                    now.duration_since(t) >= Duration::from_secs_f64(every.max(0.0))
+                })
+            };
+            let sync_due = due(s.last_sync, sync.get_replication_interval());
+            let watch_due = due(s.last_watch, sync.get_delta_interval());
+            if sync_due {
+                s.last_sync = Some(now);
             }
-            s.last = Some(now);
-            for (property, _, replicated) in sync_properties(&sync) {
-                if !replicated {
-                    continue;
-                }
+            if watch_due {
+                s.last_watch = Some(now);
+            }
+            for (property, _, mode) in sync_properties(&sync) {
                 let value = live::Target::of(&property).get(&root);
-                if s.sent.get(&property) == Some(&value) {
-                    continue;
+                let sent = s.sent.get(&property);
+                let changed = sent.is_none_or(|(v, _)| *v != value);
+                if mode == ReplicationMode::ALWAYS && sync_due {
+                    // `always` (SceneMultiplayer's unreliable sync): an eventual write.
+                    let stale = sent.is_none_or(|(_, at)| now.duration_since(*at) >= REFRESH);
+                    if changed || stale {
+                        tree.bind_mut().replicate_eventual(&root, &property, &value);
+                        s.sent.insert(property, (value, now));
+                    }
+                } else if mode == ReplicationMode::ON_CHANGE && watch_due && changed {
+                    // `on change` (SceneMultiplayer's reliable watch): through the log.
+                    tree.bind_mut().replicate_property(&root, &property, &value);
+                    s.sent.insert(property, (value, now));
                 }
-                tree.bind_mut().replicate_property(&root, &property, &value);
-                s.sent.insert(property, value);
             }
         }
         self.syncs

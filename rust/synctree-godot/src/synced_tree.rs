@@ -1043,6 +1043,7 @@ impl SyncedTree {
         let Some(link) = self.link.clone() else {
             return;
         };
+        let mut touched: Vec<InstanceId> = Vec::new();
         for _ in 0..self.max_effects_per_frame.max(1) {
             let Some(set) = link.try_recv_eventual() else {
                 break;
@@ -1059,7 +1060,16 @@ impl SyncedTree {
             if let Some(mut node) = self.live.node_of(key) {
                 self.live.target(id).set(&mut node, &from_value(&set.value));
                 self.eventual_applied += 1;
+                let root = node.instance_id();
+                if crate::multiplayer::has_synchronizers() && !touched.contains(&root) {
+                    touched.push(root);
+                }
             }
+        }
+        if !touched.is_empty() {
+            let me = self.peer_id() as i32;
+            let _reentrant = self.base_mut();
+            crate::multiplayer::notify_synchronized(&touched, me);
         }
     }
 
@@ -1163,6 +1173,22 @@ impl SyncedTree {
         }
         // Nobody awaits it: the next change of the property is sent all the same.
         let _ = self.set_synced(
+            NodePath::from(path.as_str()),
+            StringName::from(property),
+            value.clone(),
+        );
+    }
+
+    /// (Multiplayer API) A synchronizer's authority changed an `always` property of `node`:
+    /// an eventual write.
+    pub(crate) fn replicate_eventual(&mut self, node: &Gd<Node>, property: &str, value: &Variant) {
+        let Some(path) = self.synced_path_of(node) else {
+            return;
+        };
+        if self.live.key_of(&path).is_none() {
+            return;
+        }
+        self.set_eventual(
             NodePath::from(path.as_str()),
             StringName::from(property),
             value.clone(),
