@@ -36,6 +36,9 @@ extends Node
 ##       code; PlayerSpawner and its MultiplayerSynchronizer replicate it)
 ##   {"cmd":"spawn_bullet","id":N,"from":"Vector2(1, 2)","angle":0.5} -> {"name":..}:
 ##       BulletSpawner.spawn(data) (a custom spawn_function; spawn_limit 3); name "" if refused
+##   {"cmd":"visibility","path":"P","public":false,"peer":7,"visible":true} -> sets the
+##       visibility of P's MultiplayerSynchronizer (P/Sync) here (game code)
+##   {"cmd":"instance","path":"P"} -> {"id": the node's instance id, 0 if none}
 ##   {"cmd":"move","path":"P","position":"Vector2(1, 2)"} -> sets the node's position locally
 ##   {"cmd":"set_local","path":"P/Body","property":"modulate","value":"Color(1, 0, 0, 1)"} ->
 ##       sets a property of any node under World locally (game code)
@@ -307,6 +310,17 @@ func _handle(line: String) -> Dictionary:
 			player.position = Vector2(peer % 1000, 1)
 			world.add_child(player)
 			return {"ok": true}
+		"visibility":
+			var synchronizer = world.get_node_or_null(NodePath(str(request.get("path", "")) + "/Sync"))
+			if synchronizer == null:
+				return _error("visibility: no synchronizer at %s/Sync" % request.get("path"))
+			synchronizer.public_visibility = bool(request.get("public", true))
+			if request.has("peer"):
+				synchronizer.set_visibility_for(int(request.get("peer")), bool(request.get("visible", true)))
+			return {"ok": true}
+		"instance":
+			var found = world.get_node_or_null(NodePath(str(request.get("path", ""))))
+			return {"ok": true, "id": 0 if found == null else found.get_instance_id()}
 		"set_local":
 			var target = world.get_node_or_null(NodePath(str(request.get("path", ""))))
 			if target == null:

@@ -546,6 +546,48 @@ fn spawner_and_synchronizer(enet: bool) -> Result<()> {
         };
         ensure!(r["name"] == want.as_str(), "bullet {id}: {r}");
     }
+    // Visibility: the servers' game code makes client 1's player visible to client 1 only
+    // (public_visibility off, set_visibility_for). Client 2's tree drops it; its other nodes
+    // stay the same Godot objects; client 1 keeps it. Public again: it comes back.
+    let instance = |n: u64, path: &str| -> Result<u64> {
+        let r = cluster
+            .client_control(n)?
+            .request(&json!({"cmd": "instance", "path": path}))?;
+        Ok(r["id"].as_u64().unwrap_or(0))
+    };
+    let bullet = instance(2, "Bullet1")?;
+    ensure!(bullet != 0, "client 2 holds Bullet1");
+    let visibility = |public: bool| -> Result<()> {
+        for id in 1..=3 {
+            cluster.control(id)?.request(&json!({"cmd": "visibility",
+                "path": pa.to_string(), "public": public, "peer": pa, "visible": true}))?;
+        }
+        Ok(())
+    };
+    visibility(false)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let hidden = instance(2, &pa.to_string())? == 0;
+        if hidden {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "client 2 still holds client 1's player"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ensure!(
+        instance(1, &pa.to_string())? != 0,
+        "client 1 lost its own player"
+    );
+    ensure!(
+        instance(2, "Bullet1")? == bullet,
+        "client 2's other nodes were made again"
+    );
+    visibility(true)?;
+    wait_dump(&cluster, |d| d.contains(&player))?;
+    ensure!(instance(2, "Bullet1")? == bullet);
     cluster
         .control(2)?
         .request(&json!({"cmd": "free", "path": pa.to_string()}))?;

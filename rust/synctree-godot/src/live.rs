@@ -135,6 +135,13 @@ impl LazyPath {
     }
 }
 
+/// What [`LiveTree::reconcile`] leaves to do.
+pub struct Reconciled {
+    pub effects: Vec<Effect>,
+    pub removed: Vec<Applied>,
+    pub order: Option<Vec<(NodeKey, NodeKey)>>,
+}
+
 /// A property name interned by the live tree.
 pub type PropId = u32;
 
@@ -262,25 +269,81 @@ impl LiveTree {
         self.nodes.len()
     }
 
-    /// Removes every synced node (before a reset to a snapshot).
-    pub fn clear(&mut self, root: &mut Gd<Node>) {
-        let top: Vec<NodeKey> = self
+    /// Brings the live tree to `tree` (a reset: a client's first state, a reconnection, a
+    /// change of what it may see) keeping the Godot nodes that are still there as they were
+    /// (same key, parent, path and scene): only nodes that went away are freed. Returns the
+    /// effects still to apply, parents first: spawns of the new nodes, and the values of the
+    /// kept ones; and, when kept and new nodes mix, the children order to restore once those
+    /// effects are applied ([`LiveTree::restore_order`]).
+    pub fn reconcile(&mut self, tree: &synctree_proto::ShadowTree) -> Reconciled {
+        let mut keep: HashSet<NodeKey> = HashSet::new();
+        let mut effects = Vec::with_capacity(tree.len());
+        let mut order: Vec<(NodeKey, NodeKey)> = Vec::with_capacity(tree.len());
+        tree.walk(|n| {
+            order.push((n.parent, n.key));
+            let kept = self.nodes.get(&n.key).is_some_and(|l| {
+                l.parent == n.parent
+                    && l.path == n.path
+                    && l.scene == n.scene
+                    && l.owner == n.owner
+                    && alive(l.id)
+                    && (n.parent == ROOT_KEY || keep.contains(&n.parent))
+            });
+            if kept {
+                keep.insert(n.key);
+                effects.extend(
+                    n.props
+                        .iter()
+                        .filter(|(p, _)| *p != SPAWN_DATA)
+                        .map(|(p, v)| Effect::PropertySet {
+                            node: n.key,
+                            property: p.as_str().into(),
+                            value: v.clone(),
+                        }),
+                );
+            } else {
+                effects.push(Effect::Spawned {
+                    node: n.key,
+                    parent: n.parent,
+                    name: n.name.to_owned(),
+                    scene: n.scene.to_owned(),
+                    owner: n.owner,
+                    props: n
+                        .props
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                });
+            }
+        });
+        // Free the topmost nodes that go (their subtrees go with them).
+        let gone: Vec<NodeKey> = self
             .nodes
             .iter()
-            .filter(|(_, n)| n.parent == ROOT_KEY)
+            .filter(|(k, n)| {
+                !keep.contains(k) && (n.parent == ROOT_KEY || keep.contains(&n.parent))
+            })
             .map(|(k, _)| *k)
             .collect();
-        for key in top {
-            if let Some(n) = self.nodes.get(&key) {
-                if n.node.is_instance_valid() {
-                    let mut node = n.node.clone();
-                    root.remove_child(&node);
-                    node.queue_free();
+        let removed = gone.into_iter().map(|k| self.despawn(k)).collect();
+        let mixed = !keep.is_empty() && keep.len() < order.len();
+        Reconciled {
+            effects,
+            removed,
+            order: mixed.then_some(order),
+        }
+    }
+
+    /// Puts synced children in the order `order` lists them (parent, child; in tree order),
+    /// after a reset spawned new nodes beside kept ones (a new node is added last).
+    pub fn restore_order(&mut self, order: &[(NodeKey, NodeKey)]) {
+        for (_, child) in order {
+            if let Some(mut parent) = self.node_of(*child).and_then(|n| n.get_parent()) {
+                if let Some(node) = self.node_of(*child) {
+                    parent.move_child(&node, -1);
                 }
             }
         }
-        self.nodes.clear();
-        self.by_path.clear();
     }
 
     /// The scene of the synced node at `path`, if the live tree holds one there.
@@ -379,6 +442,9 @@ impl LiveTree {
                 property,
                 value,
             } => {
+                if property == SPAWN_DATA {
+                    return Applied::Nothing; // only ever passed to a spawn function
+                }
                 let id = self.intern(&property);
                 let Some(n) = self.nodes.get_mut(&key) else {
                     godot_error!("synctree: committed property '{property}' of node #{key}, which is missing from the live tree");

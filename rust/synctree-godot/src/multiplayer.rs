@@ -360,7 +360,14 @@ pub struct SyncedMultiplayerAPI {
     next_seq: HashMap<u8, u32>,
     /// The newest unreliable_ordered rpc run, by (sender, channel): older ones are dropped.
     newest: HashMap<(u64, u8), u32>,
+    /// Servers: the clients told of roots they may not see, and when visibility was last
+    /// looked at.
+    viewed: HashSet<u64>,
+    views_checked: Option<Instant>,
 }
+
+/// How often a server looks at its synchronizers' visibility.
+const VIEW_EVERY: Duration = Duration::from_millis(100);
 
 #[godot_api]
 impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
@@ -382,6 +389,8 @@ impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
             wrappers: HashMap::new(),
             next_seq: HashMap::new(),
             newest: HashMap::new(),
+            viewed: HashSet::new(),
+            views_checked: None,
         }
     }
 
@@ -734,6 +743,56 @@ impl SyncedMultiplayerAPI {
             }
         }
         self.synchronize(&mut tree);
+        self.update_views(&tree);
+    }
+
+    /// Servers: tells the SyncedTree which synchronizer roots each client may not see (a
+    /// synchronizer without public visibility shows its root only to the peers it was
+    /// `set_visibility_for`). Visibility filters (callables) are not readable by an extension
+    /// and are not applied.
+    fn update_views(&mut self, tree: &Gd<SyncedTree>) {
+        let Some(link) = link() else { return };
+        if link.unique_id() != synctree_proto::SERVER_PEER {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .views_checked
+            .is_some_and(|t| now.duration_since(t) < VIEW_EVERY)
+        {
+            return;
+        }
+        self.views_checked = Some(now);
+        let private: Vec<(Gd<MultiplayerSynchronizer>, Gd<Node>)> = self
+            .syncs
+            .iter()
+            .filter_map(|s| {
+                let sync = Gd::<MultiplayerSynchronizer>::try_from_instance_id(s.sync).ok()?;
+                let root = Gd::<Node>::try_from_instance_id(s.root).ok()?;
+                (!sync.is_visibility_public()).then_some((sync, root))
+            })
+            .collect();
+        for peer in link.peers() {
+            if peer == synctree_proto::SERVER_PEER {
+                continue;
+            }
+            let hidden: Vec<Gd<Node>> = private
+                .iter()
+                .filter(|(sync, _)| !sync.get_visibility_for(peer as i32))
+                .map(|(_, root)| root.clone())
+                .collect();
+            if hidden.is_empty() && !self.viewed.contains(&peer) {
+                continue;
+            }
+            // (The runtime ignores a view that did not change; roots not synced yet are
+            // left out until they are.)
+            tree.bind().set_client_view(peer, &hidden);
+            if hidden.is_empty() {
+                self.viewed.remove(&peer);
+            } else {
+                self.viewed.insert(peer);
+            }
+        }
     }
 
     /// Finds MultiplayerSpawners (SceneTree's `node_added`, and those already in the tree),

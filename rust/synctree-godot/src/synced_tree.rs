@@ -121,6 +121,9 @@ pub struct SyncedTree {
     /// Effects being applied, and the log index reached once they are all applied.
     current: Option<(u64, VecDeque<Effect>)>,
     live_index: u64,
+    /// After a reset that mixed kept and new nodes: the children order to restore once the
+    /// reset's effects (ending at that index) are applied.
+    reorder: Option<(u64, Vec<(u64, u64)>)>,
     /// Main-thread time spent applying committed effects, in total (status `apply_usec`).
     apply_time: std::time::Duration,
     /// Scenes of nodes spawned from here but maybe not applied yet, for property checks.
@@ -1079,6 +1082,21 @@ impl SyncedTree {
         (!rel.starts_with("..") && !rel.is_empty() && rel != ".").then_some(rel)
     }
 
+    /// (Multiplayer API, servers) The synced nodes `roots` game client `peer` may not see
+    /// (MultiplayerSynchronizer visibility): its feed leaves them out while it is connected
+    /// here. Nodes not synced are ignored.
+    pub(crate) fn set_client_view(&self, peer: u64, roots: &[Gd<Node>]) {
+        let Some(server) = self.backend.as_ref().and_then(Backend::server) else {
+            return;
+        };
+        let keys = roots
+            .iter()
+            .filter_map(|n| self.synced_path_of(n))
+            .filter_map(|p| self.live.key_of(&p))
+            .collect();
+        server.set_client_view(peer, keys);
+    }
+
     /// True if `node` is a synced node synctree placed (a committed spawn).
     pub(crate) fn is_synced_node(&self, node: &Gd<Node>) -> bool {
         self.synced_path_of(node)
@@ -1403,8 +1421,21 @@ impl SyncedTree {
                         self.current = Some((index, effects.into()))
                     }
                     Some(Applied::Reset { index, tree }) => {
-                        self.live.clear(&mut root);
-                        self.current = Some((index, tree.to_effects().into()));
+                        // Nodes that stay keep their identity; those that went are freed.
+                        let live::Reconciled {
+                            effects,
+                            removed,
+                            order,
+                        } = self.live.reconcile(&tree);
+                        self.reorder = order.map(|o| (index, o));
+                        for r in removed {
+                            if let live::Applied::Despawned { path, .. } = r {
+                                if despawn_listeners {
+                                    self.signals().node_despawned().emit(&path.get());
+                                }
+                            }
+                        }
+                        self.current = Some((index, effects.into()));
                     }
                 }
             }
@@ -1473,6 +1504,9 @@ impl SyncedTree {
             if self.current.as_ref().is_some_and(|(_, e)| e.is_empty()) {
                 self.live_index = index;
                 self.current = None;
+                if let Some((_, order)) = self.reorder.take_if(|(i, _)| *i == index) {
+                    self.live.restore_order(&order);
+                }
             }
         }
         if !synchronized.is_empty() {

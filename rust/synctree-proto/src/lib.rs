@@ -37,6 +37,6 @@ pub use effect::{CompactString, Effect, NodeKey, ROOT_KEY};
 pub use error::ApplyError;
 pub use op::{Batch, EncodedBatch, Event, Op, OpId, OpOutcome, MAX_BATCH_BYTES, SERVER_PEER};
 pub use path::{join, split_parent, validate_name, validate_path, validate_property, ROOT};
-pub use tree::{NodeView, ShadowTree, MAX_PROPERTIES};
+pub use tree::{filter_hidden, NodeView, ShadowTree, MAX_PROPERTIES};
 pub use uhlc;
 pub use value::{Value, ValueKind, MAX_VALUE_DEPTH};

@@ -37,6 +37,24 @@ impl Node {
     }
 }
 
+/// Drops from `effects` what concerns nodes in `hidden` (a client's hidden subtrees), and
+/// keeps `hidden` up to date: a node spawned under a hidden one is hidden too, a despawned
+/// one is forgotten.
+pub fn filter_hidden(hidden: &mut std::collections::HashSet<NodeKey>, effects: &mut Vec<Effect>) {
+    effects.retain(|e| match e {
+        Effect::Spawned { node, parent, .. } => {
+            if hidden.contains(parent) {
+                hidden.insert(*node);
+                false
+            } else {
+                true
+            }
+        }
+        Effect::PropertySet { node, .. } => !hidden.contains(node),
+        Effect::Despawned { node } => !hidden.remove(node),
+    });
+}
+
 /// The most distinct synced properties one node may hold: every name is kept by every
 /// replica (and interned by every live tree), so a client may not add them without bound.
 pub const MAX_PROPERTIES: usize = 256;
@@ -444,6 +462,30 @@ impl ShadowTree {
         }
     }
 
+    /// This tree without the subtrees rooted at `hidden` (what a client that may not see them
+    /// is sent), and every key left out.
+    pub fn without(
+        &self,
+        hidden: &std::collections::HashSet<NodeKey>,
+    ) -> (ShadowTree, std::collections::HashSet<NodeKey>) {
+        let mut tree = self.clone();
+        let mut gone = std::collections::HashSet::new();
+        for root in hidden {
+            if *root == ROOT_KEY || !tree.nodes.contains_key(root) {
+                continue;
+            }
+            let mut stack = vec![*root];
+            while let Some(k) = stack.pop() {
+                if let Some(n) = tree.nodes.get(&k) {
+                    stack.extend(n.children.iter().copied());
+                    gone.insert(k);
+                }
+            }
+            let _ = tree.apply_effect(&Effect::Despawned { node: *root });
+        }
+        (tree, gone)
+    }
+
     /// The effects that build this tree from an empty SyncedTree, parents first.
     pub fn to_effects(&self) -> Vec<Effect> {
         let mut effects = Vec::with_capacity(self.len());
@@ -537,6 +579,29 @@ mod tests {
             Err(ApplyError::RootNotAllowed)
         );
         assert_eq!(t, before);
+    }
+
+    #[test]
+    fn hidden_subtrees_are_left_out_and_stay_out() {
+        let mut t = ShadowTree::new();
+        for op in [spawn("", "A"), spawn("A", "B"), spawn("", "C")] {
+            t.apply(&op).expect("spawn");
+        }
+        let a = t.lookup("A").unwrap();
+        let (view, gone) = t.without(&[a].into_iter().collect());
+        assert_eq!(view.dump(), "C (Node)\n");
+        assert_eq!(gone, [a, t.lookup("A/B").unwrap()].into_iter().collect());
+        // Later effects: a child of a hidden node is hidden; others pass.
+        let mut hidden = gone;
+        let mut effects = vec![
+            t.apply(&spawn("A/B", "D")).unwrap(),
+            t.apply(&spawn("C", "E")).unwrap(),
+            t.apply(&Op::Despawn { path: "A".into() }).unwrap(),
+        ];
+        filter_hidden(&mut hidden, &mut effects);
+        assert_eq!(effects.len(), 1, "{effects:?}");
+        assert!(matches!(&effects[0], Effect::Spawned { name, .. } if name == "E"));
+        assert!(!hidden.contains(&a), "a despawned hidden node is forgotten");
     }
 
     #[test]

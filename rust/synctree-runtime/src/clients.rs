@@ -207,6 +207,44 @@ pub(crate) struct Ctx {
     pub(crate) submitter: Submitter,
     pub(crate) peers: Arc<Peers>,
     pub(crate) auth: Arc<Auth>,
+    pub(crate) views: Views,
+}
+
+/// The synced subtrees each client may not see (roots, by node key), as the game decides
+/// them on this server (MultiplayerSynchronizer visibility).
+pub type Hidden = Arc<std::collections::HashSet<u64>>;
+
+/// Each client's view, watched by its session.
+#[derive(Default)]
+pub(crate) struct Views {
+    by_peer: std::sync::Mutex<std::collections::HashMap<u64, tokio::sync::watch::Sender<Hidden>>>,
+}
+
+impl Views {
+    fn sender(&self, peer: u64) -> tokio::sync::watch::Sender<Hidden> {
+        self.by_peer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(peer)
+            .or_insert_with(|| tokio::sync::watch::channel(Hidden::default()).0)
+            .clone()
+    }
+
+    /// Sets what `peer` may not see; its session (if it is connected here) restarts its feed
+    /// from a filtered tree.
+    pub(crate) fn set(&self, peer: u64, hidden: std::collections::HashSet<u64>) {
+        self.sender(peer).send_if_modified(|h| {
+            let changed = **h != hidden;
+            if changed {
+                *h = Arc::new(hidden.clone());
+            }
+            changed
+        });
+    }
+
+    fn watch(&self, peer: u64) -> tokio::sync::watch::Receiver<Hidden> {
+        self.sender(peer).subscribe()
+    }
 }
 
 /// The client port of a running server.
@@ -457,7 +495,7 @@ async fn serve_client<W: FrameWrite, R: FrameRead>(
     ));
     let mut violation = None;
     let ended = tokio::select! {
-        r = stream_feed(send, ctx, after, &mut out_rx, &writes) => r,
+        r = stream_feed(send, ctx, after, &mut out_rx, &writes, ctx.views.watch(peer)) => r,
         r = &mut requests => match r {
             Ok(Err(v)) => {
                 violation = Some(v);
@@ -660,6 +698,22 @@ async fn send_message(send: &mut impl FrameWrite, m: &ServerMessage) -> Result<(
     send.write(&[&bytes]).await
 }
 
+/// An encoded feed chunk without what concerns `hidden` nodes (kept up to date).
+fn filter_chunk(
+    bytes: &[u8],
+    hidden: &mut std::collections::HashSet<u64>,
+) -> Result<Vec<u8>, String> {
+    let message: ServerMessage =
+        decode(bytes, bytes.len()).map_err(|e| format!("internal error: a feed chunk: {e}"))?;
+    let ServerMessage::Entries(mut entries) = message else {
+        return Ok(bytes.to_vec());
+    };
+    for e in &mut entries {
+        synctree_proto::filter_hidden(hidden, &mut e.effects);
+    }
+    encode(&ServerMessage::Entries(entries)).map_err(|e| e.to_string())
+}
+
 /// A write's outcome follows the entry it committed in by microseconds (the proposer hears
 /// of the commit after the state machine applied it): while the client has writes in flight,
 /// an entry waits this long at most for an outcome, so the two share a packet.
@@ -675,11 +729,26 @@ async fn stream_feed(
     mut after: Option<u64>,
     outcomes: &mut mpsc::Receiver<ServerMessage>,
     writes: &AtomicUsize,
+    mut view: tokio::sync::watch::Receiver<Hidden>,
 ) -> Result<(), String> {
     loop {
+        // What this client may not see: its hidden roots, and every key under them. A client
+        // with a view starts from the filtered tree (and again whenever its view changes).
+        let roots = view.borrow_and_update().clone();
+        if !roots.is_empty() {
+            after = None;
+        }
+        let mut hidden = std::collections::HashSet::new();
         let (start, mut rx) = ctx.feed.subscribe(&ctx.shared, after);
         match start {
             Start::Reset { index, tree } => {
+                let tree = if roots.is_empty() {
+                    tree
+                } else {
+                    let (tree, gone) = tree.without(&roots);
+                    hidden = gone;
+                    tree
+                };
                 send_message(send, &ServerMessage::Reset { index, tree }).await?;
                 after = Some(index);
             }
@@ -693,6 +762,14 @@ async fn stream_feed(
         loop {
             let item = tokio::select! {
                 item = rx.recv() => item,
+                changed = view.changed() => {
+                    if changed.is_err() {
+                        return Err("server stopping".into());
+                    }
+                    // Start over from the tree as this client may now see it.
+                    after = None;
+                    break;
+                }
                 Some(message) = outcomes.recv() => {
                     if message.unreliable() {
                         send.send_datagram(encode(&message).map_err(|e| e.to_string())?).await?;
@@ -741,8 +818,19 @@ async fn stream_feed(
                                 encoded.push(bytes);
                             }
                         }
-                        let mut frames: Vec<&[u8]> =
-                            chunks.iter().map(|c| c.bytes.as_slice()).collect();
+                        let filtered = if hidden.is_empty() {
+                            Vec::new()
+                        } else {
+                            chunks
+                                .iter()
+                                .map(|c| filter_chunk(&c.bytes, &mut hidden))
+                                .collect::<Result<Vec<_>, String>>()?
+                        };
+                        let mut frames: Vec<&[u8]> = if filtered.is_empty() {
+                            chunks.iter().map(|c| c.bytes.as_slice()).collect()
+                        } else {
+                            filtered.iter().map(Vec::as_slice).collect()
+                        };
                         frames.extend(encoded.iter().map(Vec::as_slice));
                         send.write_frames(&frames).await?;
                         after = Some(last);

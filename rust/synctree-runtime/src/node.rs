@@ -386,6 +386,15 @@ impl Node {
         }
     }
 
+    /// Sets the synced subtrees (roots, by node key) game client `peer` may not see, as the
+    /// game decides on this server: while it is connected here, its feed leaves them out
+    /// (it is sent the tree as it may see it again at each change).
+    pub fn set_client_view(&self, peer: u64, hidden: std::collections::HashSet<u64>) {
+        if let Some(ctx) = &self.inner.client_ctx {
+            ctx.views.set(peer, hidden);
+        }
+    }
+
     /// The client port actually bound, if this server serves game clients.
     pub fn client_addr(&self) -> Option<std::net::SocketAddr> {
         self.inner.clients.as_ref().and_then(|c| c.local_addr())
@@ -477,6 +486,7 @@ async fn start_node(
             shared: shared.clone(),
             submitter,
             peers: peers.clone(),
+            views: Default::default(),
         }));
     }
     let clients = match (&client_ctx, &material) {

@@ -728,3 +728,54 @@ fn clients_over_the_games_transport_follow_write_and_are_refused() {
     assert_eq!(client.status().refused.as_deref(), Some("invalid token"));
     server.shutdown();
 }
+
+#[test]
+fn a_client_is_not_sent_the_subtrees_hidden_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (servers, connect) = servers_for_alice_and_bob(dir.path());
+    let leader = leader_of(&servers.iter().collect::<Vec<_>>());
+    let ls = servers.iter().find(|s| s.id() == leader).unwrap();
+    for op in [spawn("A"), spawn("C")] {
+        complete(ls, ls.submit(op)).expect("spawn");
+    }
+    let bob = connect(BOB, 2);
+    let s2 = &servers[1];
+    let mut f = Follower::default();
+    let holds = |f: &mut Follower, want: &str| {
+        f.drain(&bob);
+        f.tree.dump() == want
+    };
+    wait_until("bob holds A and C", || {
+        holds(&mut f, "A (Node)\nC (Node)\n")
+    });
+    // Server 2's game hides A from bob: he is sent the tree without it, and nothing about it
+    // afterwards (a child spawned under it, a property of it).
+    let a = s2.inspect(|st| st.tree.lookup("A")).expect("A");
+    s2.set_client_view(peer_id_of(BOB), [a].into_iter().collect());
+    wait_until("A leaves bob's tree", || holds(&mut f, "C (Node)\n"));
+    let mut child = spawn("B");
+    if let Op::Spawn { parent, .. } = &mut child {
+        *parent = "A".into();
+    }
+    complete(ls, ls.submit(child)).expect("A/B");
+    complete(ls, ls.submit(set("A", 5))).expect("A.v");
+    complete(ls, ls.submit(set("C", 6))).expect("C.v");
+    wait_until("C.v reaches bob, A's changes do not", || {
+        holds(&mut f, "C (Node)\n  .hp = 6\n")
+    });
+    // Shown again: the subtree as it is now.
+    s2.set_client_view(peer_id_of(BOB), Default::default());
+    wait_until("A (with B and v) is back", || {
+        f.drain(&bob);
+        f.tree.dump() == s2.inspect(|st| st.tree.dump())
+    });
+    assert!(
+        f.tree.dump().contains("A (Node)\n  .hp = 5\n  B (Node)"),
+        "{}",
+        f.tree.dump()
+    );
+    drop(bob);
+    for s in servers {
+        s.shutdown();
+    }
+}
