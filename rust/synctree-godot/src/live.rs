@@ -302,18 +302,7 @@ impl LiveTree {
                         }),
                 );
             } else {
-                effects.push(Effect::Spawned {
-                    node: n.key,
-                    parent: n.parent,
-                    name: n.name.to_owned(),
-                    scene: n.scene.to_owned(),
-                    owner: n.owner,
-                    props: n
-                        .props
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                });
+                effects.push(n.spawned());
             }
         });
         // Free the topmost nodes that go (their subtrees go with them).

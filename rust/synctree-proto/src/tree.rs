@@ -79,6 +79,24 @@ pub struct NodeView<'a> {
     pub props: &'a BTreeMap<String, Value>,
 }
 
+impl NodeView<'_> {
+    /// The effect that makes this node, with its properties, under its parent.
+    pub fn spawned(&self) -> Effect {
+        Effect::Spawned {
+            node: self.key,
+            parent: self.parent,
+            name: self.name.to_owned(),
+            scene: self.scene.to_owned(),
+            owner: self.owner,
+            props: self
+                .props
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+}
+
 impl Default for ShadowTree {
     fn default() -> Self {
         let mut nodes = FxHashMap::default();
@@ -489,20 +507,7 @@ impl ShadowTree {
     /// The effects that build this tree from an empty SyncedTree, parents first.
     pub fn to_effects(&self) -> Vec<Effect> {
         let mut effects = Vec::with_capacity(self.len());
-        self.walk(|n| {
-            effects.push(Effect::Spawned {
-                node: n.key,
-                parent: n.parent,
-                name: n.name.to_owned(),
-                scene: n.scene.to_owned(),
-                owner: n.owner,
-                props: n
-                    .props
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            });
-        });
+        self.walk(|n| effects.push(n.spawned()));
         effects
     }
 
