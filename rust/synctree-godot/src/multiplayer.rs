@@ -104,9 +104,16 @@ pub fn notify_synchronized(roots: &[InstanceId], me: i32) {
     }
 }
 
-/// True if any MultiplayerSpawner is known (so spawn notifications have somewhere to go).
+thread_local! {
+    /// Spawners by the node they spawn under (refreshed at each poll), so a spawn that
+    /// synctree carries out finds its spawners with one lookup.
+    static SPAWN_NODES: RefCell<HashMap<InstanceId, Vec<InstanceId>>> =
+        RefCell::new(HashMap::new());
+}
+
+/// True if a MultiplayerSpawner has a spawn node (so spawn notifications may go somewhere).
 pub fn has_spawners() -> bool {
-    SPAWNERS.with(|s| !s.borrow().is_empty())
+    SPAWN_NODES.with(|s| !s.borrow().is_empty())
 }
 
 fn spawners() -> Vec<Gd<MultiplayerSpawner>> {
@@ -138,8 +145,9 @@ pub fn notify_spawner(signal: &str, node: &Gd<Node>) {
 
 /// [`notify_spawner`] for a node already taken out of `parent`.
 pub fn notify_spawner_of(parent: &Gd<Node>, signal: &str, node: &Gd<Node>) {
-    for mut spawner in spawners() {
-        if spawn_node(&spawner).as_ref() == Some(parent) {
+    let ids = SPAWN_NODES.with(|s| s.borrow().get(&parent.instance_id()).cloned());
+    for id in ids.into_iter().flatten() {
+        if let Ok(mut spawner) = Gd::<MultiplayerSpawner>::try_from_instance_id(id) {
             spawner.emit_signal(signal, &[node.to_variant()]);
         }
     }
@@ -822,6 +830,16 @@ impl SyncedMultiplayerAPI {
         let spawners = spawners();
         self.wrappers
             .retain(|id, _| spawners.iter().any(|s| s.instance_id() == *id));
+        let mut by_node: HashMap<InstanceId, Vec<InstanceId>> = HashMap::new();
+        for spawner in &spawners {
+            if let Some(node) = spawn_node(spawner) {
+                by_node
+                    .entry(node.instance_id())
+                    .or_default()
+                    .push(spawner.instance_id());
+            }
+        }
+        SPAWN_NODES.with(|s| *s.borrow_mut() = by_node);
         for mut spawner in spawners {
             let function = spawner.get_spawn_function();
             let id = spawner.instance_id();
