@@ -62,6 +62,12 @@ const ENET_LISTEN_ARG := "--demo-enet-listen="
 ## A game client's ENet client peer to a server's HOST:PORT (no --synctree-connect needed: the
 ## client's SyncedTree joins through the peer).
 const ENET_CONNECT_ARG := "--demo-enet-connect="
+## The same with a WebSocketMultiplayerPeer (TCP port; clients connect to ws://HOST:PORT).
+const WS_LISTEN_ARG := "--demo-ws-listen="
+const WS_CONNECT_ARG := "--demo-ws-connect="
+## Keep Godot's own SceneMultiplayer instead of installing SyncedMultiplayerAPI: the same game
+## code on the built-in, for the tests that compare the two.
+const SCENE_MULTIPLAYER_ARG := "--demo-scene-multiplayer"
 ## A request line longer than this closes the connection.
 const MAX_LINE_BYTES := 64 * 1024 * 1024
 ## A request of a batch that has not completed after this long is reported as failed.
@@ -89,6 +95,7 @@ var _control_port := 0
 var _server: TCPServer
 var _clients: Array[Client] = []
 var _ready_printed := false
+var _scene_multiplayer := false
 var _started_msec := 0
 var _quitting := false
 var _bench: RefCounted
@@ -108,7 +115,9 @@ func _ready() -> void:
 		return
 	world.leader_changed.connect(_on_leader_changed)
 	# Multiplayer through the cluster: rpcs reach peers on any server (see rpc_probe.gd).
-	get_tree().set_multiplayer(ClassDB.instantiate("SyncedMultiplayerAPI"))
+	_scene_multiplayer = OS.get_cmdline_user_args().has(SCENE_MULTIPLAYER_ARG)
+	if not _scene_multiplayer:
+		get_tree().set_multiplayer(ClassDB.instantiate("SyncedMultiplayerAPI"))
 	for signal_name in ["connected_to_server", "connection_failed", "server_disconnected"]:
 		multiplayer.connect(signal_name, func() -> void: _mp_events.append(signal_name))
 	multiplayer.peer_connected.connect(func(id: int) -> void: _mp_events.append("peer_connected %d" % id))
@@ -127,8 +136,9 @@ func _ready() -> void:
 			var prefix := arg.substr(GUEST_ARG.length())
 			world.auth_callback = func(_peer: int, token: String):
 				return true if token.begins_with(prefix) else "token '%s' is neither on the list nor a guest's" % token
-		if arg.begins_with(ENET_LISTEN_ARG) or arg.begins_with(ENET_CONNECT_ARG):
-			var err := _enet_peer(arg)
+		if arg.begins_with(ENET_LISTEN_ARG) or arg.begins_with(ENET_CONNECT_ARG) \
+				or arg.begins_with(WS_LISTEN_ARG) or arg.begins_with(WS_CONNECT_ARG):
+			var err := _game_peer(arg)
 			if err != "":
 				_fail_startup(err)
 				return
@@ -146,29 +156,41 @@ func _ready() -> void:
 			return
 
 
-## Sets up an ENet peer as a SceneMultiplayer game would; returns an error message or "".
-func _enet_peer(arg: String) -> String:
-	var peer := ENetMultiplayerPeer.new()
+## Sets up an ENet or WebSocket peer as a SceneMultiplayer game would; returns an error
+## message or "".
+func _game_peer(arg: String) -> String:
+	var websocket := arg.begins_with(WS_LISTEN_ARG) or arg.begins_with(WS_CONNECT_ARG)
+	var peer: MultiplayerPeer = WebSocketMultiplayerPeer.new() if websocket else ENetMultiplayerPeer.new()
+	var value := arg.split("=", true, 1)[1]
 	var err: Error
-	if arg.begins_with(ENET_LISTEN_ARG):
-		var port := arg.substr(ENET_LISTEN_ARG.length())
-		if not port.is_valid_int():
-			return "invalid %s'%s': expected a UDP port" % [ENET_LISTEN_ARG, port]
-		err = peer.create_server(int(port))
+	if arg.begins_with(ENET_LISTEN_ARG) or arg.begins_with(WS_LISTEN_ARG):
+		if not value.is_valid_int():
+			return "invalid %s: expected a port" % arg
+		err = peer.create_server(int(value))
 	else:
-		var address := arg.substr(ENET_CONNECT_ARG.length())
-		var colon := address.rfind(":")
-		if colon < 1 or not address.substr(colon + 1).is_valid_int():
-			return "invalid %s'%s': expected HOST:PORT" % [ENET_CONNECT_ARG, address]
-		err = peer.create_client(address.substr(0, colon), int(address.substr(colon + 1)))
+		var colon := value.rfind(":")
+		if colon < 1 or not value.substr(colon + 1).is_valid_int():
+			return "invalid %s: expected HOST:PORT" % arg
+		if websocket:
+			err = peer.create_client("ws://" + value)
+		else:
+			err = peer.create_client(value.substr(0, colon), int(value.substr(colon + 1)))
 	if err != OK:
-		return "cannot create the ENet peer (%s): %s" % [arg, error_string(err)]
+		return "cannot create the multiplayer peer (%s): %s" % [arg, error_string(err)]
 	multiplayer.multiplayer_peer = peer
 	return ""
 
 
 func _process(_delta: float) -> void:
 	if _quitting:
+		return
+	if not _ready_printed and _scene_multiplayer:
+		# The built-in: ready once its peer is connected.
+		var peer := multiplayer.multiplayer_peer
+		if peer != null and not peer is OfflineMultiplayerPeer and peer.get_connection_status() == MultiplayerPeer.CONNECTION_CONNECTED:
+			_ready_printed = true
+			var server_id := 1 if multiplayer.is_server() else 0
+			print("SYNCTREE READY id=%d control=%d peer=%d" % [server_id, _control_port, multiplayer.get_unique_id()])
 		return
 	if not _ready_printed:
 		# A game client is ready once a server has welcomed (or refused) it.

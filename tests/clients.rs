@@ -730,24 +730,50 @@ fn wait_events(
 
 #[test]
 fn a_plain_enet_game_without_synctree_configuration_runs_on_a_one_server_cluster() -> Result<()> {
-    // As a SceneMultiplayer game starts: the server creates an ENet server peer, clients ENet
-    // client peers; no --synctree-* configuration, no tokens.
+    plain_game(false, false)
+}
+
+/// The same game code and the same checks on Godot's own SceneMultiplayer: what the test
+/// above asserts of SyncedMultiplayerAPI is what the built-in does.
+#[test]
+fn the_same_plain_enet_game_on_scene_multiplayer_behaves_the_same() -> Result<()> {
+    plain_game(true, false)
+}
+
+#[test]
+fn a_plain_websocket_game_runs_on_a_one_server_cluster() -> Result<()> {
+    plain_game(false, true)
+}
+
+/// As a SceneMultiplayer game starts: the server creates an ENet (or WebSocket) server peer,
+/// clients client peers; no --synctree-* configuration, no tokens. On SyncedMultiplayerAPI (a
+/// one-server cluster) or, with `builtin`, on SceneMultiplayer itself.
+fn plain_game(builtin: bool, websocket: bool) -> Result<()> {
     let mut cluster = Cluster::start(ClusterConfig {
         servers: 1,
         clients: vec![1, 1],
         enet: true,
         bare: true,
+        websocket,
+        all_args: if builtin {
+            vec!["--demo-scene-multiplayer".into()]
+        } else {
+            Vec::new()
+        },
         ..ClusterConfig::default()
     })?;
-    cluster.wait_leader(Duration::from_secs(30))?;
-    let (pa, pb) = (peer_of(&cluster, 1)?, peer_of(&cluster, 2)?);
-    ensure!(
-        pa > 1 && pb > 1 && pa != pb,
-        "anonymous peer ids {pa}, {pb}"
-    );
+    let unique_id = |n: u64| -> Result<u64> {
+        let r = cluster
+            .client_control(n)?
+            .request(&json!({"cmd": "multiplayer"}))?;
+        Ok(r["unique_id"].as_u64().unwrap_or(0))
+    };
+    let (pa, pb) = (unique_id(1)?, unique_id(2)?);
+    ensure!(pa > 1 && pb > 1 && pa != pb, "peer ids {pa}, {pb}");
     let has = |e: &[String], x: &str| e.iter().any(|s| s == x);
     wait_events(&cluster, "connections", |a, b, s| {
         has(a, "connected_to_server")
+            && has(a, "peer_connected 1")
             && has(a, &format!("peer_connected {pb}"))
             && has(b, "connected_to_server")
             && has(b, &format!("peer_connected {pa}"))
@@ -755,18 +781,43 @@ fn a_plain_enet_game_without_synctree_configuration_runs_on_a_one_server_cluster
             && has(s, &format!("peer_connected {pb}"))
     })?;
 
-    // The server's game code spawns client 1's player (MultiplayerSpawner); it appears on both
-    // clients, owned by client 1, which moves it (MultiplayerSynchronizer).
+    // The server's game code spawns client 1's player (MultiplayerSpawner): it appears on
+    // both clients under the same name, client 2's spawner says so, and client 1 (its
+    // authority) moves it (MultiplayerSynchronizer).
     cluster
         .control(1)?
         .request(&json!({"cmd": "spawn_player", "peer": pa}))?;
-    let player = format!("{pa} (res://game/player.tscn, owner {pa})");
-    wait_dump(&cluster, |d| d.contains(&player))?;
+    let get = |n: u64, property: &str| -> Result<Value> {
+        Ok(cluster
+            .client_control(n)?
+            .request(&json!({"cmd": "get", "path": pa.to_string(), "property": property}))?
+            ["value"]
+            .clone())
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(1, "health").is_err() || get(2, "health").is_err() {
+        ensure!(
+            Instant::now() < deadline,
+            "the player never reached both clients"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ensure!(get(2, "health")? == "100", "spawn property on client 2");
     let r = cluster
         .client_control(1)?
         .request(&json!({"cmd": "move", "path": pa.to_string(), "position": "Vector2(7, 8)"}))?;
     ensure!(r["authority"] == true, "{r}");
-    wait_dump(&cluster, |d| d.contains(".position = Vector2(7.0, 8.0)"))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(2, "position")? != "Vector2(7, 8)" {
+        ensure!(
+            Instant::now() < deadline,
+            "client 2 never saw the player move"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_events(&cluster, "the spawner's signal on client 2", |_, b, _| {
+        has(b, &format!("spawned {pa}"))
+    })?;
     // Rpcs client to client, with the sender's id.
     let (mut a, mut b) = (cluster.client_control(1)?, cluster.client_control(2)?);
     ensure!(rpc(&mut a, pb as i64, "ping", 3)? == 0);
@@ -775,7 +826,7 @@ fn a_plain_enet_game_without_synctree_configuration_runs_on_a_one_server_cluster
     })?;
     cluster.check_logs()?;
 
-    // The server goes away: both clients see server_disconnected, as with SceneMultiplayer.
+    // The server goes away: both clients see server_disconnected.
     cluster.kill(1)?;
     wait_events(&cluster, "server_disconnected", |a, b, _| {
         has(a, "server_disconnected") && has(b, "server_disconnected")

@@ -54,6 +54,11 @@ pub struct ClusterConfig {
     /// Each game client reaches its first server through a [`Relay`] link that records the
     /// traffic (see [`Cluster::client_relay`]; the client is `CLIENT_LINK + n` there).
     pub client_relay: bool,
+    /// User args (after `--`) of every process, servers and clients.
+    pub all_args: Vec<String>,
+    /// With `enet` and `bare`: WebSocket peers instead of ENet (on the client port's number,
+    /// over TCP).
+    pub websocket: bool,
 }
 
 impl Default for ClusterConfig {
@@ -73,6 +78,8 @@ impl Default for ClusterConfig {
             enet: false,
             bare: false,
             client_relay: false,
+            all_args: Vec::new(),
+            websocket: false,
         }
     }
 }
@@ -321,7 +328,8 @@ impl Cluster {
             .map(|id| format!("{id}@{}", addr(*id)))
             .collect();
         let transport = if self.config.enet {
-            vec![format!("--demo-enet-connect={}", addr(first))]
+            let kind = if self.config.websocket { "ws" } else { "enet" };
+            vec![format!("--demo-{kind}-connect={}", addr(first))]
         } else {
             vec![
                 format!("--synctree-connect={}", connect.join(",")),
@@ -344,6 +352,7 @@ impl Cluster {
         ]
         .map(str::to_owned)
         .into();
+        args.extend(self.config.all_args.iter().cloned());
         if self.config.bare {
             args.extend([control]);
             args.extend(transport);
@@ -388,8 +397,13 @@ impl Cluster {
                 "res://server.tscn".to_owned(),
                 "--".to_owned(),
                 format!("--synctree-control={}", s.control_port),
-                format!("--demo-enet-listen={}", s.client_port),
+                if self.config.websocket {
+                    format!("--demo-ws-listen={}", s.client_port)
+                } else {
+                    format!("--demo-enet-listen={}", s.client_port)
+                },
             ]);
+            args.extend(self.config.all_args.iter().cloned());
             return args;
         }
         args.extend([
@@ -428,6 +442,7 @@ impl Cluster {
                 .filter(|(sid, _)| *sid == id)
                 .map(|(_, a)| a.clone()),
         );
+        args.extend(self.config.all_args.iter().cloned());
         args
     }
 
