@@ -151,6 +151,8 @@ pub type PropId = u32;
 /// the node's own property (`:position:x`).
 #[derive(Clone)]
 pub enum Target {
+    /// A name the log refuses (a path leaving the node): never applied.
+    Invalid,
     Plain(StringName),
     Path {
         child: Option<NodePath>,
@@ -161,6 +163,9 @@ pub enum Target {
 
 impl Target {
     pub fn of(name: &str) -> Target {
+        if synctree_proto::validate_property(name).is_err() {
+            return Target::Invalid;
+        }
         match name.split_once(':') {
             None => Target::Plain(StringName::from(name)),
             Some((child, sub)) => Target::Path {
@@ -180,6 +185,7 @@ impl Target {
 
     pub fn set(&self, node: &mut Gd<Node>, value: &Variant) {
         match self {
+            Target::Invalid => {}
             Target::Plain(name) => node.set(name, value),
             Target::Path { sub, .. } => {
                 if let Some(mut holder) = self.holder(node) {
@@ -191,6 +197,7 @@ impl Target {
 
     pub fn get(&self, node: &Gd<Node>) -> Variant {
         match self {
+            Target::Invalid => Variant::nil(),
             Target::Plain(name) => node.get(name),
             Target::Path { sub, .. } => self
                 .holder(node)
@@ -203,6 +210,7 @@ impl Target {
     /// property named).
     pub fn exists_on(&self, node: &Gd<Node>) -> bool {
         match self {
+            Target::Invalid => false,
             Target::Plain(name) => property_names(node).contains(&name.to_string()),
             Target::Path { sub, .. } => {
                 let first = sub.get_subname(0).to_string();

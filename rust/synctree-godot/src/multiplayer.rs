@@ -111,6 +111,20 @@ thread_local! {
         RefCell::new(HashMap::new());
 }
 
+thread_local! {
+    /// SceneTree's `node_added` is watched (once per process, whatever API instances exist).
+    static WATCHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn add_spawner(id: InstanceId) {
+    SPAWNERS.with(|s| {
+        let mut s = s.borrow_mut();
+        if !s.contains(&id) {
+            s.push(id);
+        }
+    });
+}
+
 /// True if a MultiplayerSpawner has a spawn node (so spawn notifications may go somewhere).
 pub fn has_spawners() -> bool {
     SPAWN_NODES.with(|s| !s.borrow().is_empty())
@@ -434,6 +448,9 @@ impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
     fn set_multiplayer_peer(&mut self, peer: Option<Gd<MultiplayerPeer>>) {
         self.peer = peer;
         self.transport = PeerTransport::new();
+        // A new peer is a new connection: its signals come again.
+        self.connected = false;
+        self.ended = false;
     }
 
     fn get_multiplayer_peer(&mut self) -> Option<Gd<MultiplayerPeer>> {
@@ -628,7 +645,8 @@ impl SyncedMultiplayerAPI {
 
     /// Runs an rpc that arrived, if its node declares it and the sender may call it.
     fn deliver(&mut self, rpc: PeerRpc) {
-        if rpc.delivery == Delivery::UnreliableOrdered {
+        // Ordered per client sender (servers all send as peer 1, each with its own count).
+        if rpc.delivery == Delivery::UnreliableOrdered && rpc.from != synctree_proto::SERVER_PEER {
             let newest = self.newest.entry((rpc.from, rpc.channel)).or_insert(0);
             // Wrapping comparison: a sequence within half the range ahead is newer.
             if rpc.seq.wrapping_sub(*newest) as i32 <= 0 {
@@ -814,18 +832,19 @@ impl SyncedMultiplayerAPI {
                 .type_("MultiplayerSpawner")
                 .owned(false)
                 .done();
-            SPAWNERS.with(|s| {
-                s.borrow_mut()
-                    .extend(found.iter_shared().map(|n| n.instance_id()))
-            });
-            let added = Callable::from_fn("synctree_node_added", |args| {
-                if let Some(node) = args.first().and_then(|a| a.try_to::<Gd<Node>>().ok()) {
-                    if node.is_class("MultiplayerSpawner") {
-                        SPAWNERS.with(|s| s.borrow_mut().push(node.instance_id()));
+            for n in found.iter_shared() {
+                add_spawner(n.instance_id());
+            }
+            if !WATCHING.with(|w| w.replace(true)) {
+                let added = Callable::from_fn("synctree_node_added", |args| {
+                    if let Some(node) = args.first().and_then(|a| a.try_to::<Gd<Node>>().ok()) {
+                        if node.is_class("MultiplayerSpawner") {
+                            add_spawner(node.instance_id());
+                        }
                     }
-                }
-            });
-            root.get_tree().connect("node_added", &added);
+                });
+                root.get_tree().connect("node_added", &added);
+            }
         }
         let spawners = spawners();
         self.wrappers
@@ -944,6 +963,8 @@ impl SyncedMultiplayerAPI {
         for p in &self.known {
             if now.binary_search(p).is_err() {
                 events.push(("peer_disconnected", *p));
+                // It starts counting again when it comes back.
+                self.newest.retain(|(from, _), _| from != p);
             }
         }
         for p in &now {

@@ -66,10 +66,10 @@ impl Conn {
         };
         if kind == DATAGRAM {
             // Whole in itself; it may arrive between the packets of a frame.
-            if let Some(pipe) = &self.pipe {
-                pipe.push(body.to_vec());
+            if body.len() > max {
+                return Err(format!("sent a message over {max} bytes"));
             }
-            return Ok(());
+            return self.deliver(body.to_vec());
         }
         if self.partial.len() + body.len() > max {
             return Err(format!("sent a message over {max} bytes"));
@@ -79,12 +79,19 @@ impl Conn {
             MORE => Ok(()),
             LAST => {
                 let frame = std::mem::take(&mut self.partial);
-                if let Some(pipe) = &self.pipe {
-                    pipe.push(frame);
-                }
-                Ok(())
+                self.deliver(frame)
             }
             other => Err(format!("sent a packet of unknown kind {other}")),
+        }
+    }
+
+    /// Hands a whole message to the session.
+    fn deliver(&mut self, message: Vec<u8>) -> Result<(), String> {
+        match &self.pipe {
+            Some(pipe) if !pipe.push(message) => {
+                Err("sent faster than its session takes requests".into())
+            }
+            _ => Ok(()),
         }
     }
 

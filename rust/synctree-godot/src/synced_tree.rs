@@ -510,40 +510,7 @@ impl SyncedTree {
     /// line). Returns false, with the reason in the log, if the call itself is invalid.
     #[func]
     fn set_eventual(&mut self, path: NodePath, property: StringName, value: Variant) -> bool {
-        let checked = rel_path(&path).and_then(|p| {
-            let key = self
-                .live
-                .key_of(&p)
-                .ok_or_else(|| format!("no synced node at '{p}'"))?;
-            // The link knows this peer's id without copying the client's status.
-            let me = self.link.as_ref().map_or(0, |l| l.unique_id());
-            if self.is_client() && self.live.owner_of(key) != Some(me) {
-                return Err(format!("this client (peer {me}) does not own '{p}'"));
-            }
-            validate_property(&property.to_string()).map_err(|e| e.to_string())?;
-            let v = to_value(&value).map_err(|e| format!("property '{property}': {e}"))?;
-            Ok((p, key, v))
-        });
-        let (p, key, v) = match (checked, &self.link) {
-            (Ok(c), Some(_)) => c,
-            (Ok(_), None) => {
-                godot_error!("set_eventual({path}, {property}): {}", not_running());
-                return false;
-            }
-            (Err(e), _) => {
-                godot_error!("set_eventual({path}, {property}): {e}");
-                return false;
-            }
-        };
-        // The writer sees its own write at once; the stamped copy comes back to order it.
-        if let Some(mut node) = self.live.node_of(key) {
-            let id = self.live.intern(&property.to_string());
-            self.live.target(id).clone().set(&mut node, &value);
-        }
-        if let Some(link) = &self.link {
-            link.send_eventual(p, property.to_string(), v);
-        }
-        true
+        self.eventual_write(path, property, value, true)
     }
 
     /// Sets `property` of the node at `path` to `value` only if its committed value is
@@ -1014,12 +981,16 @@ impl SyncedTree {
                         .into(),
                 )
             }
-            Some(Backend::Client(_)) => {
-                return Err(
-                    "the game connected a client multiplayer peer, but this SyncedTree \
-                            already connects to servers over QUIC (--synctree-connect)"
-                        .into(),
-                )
+            Some(Backend::Client(c)) => {
+                let status = c.status();
+                if status.ended.is_none() && status.refused.is_none() {
+                    return Err("the game connected a client multiplayer peer, but this \
+                                SyncedTree already connects to servers (--synctree-connect, \
+                                or an earlier peer still connected)"
+                        .into());
+                }
+                // The last connection through a peer is over: this one starts afresh.
+                self.stop();
             }
             None => {}
         }
@@ -1054,6 +1025,22 @@ impl SyncedTree {
             let (Some(key), Some(stamp)) = (self.live.key_of(&set.path), set.stamp) else {
                 continue; // not (or no longer) a synced node here
             };
+            // Only properties the node has: a name is interned for good, so made-up ones
+            // (a client streaming new names) are not kept.
+            let by_scene = !set.property.contains(':')
+                && self
+                    .live
+                    .scene_of(&set.path)
+                    .map(str::to_owned)
+                    .is_some_and(|scene| self.live.scenes.has_property(&scene, &set.property));
+            let known = by_scene
+                || self
+                    .live
+                    .node_of(key)
+                    .is_some_and(|n| live::Target::of(&set.property).exists_on(&n));
+            if !known {
+                continue;
+            }
             let id = self.live.intern(&set.property);
             let newer = self.eventual.get(&(key, id)).is_none_or(|s| *s < stamp);
             if !newer {
@@ -1197,6 +1184,50 @@ impl SyncedTree {
         );
     }
 
+    /// [`set_eventual`](Self::set_eventual); `show_here` sets the node here at once too.
+    fn eventual_write(
+        &mut self,
+        path: NodePath,
+        property: StringName,
+        value: Variant,
+        show_here: bool,
+    ) -> bool {
+        let checked = rel_path(&path).and_then(|p| {
+            let key = self
+                .live
+                .key_of(&p)
+                .ok_or_else(|| format!("no synced node at '{p}'"))?;
+            // The link knows this peer's id without copying the client's status.
+            let me = self.link.as_ref().map_or(0, |l| l.unique_id());
+            if self.is_client() && self.live.owner_of(key) != Some(me) {
+                return Err(format!("this client (peer {me}) does not own '{p}'"));
+            }
+            validate_property(&property.to_string()).map_err(|e| e.to_string())?;
+            let v = to_value(&value).map_err(|e| format!("property '{property}': {e}"))?;
+            Ok((p, key, v))
+        });
+        let (p, key, v) = match (checked, &self.link) {
+            (Ok(c), Some(_)) => c,
+            (Ok(_), None) => {
+                godot_error!("set_eventual({path}, {property}): {}", not_running());
+                return false;
+            }
+            (Err(e), _) => {
+                godot_error!("set_eventual({path}, {property}): {e}");
+                return false;
+            }
+        };
+        // The writer sees its own write at once; the stamped copy comes back to order it.
+        if let (true, Some(mut node)) = (show_here, self.live.node_of(key)) {
+            let id = self.live.intern(&property.to_string());
+            self.live.target(id).clone().set(&mut node, &value);
+        }
+        if let Some(link) = &self.link {
+            link.send_eventual(p, property.to_string(), v);
+        }
+        true
+    }
+
     /// (Multiplayer API) A synchronizer's authority changed an `always` property of `node`:
     /// an eventual write.
     pub(crate) fn replicate_eventual(&mut self, node: &Gd<Node>, property: &str, value: &Variant) {
@@ -1206,10 +1237,13 @@ impl SyncedTree {
         if self.live.key_of(&path).is_none() {
             return;
         }
-        self.set_eventual(
+        // The node shows the value already: sent only (setting it again would run the
+        // game's setter from inside the multiplayer API's poll).
+        self.eventual_write(
             NodePath::from(path.as_str()),
             StringName::from(property),
             value.clone(),
+            false,
         );
     }
 

@@ -49,14 +49,24 @@ pub fn validate_path(path: &str) -> Result<(), ApplyError> {
     Ok(())
 }
 
-/// Checks a property name: not empty, at most 255 bytes, no white space at either end.
+/// Checks a property name: not empty, at most 255 bytes, no white space at either end. A
+/// property path (`Sprite:modulate`, `:position:x`) may name only a descendant of the node:
+/// no absolute path, no `..` and no `.` segment before the `:` (else a client owning one node
+/// could reach any node of every process).
 pub fn validate_property(name: &str) -> Result<(), ApplyError> {
+    let node_part = name.split_once(':').map(|(n, _)| n);
     let reason = if name.is_empty() {
         Some("a property name must not be empty")
     } else if name.len() > MAX_NAME_BYTES {
         Some("a property name must be at most 255 bytes")
     } else if name.trim() != name {
         Some("a property name must not start or end with white space")
+    } else if node_part.is_some_and(|n| {
+        n.starts_with('/')
+            || n.split('/')
+                .any(|seg| seg == ".." || seg == "." && n != ".")
+    }) {
+        Some("a property path may name only a descendant of the node (no absolute path, no '..' or '.')")
     } else {
         None
     };
@@ -116,5 +126,31 @@ mod tests {
         assert_eq!(split_parent("A/B/C"), Some(("A/B", "C")));
         assert_eq!(split_parent("A"), Some(("", "A")));
         assert_eq!(split_parent(""), None);
+    }
+}
+
+#[cfg(test)]
+mod property_path_tests {
+    use super::validate_property;
+
+    #[test]
+    fn property_paths_stay_below_their_node() {
+        for ok in [
+            "position",
+            "Sprite:modulate",
+            ":position:x",
+            "Arm/Hand:rotation",
+            ".:position",
+        ] {
+            assert!(validate_property(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "../Main:health",
+            "/root/Server:script",
+            "A/../../B:x",
+            "A/./B:x",
+        ] {
+            assert!(validate_property(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -352,7 +352,7 @@ async fn serve(incoming: Incoming, ctx: Arc<Ctx>) {
 /// game's auth callback, or, when this server lists no tokens and the game has no auth
 /// callback, with any token (as SceneMultiplayer admits every peer without authentication).
 pub(crate) fn attach(ctx: Arc<Ctx>, who: String) -> crate::FramePipe {
-    let (pipe, mut read, mut write) = crate::pipe::pipe();
+    let (pipe, mut read, mut write) = crate::pipe::pipe(crate::pipe::FROM_CLIENT_FRAMES);
     tokio::spawn(async move {
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_hello(&mut read)).await {
             Ok(Ok(hello)) => hello,
@@ -446,6 +446,13 @@ async fn serve_client<W: FrameWrite, R: FrameRead>(
         match ctx.auth.ask(&hello.token, HELLO_TIMEOUT).await {
             Some(Ok(())) => None,
             Some(Err(reason)) => Some(reason),
+            // Open admission proves nothing about who a client is: it may not take the id of
+            // a peer connected now (its rpcs, its nodes).
+            None if open && ctx.peers.all().contains(&peer_id_of(&hello.token)) => Some(
+                "a peer with this token is already connected (this server lists no tokens: \
+                 identities are not checked, so one may not be taken over)"
+                    .to_owned(),
+            ),
             None if open => None,
             None => Some("invalid token".to_owned()),
         }
@@ -549,6 +556,7 @@ async fn read_requests(
     );
     let mut in_flight = JoinSet::new();
     let mut stream_open = true;
+    let mut dropped = 0u64;
     loop {
         while in_flight.try_join_next().is_some() {}
         let datagram = async {
@@ -572,6 +580,8 @@ async fn read_requests(
                 Some(Err(_)) => return Ok(()),
             },
             Some(d) = datagram => d,
+            // Both the stream and the datagrams ended: the connection is gone.
+            else => return Ok(()),
         };
         let Request { id, request } =
             decode(&body, MAX_REQUEST_BYTES).map_err(|e| format!("malformed request: {e}"))?;
@@ -588,10 +598,14 @@ async fn read_requests(
         match request {
             // An rpc has no outcome to carry a refusal: it is dropped, and logged.
             Err(reason) if no_outcome => {
-                tracing::warn!(
-                    node = ctx.server,
-                    "message from peer {peer} dropped: {reason}"
-                );
+                dropped += 1;
+                // Logged at 1, 2, 4, 8, ... drops: a flood does not flood the log.
+                if dropped.is_power_of_two() {
+                    tracing::warn!(
+                        node = ctx.server,
+                        "message from peer {peer} dropped ({dropped} so far): {reason}"
+                    );
+                }
             }
             Err(reason) => {
                 let outcome = Outcome::Failed {
@@ -619,12 +633,13 @@ async fn read_requests(
                     .unwrap_or_else(|p| p.into_inner())
                     .tree
                     .owner_of(&set.path);
-                if owner == Some(peer) && !set.path.is_empty() {
+                let valid = synctree_proto::validate_property(&set.property).is_ok();
+                if owner == Some(peer) && !set.path.is_empty() && valid {
                     ctx.peers.eventual(set, true);
                 } else {
                     tracing::warn!(
                         node = ctx.server,
-                        "eventual write of '{}'.{} from peer {peer} dropped: it does not own that node",
+                        "eventual write of '{}'.{} from peer {peer} dropped: it does not own that node, or the property name is invalid",
                         set.path,
                         set.property
                     );
@@ -696,6 +711,20 @@ fn token_eq(expected: &str, got: &str) -> bool {
 async fn send_message(send: &mut impl FrameWrite, m: &ServerMessage) -> Result<(), String> {
     let bytes = encode(m).map_err(|e| e.to_string())?;
     send.write(&[&bytes]).await
+}
+
+/// False for an eventual write of a node hidden from this client.
+fn shown(ctx: &Ctx, hidden: &std::collections::HashSet<u64>, message: &ServerMessage) -> bool {
+    match message {
+        ServerMessage::Eventual(set) if !hidden.is_empty() => {
+            let state = ctx.shared.read().unwrap_or_else(|p| p.into_inner());
+            state
+                .tree
+                .lookup(&set.path)
+                .is_none_or(|key| !hidden.contains(&key))
+        }
+        _ => true,
+    }
 }
 
 /// An encoded feed chunk without what concerns `hidden` nodes (kept up to date).
@@ -771,6 +800,9 @@ async fn stream_feed(
                     break;
                 }
                 Some(message) = outcomes.recv() => {
+                    if !shown(ctx, &hidden, &message) {
+                        continue;
+                    }
                     if message.unreliable() {
                         send.send_datagram(encode(&message).map_err(|e| e.to_string())?).await?;
                     } else {
@@ -810,7 +842,7 @@ async fn stream_feed(
                             }
                         }
                         let mut encoded = Vec::with_capacity(with.len());
-                        for m in &with {
+                        for m in with.iter().filter(|m| shown(ctx, &hidden, m)) {
                             let bytes = encode(m).map_err(|e| e.to_string())?;
                             if m.unreliable() {
                                 send.send_datagram(bytes).await?;

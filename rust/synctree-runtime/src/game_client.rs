@@ -129,7 +129,7 @@ impl GameClient {
     pub fn over_pipe(token: String) -> Result<(GameClient, crate::FramePipe), StartError> {
         let runtime = client_runtime()?;
         let (client, link) = GameClient::new(runtime, None, &token);
-        let (pipe, read, write) = crate::pipe::pipe();
+        let (pipe, read, write) = crate::pipe::pipe(crate::pipe::FROM_SERVER_FRAMES);
         client.spawn(run_pipe(token, read, write, link));
         Ok((client, pipe))
     }

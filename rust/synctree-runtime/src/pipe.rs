@@ -20,6 +20,13 @@ use tokio::sync::mpsc;
 /// Frames a session's side has written but the game has not taken yet; a full pipe holds the
 /// session back (a server's feed then restarts the client from where it is, as on QUIC).
 const PIPE_FRAMES: usize = 256;
+/// Frames from a game client not taken by its server session yet; a client that sends more
+/// than this ahead of the session is cut off ([`FramePipe::push`] says so), as flow control
+/// would stop it on QUIC.
+pub(crate) const FROM_CLIENT_FRAMES: usize = 4096;
+/// The same for what a server sends a client (entries come in bursts; the server is
+/// trusted).
+pub(crate) const FROM_SERVER_FRAMES: usize = 1 << 20;
 
 /// Reads one whole frame at a time.
 pub(crate) trait FrameRead: Send + 'static {
@@ -127,7 +134,7 @@ enum Out {
 
 /// The session's end of a pipe: frames from the game (datagrams arrive as frames too), and
 /// frames and datagrams to it.
-pub(crate) struct PipeRead(mpsc::UnboundedReceiver<Vec<u8>>);
+pub(crate) struct PipeRead(mpsc::Receiver<Vec<u8>>);
 pub(crate) struct PipeWrite(mpsc::Sender<Out>);
 
 impl FrameRead for PipeRead {
@@ -191,15 +198,15 @@ pub enum Pulled {
 /// the session (the peer disconnected).
 #[derive(Debug)]
 pub struct FramePipe {
-    to_session: mpsc::UnboundedSender<Vec<u8>>,
+    to_session: mpsc::Sender<Vec<u8>>,
     from_session: mpsc::Receiver<Out>,
 }
 
 impl FramePipe {
     /// Hands the session a frame (or a datagram) that arrived; false if the session has
-    /// ended.
+    /// ended, or if the peer is too far ahead of it (the game should disconnect the peer).
     pub fn push(&self, frame: Vec<u8>) -> bool {
-        self.to_session.send(frame).is_ok()
+        self.to_session.try_send(frame).is_ok()
     }
 
     /// The next frame to send through the game's transport, without blocking.
@@ -214,8 +221,8 @@ impl FramePipe {
 }
 
 /// A new pipe: the game's end and the session's.
-pub(crate) fn pipe() -> (FramePipe, PipeRead, PipeWrite) {
-    let (to_session, rx) = mpsc::unbounded_channel();
+pub(crate) fn pipe(inbound: usize) -> (FramePipe, PipeRead, PipeWrite) {
+    let (to_session, rx) = mpsc::channel(inbound);
     let (tx, from_session) = mpsc::channel(PIPE_FRAMES);
     (
         FramePipe {
@@ -233,7 +240,7 @@ mod tests {
 
     #[tokio::test]
     async fn frames_cross_both_ways_and_ends_are_seen() {
-        let (mut game, mut read, mut write) = pipe();
+        let (mut game, mut read, mut write) = pipe(4);
         assert!(game.push(b"hello".to_vec()));
         assert_eq!(read.read(16).await.unwrap(), b"hello");
         assert!(game.push(vec![0; 17]));
@@ -255,9 +262,16 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn a_peer_too_far_ahead_of_its_session_is_told() {
+        let (game, _read, _write) = pipe(2);
+        assert!(game.push(vec![1]) && game.push(vec![2]));
+        assert!(!game.push(vec![3]), "the third frame does not fit");
+    }
+
     #[tokio::test]
     async fn dropping_the_game_end_closes_the_session() {
-        let (game, _read, write) = pipe();
+        let (game, _read, write) = pipe(4);
         let closed = write.closed();
         drop(game);
         tokio::time::timeout(std::time::Duration::from_secs(1), closed)
