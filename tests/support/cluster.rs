@@ -7,7 +7,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
-use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
@@ -770,25 +769,13 @@ impl Drop for Cluster {
 }
 
 /// `count` triples of (UDP port for QUIC, TCP port for control, UDP port for game
-/// clients), all distinct and free now.
+/// clients, TCP too for WebSocket), all distinct and free now (see
+/// [`synctree_net::ports::unused_port`]).
 fn free_ports(count: usize) -> Result<Vec<(u16, u16, u16)>> {
-    let mut udp = Vec::new();
-    let mut tcp = Vec::new();
-    let mut out = Vec::new();
-    for _ in 0..count {
-        let u = UdpSocket::bind("127.0.0.1:0")?;
-        let c = UdpSocket::bind("127.0.0.1:0")?;
-        let t = TcpListener::bind("127.0.0.1:0")?;
-        out.push((
-            u.local_addr()?.port(),
-            t.local_addr()?.port(),
-            c.local_addr()?.port(),
-        ));
-        udp.push(u);
-        udp.push(c);
-        tcp.push(t);
-    }
-    Ok(out)
+    let port = |tcp| synctree_net::ports::unused_port(tcp).context("a free port");
+    (0..count)
+        .map(|_| Ok((port(false)?, port(true)?, port(true)?)))
+        .collect()
 }
 
 fn read_from(path: &Path, offset: u64) -> Result<String> {

@@ -33,6 +33,7 @@ mod error;
 pub mod frame;
 mod handler;
 pub mod mem;
+pub mod ports;
 pub mod quic;
 pub mod tls;
 mod transport;

@@ -17,10 +17,7 @@ use synctree_runtime::{
 const TOKEN: &str = "alice-secret-token";
 
 fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free UDP port")
-        .port()
+    synctree_net::ports::unused_port(false).expect("a free UDP port")
 }
 
 fn dev_certs(dir: &Path) {

@@ -1037,9 +1037,7 @@ fn scene_multiplayer_spawn(n: usize) -> Result<f64> {
 fn run_baseline(args: &[String], relay: bool) -> Result<([Value; 3], Option<synctree_e2e::Relay>)> {
     let godot = synctree_e2e::godot_binary()?;
     let dir = tempfile::tempdir()?;
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let port = synctree_net::ports::unused_port(false)?;
     let relay = if relay {
         Some(synctree_e2e::Relay::links(&[
             (synctree_e2e::client_link(1), 1, port),

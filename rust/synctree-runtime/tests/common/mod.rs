@@ -112,12 +112,7 @@ pub struct QuicCluster {
 impl QuicCluster {
     pub fn new(servers: usize, certs: &Path, dir: &Path) -> Self {
         let ports = (0..servers)
-            .map(|_| {
-                std::net::UdpSocket::bind("127.0.0.1:0")
-                    .and_then(|s| s.local_addr())
-                    .expect("a free UDP port")
-                    .port()
-            })
+            .map(|_| synctree_net::ports::unused_port(false).expect("a free UDP port"))
             .collect();
         QuicCluster {
             ports,
