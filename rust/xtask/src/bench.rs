@@ -676,6 +676,17 @@ fn run_cluster(fsync: bool, args: &BenchArgs) -> Result<String> {
 
 /// Three servers (fsync on) and two headless Godot game clients, client 1 on server 2 and
 /// client 2 on server 3: a client's `set_synced` until the other client applied it.
+/// Three servers, client 1 on server 2 and client 2 on server 3, rate limits out of the way
+/// (measuring the path, not the per-client limit).
+fn two_clients_config() -> ClusterConfig {
+    ClusterConfig {
+        clients: vec![2, 3],
+        spawnable: vec![SCENE.into()],
+        server_args: synctree_e2e::client_limits(3, 1_000_000, 1_000_000),
+        ..ClusterConfig::default()
+    }
+}
+
 /// Controls of the cluster's servers and two clients, and node CB owned by client 1 (a
 /// client may change only what it owns) on every replica.
 fn two_clients_bench(cluster: Cluster) -> Result<Bench> {
@@ -699,13 +710,7 @@ fn two_clients_bench(cluster: Cluster) -> Result<Bench> {
 
 fn run_clients(args: &BenchArgs) -> Result<String> {
     let scale = if args.quick { 1 } else { 4 };
-    let cluster = Cluster::start(ClusterConfig {
-        clients: vec![2, 3],
-        spawnable: vec![SCENE.into()],
-        // Measuring the path, not the per-client rate limit.
-        server_args: synctree_e2e::client_limits(3, 1_000_000, 1_000_000),
-        ..ClusterConfig::default()
-    })?;
+    let cluster = Cluster::start(two_clients_config())?;
     let leader = cluster.wait_leader(Duration::from_secs(30))?;
     let mut b = two_clients_bench(cluster)?;
     let mut s = String::new();
@@ -852,12 +857,9 @@ fn run_wire(args: &BenchArgs) -> Result<String> {
     use synctree_e2e::{client_link, Traffic};
     let count = if args.quick { 200 } else { 1000 };
     let cluster = Cluster::start(ClusterConfig {
-        clients: vec![2, 3],
-        spawnable: vec![SCENE.into()],
-        server_args: synctree_e2e::client_limits(3, 1_000_000, 1_000_000),
         relay: true,
         client_relay: true,
-        ..ClusterConfig::default()
+        ..two_clients_config()
     })?;
     cluster.wait_leader(Duration::from_secs(30))?;
     let mut b = two_clients_bench(cluster)?;
