@@ -146,6 +146,82 @@ async fn read_body<R: AsyncRead + Unpin>(
     Ok(body)
 }
 
+/// Longest LEB128 length prefix of a client frame (a `u64`).
+const VARINT_MAX_LEN: usize = 10;
+
+/// Appends a client-protocol frame: `body` after its length as LEB128 (1 byte below 128,
+/// 2 below 16 KiB). Clients get one small frame per committed update, so the 3 bytes a
+/// fixed `u32` prefix would add show on the wire (`cargo xtask bench --only wire`).
+pub fn put_varint_frame(buf: &mut Vec<u8>, body: &[u8]) {
+    let mut len = body.len() as u64;
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            buf.push(byte);
+            break;
+        }
+        buf.push(byte | 0x80);
+    }
+    buf.extend_from_slice(body);
+}
+
+/// Writes one client-protocol frame made of `parts` (see [`put_varint_frame`]).
+pub async fn write_varint_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    parts: &[&[u8]],
+) -> Result<(), FrameError> {
+    if let [body] = parts {
+        return write_varint_frames(w, &[body]).await;
+    }
+    write_varint_frames(w, &[&parts.concat()]).await
+}
+
+/// Writes several client-protocol frames in one go (so they may share a packet).
+pub async fn write_varint_frames<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    frames: &[&[u8]],
+) -> Result<(), FrameError> {
+    let total: usize = frames.iter().map(|f| f.len() + VARINT_MAX_LEN).sum();
+    let mut buf = Vec::with_capacity(total);
+    for f in frames {
+        put_varint_frame(&mut buf, f);
+    }
+    w.write_all(&buf).await?;
+    Ok(())
+}
+
+/// Reads one client-protocol frame of at most `max` bytes (prefix excluded). As with
+/// [`read_frame`], the length is checked before anything is allocated.
+pub async fn read_varint_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Vec<u8>, FrameError> {
+    let mut len: u64 = 0;
+    let mut got = 0usize;
+    loop {
+        let mut byte = [0u8; 1];
+        if r.read(&mut byte).await? == 0 {
+            return Err(FrameError::Truncated {
+                expected: got as u64 + 1,
+                got: got as u64,
+            });
+        }
+        len |= u64::from(byte[0] & 0x7f) << (7 * got);
+        got += 1;
+        if len > max as u64 {
+            return Err(FrameError::TooLarge { len, max });
+        }
+        if byte[0] & 0x80 == 0 {
+            break;
+        }
+        if got == VARINT_MAX_LEN {
+            return Err(FrameError::TooLarge { len: u64::MAX, max });
+        }
+    }
+    read_body(r, len, got as u64).await
+}
+
 /// Writes a response frame.
 pub async fn write_response<W: AsyncWrite + Unpin>(
     w: &mut W,
@@ -195,6 +271,54 @@ mod tests {
         let mut wire = Vec::new();
         write_frame(&mut wire, parts).await?;
         read_frame(&mut wire.as_slice(), max).await
+    }
+
+    #[tokio::test]
+    async fn varint_frames_roundtrip_and_refuse_lies() {
+        for n in [0usize, 1, 127, 128, 16383, 16384, 70_000] {
+            let body = vec![7u8; n];
+            let mut wire = Vec::new();
+            write_varint_frames(&mut wire, &[&body, b"x"])
+                .await
+                .unwrap();
+            let expect_prefix = match n {
+                0..=127 => 1,
+                128..=16383 => 2,
+                _ => 3,
+            };
+            assert_eq!(wire.len(), n + expect_prefix + 2, "{n}");
+            let mut r = wire.as_slice();
+            assert_eq!(read_varint_frame(&mut r, 1 << 20).await.unwrap(), body);
+            assert_eq!(read_varint_frame(&mut r, 1 << 20).await.unwrap(), b"x");
+            assert!(matches!(
+                read_varint_frame(&mut r, 1 << 20).await,
+                Err(FrameError::Truncated { got: 0, .. })
+            ));
+        }
+        let mut wire = Vec::new();
+        write_varint_frame(&mut wire, &[b"ab", b"cd"])
+            .await
+            .unwrap();
+        assert_eq!(wire, b"\x04abcd");
+        // Over the limit, a prefix that never ends, a short body.
+        let mut big = Vec::new();
+        put_varint_frame(&mut big, &[0; 300]);
+        assert!(matches!(
+            read_varint_frame(&mut big.as_slice(), 299).await,
+            Err(FrameError::TooLarge { len: 300, max: 299 })
+        ));
+        let endless = [0x80u8; 11];
+        assert!(matches!(
+            read_varint_frame(&mut &endless[..], usize::MAX).await,
+            Err(FrameError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            read_varint_frame(&mut &b"\x05ab"[..], 100).await,
+            Err(FrameError::Truncated {
+                expected: 6,
+                got: 3
+            })
+        ));
     }
 
     #[tokio::test]

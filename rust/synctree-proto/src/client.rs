@@ -9,6 +9,7 @@
 //!                          ◀── Entries [ { index, effects } ... ]   in log order, forever
 //!   Request { id, Write(op) | Read } ──▶ proposed for the client's peer
 //!                          ◀── Outcome { id, Written { index } | Read | Failed { reason } }
+//!                              (a write's, once its entry went out: Committed { id, back })
 //! ```
 //!
 //! Godot rpcs between peers travel beside them: `Request { Rpc(rpc) }` from a client (no
@@ -23,8 +24,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::effect::Effect;
+use crate::effect::{CompactString, Effect};
 use crate::tree::ShadowTree;
+use crate::wire::WireEntry;
 use crate::{Op, Stamp, Value};
 
 /// Version of the client protocol; a server refuses a hello of another version.
@@ -32,7 +34,8 @@ use crate::{Op, Stamp, Value};
 /// Version 2: the protocol's enums (messages, requests, outcomes, effects) carry one-letter
 /// variant tags: rmp-serde writes a variant's name, and these go to every client for every
 /// committed entry (`cargo xtask bench --only wire`).
-pub const CLIENT_PROTOCOL_VERSION: u32 = 2;
+/// Version 3: ops and values carry short variant tags too.
+pub const CLIENT_PROTOCOL_VERSION: u32 = 3;
 
 /// The largest hello a server reads (a token and a cursor fit easily).
 pub const MAX_HELLO_BYTES: usize = 16 * 1024;
@@ -55,6 +58,108 @@ pub enum ClientRequest {
     /// A write of an eventual property; no outcome is sent.
     #[serde(rename = "V")]
     Eventual(EventualSet),
+    /// Names a node's property for the rest of the connection, so that later writes of it
+    /// are [`ClientRequest::Set`]s (no outcome is sent). See [`PropertyHandles`].
+    #[serde(rename = "H")]
+    Handle {
+        handle: u32,
+        path: String,
+        property: String,
+    },
+    /// `Write(SetProperty)` of the node property named by `handle`.
+    #[serde(rename = "S")]
+    Set { handle: u32, value: Value },
+}
+
+/// Most property handles one connection may name.
+pub const MAX_PROPERTY_HANDLES: usize = 4096;
+
+/// The property handles of one client connection, on either end. A game writes the same
+/// few properties over and over (a synchronizer's, every `delta_interval`): the client names
+/// each (path, property) once with [`ClientRequest::Handle`], then sends
+/// [`ClientRequest::Set`] with the handle and the value only, on the same ordered stream.
+/// Handles live as long as the connection; a new connection starts with none.
+#[derive(Debug, Default)]
+pub struct PropertyHandles {
+    by_handle: std::collections::HashMap<u32, (String, String)>,
+    by_name: std::collections::HashMap<(String, String), u32>,
+}
+
+impl PropertyHandles {
+    /// The client's side: `request` as it goes on the wire, after the handle declaration it
+    /// needs first, if any. Only property writes use handles (while fewer than
+    /// [`MAX_PROPERTY_HANDLES`] are named).
+    pub fn outgoing(&mut self, request: &ClientRequest) -> (Option<ClientRequest>, ClientRequest) {
+        let ClientRequest::Write(Op::SetProperty {
+            path,
+            property,
+            value,
+        }) = request
+        else {
+            return (None, request.clone());
+        };
+        let key = (path.clone(), property.clone());
+        if let Some(handle) = self.by_name.get(&key) {
+            let set = ClientRequest::Set {
+                handle: *handle,
+                value: value.clone(),
+            };
+            return (None, set);
+        }
+        if self.by_handle.len() >= MAX_PROPERTY_HANDLES {
+            return (None, request.clone());
+        }
+        let handle = self.by_handle.len() as u32;
+        self.by_handle.insert(handle, key.clone());
+        self.by_name.insert(key, handle);
+        let declare = ClientRequest::Handle {
+            handle,
+            path: path.clone(),
+            property: property.clone(),
+        };
+        let set = ClientRequest::Set {
+            handle,
+            value: value.clone(),
+        };
+        (Some(declare), set)
+    }
+
+    /// The server's side: a declaration is recorded (`Ok(None)`), a [`ClientRequest::Set`]
+    /// becomes the write it stands for, anything else passes. An unknown handle, or one
+    /// handle too many, is a broken client: `Err` names it.
+    pub fn incoming(&mut self, request: ClientRequest) -> Result<Option<ClientRequest>, String> {
+        match request {
+            ClientRequest::Handle {
+                handle,
+                path,
+                property,
+            } => {
+                if self.by_handle.len() >= MAX_PROPERTY_HANDLES
+                    && !self.by_handle.contains_key(&handle)
+                {
+                    return Err(format!(
+                        "property handle {handle} is one too many: a connection may name at \
+                         most {MAX_PROPERTY_HANDLES}"
+                    ));
+                }
+                self.by_handle.insert(handle, (path, property));
+                Ok(None)
+            }
+            ClientRequest::Set { handle, value } => {
+                let (path, property) = self
+                    .by_handle
+                    .get(&handle)
+                    .cloned()
+                    .ok_or_else(|| format!("property handle {handle} was never named"))?;
+                Ok(Some(ClientRequest::Write(Op::SetProperty {
+                    path,
+                    property,
+                    value,
+                })))
+            }
+            other => Ok(Some(other)),
+        }
+    }
 }
 
 /// How a message travels between a game client and its server (Godot's transfer modes).
@@ -209,12 +314,29 @@ pub enum ServerMessage {
     /// Replace the whole synced tree by `tree`, which is the state at log index `index`.
     #[serde(rename = "Z")]
     Reset { index: u64, tree: ShadowTree },
-    /// Committed entries in log order (possibly some the client already has: skip those).
+    /// Committed entries in log order (possibly some the client already has: skip those,
+    /// after learning the names they define, see [`crate::wire`]).
     #[serde(rename = "E")]
-    Entries(Vec<EntryEffects>),
+    Entries(Vec<WireEntry>),
+    /// The names the server's feed numbered so far, by number (sent first at each start
+    /// from a tree or from history).
+    #[serde(rename = "N")]
+    Names(Vec<CompactString>),
     /// How the client's request `id` ended.
     #[serde(rename = "O")]
     Outcome { id: u64, outcome: Outcome },
+    /// The client's write `id` committed, in the entry `back` entries before the last one
+    /// this connection carried so far (0: that very entry), stamped `stamp`: the wire form of
+    /// [`Outcome::Written`] (see [`ServerMessage::committed`]). A server sends it only once
+    /// the entry went out, so it shares a packet with the entry; the log index it would
+    /// carry is most of its size.
+    #[serde(rename = "K")]
+    Committed {
+        id: u64,
+        back: u64,
+        #[serde(with = "crate::clock::compact_stamp")]
+        stamp: Stamp,
+    },
     /// A Godot rpc for this client.
     #[serde(rename = "C")]
     Rpc(PeerRpc),
@@ -273,6 +395,22 @@ impl ClientCursor {
 }
 
 impl ServerMessage {
+    /// `self` as it goes to a client that was last sent entry `sent`: a write's outcome for
+    /// an entry at or before it becomes a [`ServerMessage::Committed`].
+    pub fn committed(self, sent: u64) -> ServerMessage {
+        match self {
+            ServerMessage::Outcome {
+                id,
+                outcome: Outcome::Written { index, stamp },
+            } if index <= sent => ServerMessage::Committed {
+                id,
+                back: sent - index,
+                stamp,
+            },
+            other => other,
+        }
+    }
+
     /// True if this message may travel unreliably (an unreliable rpc, an eventual write).
     pub fn unreliable(&self) -> bool {
         match self {
@@ -330,6 +468,75 @@ mod tests {
     }
 
     #[test]
+    fn property_handles_name_each_property_once() {
+        let (mut client, mut server) = (PropertyHandles::default(), PropertyHandles::default());
+        let write = |path: &str, v| {
+            ClientRequest::Write(Op::SetProperty {
+                path: path.into(),
+                property: "health".into(),
+                value: Value::Int(v),
+            })
+        };
+        let mut sent = Vec::new();
+        for (path, v) in [("A", 1), ("A", 2), ("B", 3), ("A", 4)] {
+            let (declare, request) = client.outgoing(&write(path, v));
+            sent.extend(declare);
+            sent.push(request);
+        }
+        assert_eq!(sent.len(), 6, "two declarations, four sets: {sent:?}");
+        let one = crate::encode(&write("Players/P1", 300)).unwrap().len();
+        let set = crate::encode(&sent[2]).unwrap().len();
+        assert!(
+            set + 8 < one,
+            "a set by handle ({set} bytes) is smaller than {one}"
+        );
+        let got: Vec<ClientRequest> = sent
+            .into_iter()
+            .filter_map(|r| server.incoming(r).unwrap())
+            .collect();
+        assert_eq!(
+            got,
+            [write("A", 1), write("A", 2), write("B", 3), write("A", 4)]
+        );
+        // Other requests pass both ways unchanged.
+        let read = ClientRequest::Read {
+            path: "A".into(),
+            property: "health".into(),
+        };
+        assert_eq!(client.outgoing(&read), (None, read.clone()));
+        assert_eq!(server.incoming(read.clone()).unwrap(), Some(read));
+        // A handle never named, or one too many, is refused.
+        let err = server
+            .incoming(ClientRequest::Set {
+                handle: 9,
+                value: Value::Nil,
+            })
+            .unwrap_err();
+        assert!(err.contains("handle 9 was never named"), "{err}");
+        for h in 2..MAX_PROPERTY_HANDLES as u32 {
+            let declare = ClientRequest::Handle {
+                handle: h,
+                path: format!("N{h}"),
+                property: "p".into(),
+            };
+            server.incoming(declare).unwrap();
+        }
+        let err = server
+            .incoming(ClientRequest::Handle {
+                handle: u32::MAX,
+                path: "X".into(),
+                property: "p".into(),
+            })
+            .unwrap_err();
+        assert!(err.contains("one too many"), "{err}");
+        // A full client table falls back to plain writes.
+        for h in 2..MAX_PROPERTY_HANDLES {
+            client.outgoing(&write(&format!("N{h}"), 0));
+        }
+        assert_eq!(client.outgoing(&write("Z", 5)), (None, write("Z", 5)));
+    }
+
+    #[test]
     fn rpc_targets() {
         let rpc = |from, to| PeerRpc {
             from,
@@ -351,7 +558,13 @@ mod tests {
 
     #[test]
     fn messages_roundtrip() {
-        let m = ServerMessage::Entries(entries(&[1, 2]));
+        let mut names = crate::NameEncoder::default();
+        let m = ServerMessage::Entries(
+            entries(&[1, 2])
+                .into_iter()
+                .map(|e| names.pack(e))
+                .collect(),
+        );
         let bytes = crate::encode(&m).unwrap();
         assert_eq!(crate::decode::<ServerMessage>(&bytes, 1 << 20).unwrap(), m);
         let h = Hello {

@@ -25,10 +25,12 @@ mod op;
 mod path;
 mod tree;
 mod value;
+pub mod wire;
 
 pub use client::{
     ClientCursor, ClientRequest, Delivery, EntryEffects, EventualSet, Hello, Outcome, PeerRpc,
-    Request, Resume, ServerMessage, CLIENT_PROTOCOL_VERSION, MAX_HELLO_BYTES, MAX_REQUEST_BYTES,
+    PropertyHandles, Request, Resume, ServerMessage, CLIENT_PROTOCOL_VERSION, MAX_HELLO_BYTES,
+    MAX_PROPERTY_HANDLES, MAX_REQUEST_BYTES,
 };
 pub use clock::{Clock, ClockError, PhysicalClock, Stamp};
 pub use codec::{decode, encode, CodecError, MAX_DECODE_DEPTH};
@@ -37,6 +39,7 @@ pub use effect::{CompactString, Effect, NodeKey, ROOT_KEY};
 pub use error::ApplyError;
 pub use op::{Batch, EncodedBatch, Event, Op, OpId, OpOutcome, MAX_BATCH_BYTES, SERVER_PEER};
 pub use path::{join, split_parent, validate_name, validate_path, validate_property, ROOT};
-pub use tree::{filter_hidden, NodeView, ShadowTree, MAX_PROPERTIES};
+pub use tree::{NodeView, ShadowTree, MAX_PROPERTIES};
 pub use uhlc;
 pub use value::{Value, ValueKind, MAX_VALUE_DEPTH};
+pub use wire::{filter_hidden_wire, NameDecoder, NameEncoder, WireEffect, WireEntry, WireName};

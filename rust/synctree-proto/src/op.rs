@@ -4,11 +4,13 @@ use crate::{ApplyError, CodecError, Stamp, Value};
 use serde::{Deserialize, Serialize};
 
 /// A change to the synced tree. Paths are relative to the SyncedTree root (`""`).
+/// Variants travel with one-letter tags (in every log entry and client write).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Op {
     /// Instance `scene` (a `res://` PackedScene path, or a class name such as `Node2D`) as a
     /// child named `name` of `parent`, then set `props` on it, in order. `owner` is the peer
     /// that may change or despawn it besides the servers ([`SERVER_PEER`]: servers only).
+    #[serde(rename = "S")]
     Spawn {
         parent: String,
         name: String,
@@ -17,8 +19,10 @@ pub enum Op {
         owner: u64,
     },
     /// Remove the node at `path` and its whole subtree.
+    #[serde(rename = "D")]
     Despawn { path: String },
     /// Set `property` of the node at `path`.
+    #[serde(rename = "P")]
     SetProperty {
         path: String,
         property: String,
@@ -26,6 +30,7 @@ pub enum Op {
     },
     /// Set `property` of the node at `path` to `value` only if it holds `expected` now
     /// (`None`: it was never set); else refused with [`ApplyError::CompareFailed`].
+    #[serde(rename = "C")]
     CompareAndSet {
         path: String,
         property: String,

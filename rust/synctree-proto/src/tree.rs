@@ -37,24 +37,6 @@ impl Node {
     }
 }
 
-/// Drops from `effects` what concerns nodes in `hidden` (a client's hidden subtrees), and
-/// keeps `hidden` up to date: a node spawned under a hidden one is hidden too, a despawned
-/// one is forgotten.
-pub fn filter_hidden(hidden: &mut std::collections::HashSet<NodeKey>, effects: &mut Vec<Effect>) {
-    effects.retain(|e| match e {
-        Effect::Spawned { node, parent, .. } => {
-            if hidden.contains(parent) {
-                hidden.insert(*node);
-                false
-            } else {
-                true
-            }
-        }
-        Effect::PropertySet { node, .. } => !hidden.contains(node),
-        Effect::Despawned { node } => !hidden.remove(node),
-    });
-}
-
 /// The most distinct synced properties one node may hold: every name is kept by every
 /// replica (and interned by every live tree), so a client may not add them without bound.
 pub const MAX_PROPERTIES: usize = 256;
@@ -598,14 +580,18 @@ mod tests {
         assert_eq!(gone, [a, t.lookup("A/B").unwrap()].into_iter().collect());
         // Later effects: a child of a hidden node is hidden; others pass.
         let mut hidden = gone;
-        let mut effects = vec![
+        let effects = vec![
             t.apply(&spawn("A/B", "D")).unwrap(),
             t.apply(&spawn("C", "E")).unwrap(),
             t.apply(&Op::Despawn { path: "A".into() }).unwrap(),
         ];
-        filter_hidden(&mut hidden, &mut effects);
-        assert_eq!(effects.len(), 1, "{effects:?}");
-        assert!(matches!(&effects[0], Effect::Spawned { name, .. } if name == "E"));
+        let mut names = crate::NameEncoder::default();
+        let mut effects = names
+            .pack(crate::EntryEffects { index: 1, effects })
+            .effects;
+        crate::filter_hidden_wire(&mut hidden, &mut effects);
+        assert_eq!(effects.len(), 2, "{effects:?}");
+        assert!(matches!(&effects[0], crate::WireEffect::Spawned { name, .. } if name == "E"));
         assert!(!hidden.contains(&a), "a despawned hidden node is forgotten");
     }
 

@@ -10,12 +10,13 @@
 //!
 //! Publishing and subscribing both happen under the shared-state lock, so a subscriber's
 //! starting point (a reset to the tree, or history after its cursor) and the live broadcast
-//! neither overlap nor leave a gap.
+//! neither overlap nor leave a gap. The feed numbers the names it sends
+//! ([`synctree_proto::wire`]); a subscriber starts with every name numbered so far.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, RwLock};
 
-use synctree_proto::{encode, EntryEffects, ServerMessage};
+use synctree_proto::{encode, CompactString, EntryEffects, NameEncoder, ServerMessage};
 use tokio::sync::broadcast;
 
 use crate::state_machine::SharedState;
@@ -65,6 +66,7 @@ struct History {
 pub struct Feed {
     tx: broadcast::Sender<FeedItem>,
     history: Mutex<History>,
+    names: Mutex<NameEncoder>,
     /// Publish only while someone subscribes (no history for resumes from elsewhere).
     on_demand: bool,
 }
@@ -74,6 +76,7 @@ impl Default for Feed {
         Feed {
             tx: broadcast::channel(BROADCAST_CAPACITY).0,
             history: Mutex::new(History::default()),
+            names: Mutex::new(NameEncoder::default()),
             on_demand: false,
         }
     }
@@ -106,6 +109,10 @@ impl Feed {
             *self.history() = History::default();
             return;
         }
+        let entries = {
+            let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+            entries.into_iter().map(|e| names.pack(e)).collect()
+        };
         let bytes = match encode(&ServerMessage::Entries(entries)) {
             Ok(b) => Arc::new(b),
             Err(e) => {
@@ -139,11 +146,13 @@ impl Feed {
     }
 
     /// Subscribes a client whose last applied index is `after` (`None`: it has nothing).
+    /// Returns where it starts, the names numbered so far (to send before anything else),
+    /// and the live feed.
     pub fn subscribe(
         &self,
         shared: &RwLock<SharedState>,
         after: Option<u64>,
-    ) -> (Start, broadcast::Receiver<FeedItem>) {
+    ) -> (Start, Vec<CompactString>, broadcast::Receiver<FeedItem>) {
         let s = shared.read().unwrap_or_else(|p| p.into_inner());
         let rx = self.tx.subscribe();
         let index = s.last_applied.map(|l| l.index).unwrap_or(0);
@@ -160,6 +169,7 @@ impl Feed {
                 tree: s.tree.clone(),
             },
         };
-        (start, rx)
+        let names = self.names.lock().unwrap_or_else(|p| p.into_inner()).names();
+        (start, names, rx)
     }
 }

@@ -5,7 +5,7 @@
 //! heavier) because Raft needs small, ordered, atomic, durable writes and nothing more.
 
 use redb::backends::InMemoryBackend;
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,6 +20,15 @@ pub(crate) const KEY_PURGED: &str = "last_purged";
 pub(crate) const KEY_SNAPSHOT: &str = "snapshot";
 /// Which cluster this data belongs to (see [`Storage::bind_cluster`]).
 pub(crate) const KEY_CLUSTER: &str = "cluster";
+/// The encoding of what the database holds (log entries, snapshots), as [`FORMAT`].
+pub(crate) const KEY_FORMAT: &str = "format";
+
+/// The storage format this build writes and reads. A database without the record but with
+/// data is format 1 (before the record existed).
+///
+/// - 1: ops and values with their full serde variant names.
+/// - 2: short variant tags (smaller log entries, snapshots and client updates).
+pub const FORMAT: u32 = 2;
 
 /// How writes reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +75,17 @@ pub enum StoreError {
         path: PathBuf,
         stored: String,
         configured: String,
+    },
+    #[error(
+        "the Raft database '{path}' is in storage format {stored}, and this build of synctree \
+         reads format {supported} only: nothing was read from it. Run the build that wrote it; \
+         or remove this server from the cluster, empty its data directory, start it with \
+         --synctree-join and add it again (it catches up from the others)"
+    )]
+    Format {
+        path: PathBuf,
+        stored: u32,
+        supported: u32,
     },
 }
 
@@ -150,8 +170,31 @@ impl Storage {
             source,
         };
         let txn = db.begin_write().map_err(|e| fail(e.into()))?;
-        txn.open_table(LOGS).map_err(|e| fail(e.into()))?;
-        txn.open_table(META).map_err(|e| fail(e.into()))?;
+        {
+            let logs = txn.open_table(LOGS).map_err(|e| fail(e.into()))?;
+            let mut meta = txn.open_table(META).map_err(|e| fail(e.into()))?;
+            let stored = meta.get(KEY_FORMAT).map_err(|e| fail(e.into()))?.map(|v| {
+                <[u8; 4]>::try_from(v.value())
+                    .map(u32::from_be_bytes)
+                    .unwrap_or(0)
+            });
+            let has_data = !logs.is_empty().map_err(|e| fail(e.into()))?
+                || !meta.is_empty().map_err(|e| fail(e.into()))?;
+            match stored {
+                Some(FORMAT) => {}
+                None if !has_data => {
+                    meta.insert(KEY_FORMAT, FORMAT.to_be_bytes().as_slice())
+                        .map_err(|e| fail(e.into()))?;
+                }
+                stored => {
+                    return Err(StoreError::Format {
+                        path: shown,
+                        stored: stored.unwrap_or(1),
+                        supported: FORMAT,
+                    })
+                }
+            }
+        }
         txn.commit().map_err(|e| fail(e.into()))?;
         Ok(Storage {
             db: Arc::new(db),
@@ -204,6 +247,30 @@ pub fn open(data_dir: &Path, durability: Durability) -> Result<Storage, StoreErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_of_another_format_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = open(dir.path(), Durability::Fsync).expect("open");
+        s.bind_cluster("ca-sha256:aaaa").expect("data");
+        drop(s);
+        open(dir.path(), Durability::Fsync).expect("same format");
+        // A database of format 1 has data and no format record.
+        let db = Database::create(dir.path().join("raft.redb")).expect("redb");
+        let txn = db.begin_write().expect("txn");
+        txn.open_table(META)
+            .expect("meta")
+            .remove(KEY_FORMAT)
+            .expect("remove");
+        txn.commit().expect("commit");
+        drop(db);
+        let err = open(dir.path(), Durability::Fsync).expect_err("format 1");
+        let text = err.to_string();
+        assert!(
+            text.contains("raft.redb") && text.contains("format 1") && text.contains("format 2"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn data_of_another_cluster_is_refused() {

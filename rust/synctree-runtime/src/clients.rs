@@ -31,7 +31,7 @@ use quinn::{Connection, Endpoint, Incoming, VarInt};
 use synctree_net::frame::FrameError;
 use synctree_net::TlsMaterial;
 use synctree_proto::{
-    decode, encode, ClientRequest, Hello, Op, Outcome, Request, ServerMessage,
+    decode, encode, ClientRequest, Hello, Op, Outcome, PropertyHandles, Request, ServerMessage,
     CLIENT_PROTOCOL_VERSION, MAX_HELLO_BYTES, MAX_REQUEST_BYTES,
 };
 use tokio::sync::mpsc;
@@ -555,6 +555,7 @@ async fn read_requests(
         Quota::per_second(nz(ctx.cfg.rate_per_second)).allow_burst(nz(ctx.cfg.burst)),
     );
     let mut in_flight = JoinSet::new();
+    let mut handles = PropertyHandles::default();
     let mut stream_open = true;
     let mut dropped = 0u64;
     loop {
@@ -585,6 +586,10 @@ async fn read_requests(
         };
         let Request { id, request } =
             decode(&body, MAX_REQUEST_BYTES).map_err(|e| format!("malformed request: {e}"))?;
+        // A handle's declaration is part of the protocol, not a request (no rate limit).
+        let Some(request) = handles.incoming(request)? else {
+            continue;
+        };
         let no_outcome = matches!(request, ClientRequest::Rpc(_) | ClientRequest::Eventual(_));
         let request = if limiter.check().is_err() {
             Err(format!(
@@ -738,15 +743,46 @@ fn filter_chunk(
         return Ok(bytes.to_vec());
     };
     for e in &mut entries {
-        synctree_proto::filter_hidden(hidden, &mut e.effects);
+        synctree_proto::filter_hidden_wire(hidden, &mut e.effects);
     }
     encode(&ServerMessage::Entries(entries)).map_err(|e| e.to_string())
 }
 
-/// A write's outcome follows the entry it committed in by microseconds (the proposer hears
-/// of the commit after the state machine applied it): while the client has writes in flight,
-/// an entry waits this long at most for an outcome, so the two share a packet.
+/// On the leader, a write's outcome follows the entry it committed in by microseconds (the
+/// proposer hears of the commit after the state machine applied it): while the client has
+/// writes in flight, an entry waits this long at most for an outcome, so the two share a
+/// packet. (On a follower the outcome comes first, from the leader: it is held until its
+/// entry goes out, see [`Held`].)
 const COALESCE_WAIT: Duration = Duration::from_millis(1);
+
+/// Outcomes that name a log index this client has not been sent yet. A client reports an
+/// outcome only once it applied its index, so holding it until the entry goes out costs the
+/// client nothing, and the two share a packet (an outcome alone is a ~70-byte packet).
+#[derive(Default)]
+struct Held(Vec<(u64, ServerMessage)>);
+
+impl Held {
+    /// The log index `message` waits for, if it names one past `after`.
+    fn waits(message: &ServerMessage, after: Option<u64>) -> Option<u64> {
+        let index = match message {
+            ServerMessage::Outcome {
+                outcome: Outcome::Written { index, .. } | Outcome::Read { index, .. },
+                ..
+            } => *index,
+            _ => return None,
+        };
+        (index > after.unwrap_or(0)).then_some(index)
+    }
+
+    /// Takes the held outcomes whose entry is at or before `upto`.
+    fn release(&mut self, upto: u64) -> Vec<ServerMessage> {
+        let (due, keep) = std::mem::take(&mut self.0)
+            .into_iter()
+            .partition(|(index, _)| *index <= upto);
+        self.0 = keep;
+        due.into_iter().map(|(_, m)| m).collect()
+    }
+}
 /// Feed chunks written to a client in one go, at most.
 const COALESCE_CHUNKS: usize = 256;
 
@@ -760,6 +796,7 @@ async fn stream_feed(
     writes: &AtomicUsize,
     mut view: tokio::sync::watch::Receiver<Hidden>,
 ) -> Result<(), String> {
+    let mut held = Held::default();
     loop {
         // What this client may not see: its hidden roots, and every key under them. A client
         // with a view starts from the filtered tree (and again whenever its view changes).
@@ -768,7 +805,10 @@ async fn stream_feed(
             after = None;
         }
         let mut hidden = std::collections::HashSet::new();
-        let (start, mut rx) = ctx.feed.subscribe(&ctx.shared, after);
+        let (start, names, mut rx) = ctx.feed.subscribe(&ctx.shared, after);
+        if !names.is_empty() {
+            send_message(send, &ServerMessage::Names(names)).await?;
+        }
         match start {
             Start::Reset { index, tree } => {
                 let tree = if roots.is_empty() {
@@ -788,6 +828,9 @@ async fn stream_feed(
                 }
             }
         }
+        for m in held.release(after.unwrap_or(0)) {
+            send_message(send, &m.committed(after.unwrap_or(0))).await?;
+        }
         loop {
             let item = tokio::select! {
                 item = rx.recv() => item,
@@ -803,6 +846,11 @@ async fn stream_feed(
                     if !shown(ctx, &hidden, &message) {
                         continue;
                     }
+                    if let Some(index) = Held::waits(&message, after) {
+                        held.0.push((index, message));
+                        continue;
+                    }
+                    let message = message.committed(after.unwrap_or(0));
                     if message.unreliable() {
                         send.send_datagram(encode(&message).map_err(|e| e.to_string())?).await?;
                     } else {
@@ -830,7 +878,7 @@ async fn stream_feed(
                     chunks.retain(|c| after.is_none_or(|a| c.last > a));
                     if let Some(last) = chunks.last() {
                         let last = last.last;
-                        let mut with = Vec::new();
+                        let mut with = held.release(last);
                         if writes.load(Ordering::Relaxed) > 0 {
                             if let Ok(Some(o)) =
                                 tokio::time::timeout(COALESCE_WAIT, outcomes.recv()).await
@@ -841,6 +889,15 @@ async fn stream_feed(
                                 with.push(o);
                             }
                         }
+                        // Outcomes of entries still to come wait for them.
+                        let mut now = Vec::with_capacity(with.len());
+                        for m in with {
+                            match Held::waits(&m, Some(last)) {
+                                Some(index) => held.0.push((index, m)),
+                                None => now.push(m.committed(last)),
+                            }
+                        }
+                        let with = now;
                         let mut encoded = Vec::with_capacity(with.len());
                         for m in with.iter().filter(|m| shown(ctx, &hidden, m)) {
                             let bytes = encode(m).map_err(|e| e.to_string())?;

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use quinn::Endpoint;
 use synctree_net::tls::node_name;
 use synctree_proto::{
-    decode, encode, ClientCursor, ClientRequest, EventualSet, Hello, Op, Outcome, PeerRpc, Request,
-    ServerMessage, CLIENT_PROTOCOL_VERSION, SERVER_PEER,
+    decode, encode, ClientCursor, ClientRequest, EventualSet, Hello, NameDecoder, Op, Outcome,
+    PeerRpc, PropertyHandles, Request, ServerMessage, CLIENT_PROTOCOL_VERSION, SERVER_PEER,
 };
 use synctree_raft::{Applied, NodeId};
 use tokio::sync::mpsc;
@@ -520,16 +520,23 @@ async fn read_datagram_messages(
     }
 }
 
-async fn send_request(send: &mut impl FrameWrite, p: &Pending) -> Result<(), String> {
-    let bytes = encode(&Request {
-        id: p.ticket.unwrap_or(0),
-        request: p.request.clone(),
-    })
-    .map_err(|e| e.to_string())?;
+async fn send_request(
+    send: &mut impl FrameWrite,
+    p: &Pending,
+    handles: &mut PropertyHandles,
+) -> Result<(), String> {
+    let encode = |id, request| encode(&Request { id, request }).map_err(|e| e.to_string());
     if p.request.unreliable() {
-        return send.send_datagram(bytes).await;
+        return send
+            .send_datagram(encode(p.ticket.unwrap_or(0), p.request.clone())?)
+            .await;
     }
-    send.write(&[&bytes]).await
+    let (declare, request) = handles.outgoing(&p.request);
+    let request = encode(p.ticket.unwrap_or(0), request)?;
+    match declare {
+        Some(declare) => send.write_frames(&[&encode(0, declare)?, &request]).await,
+        None => send.write(&[&request]).await,
+    }
 }
 
 /// Serves a session from the hello on; `id` is the server expected (any, through the game's
@@ -545,13 +552,17 @@ async fn serve_session(
     let status = link.status.clone();
     let set = |f: &dyn Fn(&mut ClientStatus)| update(&status, f);
     let mut welcomed = false;
+    let mut handles = PropertyHandles::default();
+    // The last log index this connection carried (what a `Committed` counts back from).
+    let mut received = 0u64;
+    let mut names = NameDecoder::default();
     loop {
         let message = tokio::select! {
             m = messages.recv() => m.ok_or("connection reader stopped")??,
             p = link.requests.recv(), if welcomed => {
                 let Some(p) = p else { return Ok(Ended::LiveTreeGone) };
                 in_flight.extend(p.ticket);
-                send_request(send, &p).await?;
+                send_request(send, &p, &mut handles).await?;
                 continue;
             }
         };
@@ -583,7 +594,7 @@ async fn serve_session(
                 // What was asked while disconnected goes first, in order.
                 while let Some(p) = link.backlog.pop_front() {
                     in_flight.extend(p.ticket);
-                    send_request(send, &p).await?;
+                    send_request(send, &p, &mut handles).await?;
                 }
                 continue;
             }
@@ -619,13 +630,40 @@ async fn serve_session(
                 link.complete(ticket, result);
                 continue;
             }
+            ServerMessage::Committed {
+                id: ticket,
+                back,
+                stamp,
+            } => {
+                if !in_flight.remove(&ticket) {
+                    return Err(format!(
+                        "the server answered request {ticket}, which it was not asked"
+                    ));
+                }
+                let index = received.checked_sub(back).ok_or_else(|| {
+                    format!("request {ticket} committed {back} entries before entry {received}")
+                })?;
+                link.complete(ticket, Ok(Done::Write { index, stamp }));
+                continue;
+            }
             _ if !welcomed => return Err("the server sent data before its welcome".into()),
             ServerMessage::Reset { index, tree } => {
+                received = index;
                 let cluster = cursor.cluster.clone().unwrap_or_default();
                 cursor.reset(&cluster, index);
                 Applied::Reset { index, tree }
             }
+            ServerMessage::Names(given) => {
+                names.define_all(given)?;
+                continue;
+            }
             ServerMessage::Entries(entries) => {
+                received = entries.last().map_or(received, |e| e.index);
+                // Every entry is unpacked, those it already has too: they may define names.
+                let entries = entries
+                    .into_iter()
+                    .map(|e| names.unpack(e))
+                    .collect::<Result<Vec<_>, String>>()?;
                 let fresh = cursor.take_new(entries)?;
                 if fresh.is_empty() {
                     continue;

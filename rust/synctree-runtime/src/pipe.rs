@@ -14,7 +14,7 @@
 use std::future::Future;
 
 use quinn::{RecvStream, SendStream};
-use synctree_net::frame::{read_frame, write_frame, FrameError};
+use synctree_net::frame::{read_varint_frame, write_varint_frame, write_varint_frames, FrameError};
 use tokio::sync::mpsc;
 
 /// Frames a session's side has written but the game has not taken yet; a full pipe holds the
@@ -59,26 +59,24 @@ pub(crate) trait FrameWrite: Send + 'static {
     }
 }
 
+/// A client's QUIC stream carries varint-prefixed frames (see [`read_varint_frame`]).
 impl FrameRead for RecvStream {
     fn read(&mut self, max: usize) -> impl Future<Output = Result<Vec<u8>, FrameError>> + Send {
-        read_frame(self, max)
+        read_varint_frame(self, max)
     }
 }
 
 impl FrameWrite for SendStream {
     async fn write(&mut self, parts: &[&[u8]]) -> Result<(), String> {
-        write_frame(self, parts).await.map_err(|e| e.to_string())
+        write_varint_frame(self, parts)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn write_frames(&mut self, frames: &[&[u8]]) -> Result<(), String> {
-        let total: usize = frames.iter().map(|f| f.len() + 4).sum();
-        let mut buf = Vec::with_capacity(total);
-        for f in frames {
-            let len = u32::try_from(f.len()).map_err(|_| "frame over 4 GiB".to_owned())?;
-            buf.extend_from_slice(&len.to_be_bytes());
-            buf.extend_from_slice(f);
-        }
-        self.write_all(&buf).await.map_err(|e| e.to_string())
+        write_varint_frames(self, frames)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 

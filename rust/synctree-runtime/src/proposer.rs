@@ -200,13 +200,16 @@ impl Submitter {
                 path,
                 property,
             },
-            ClientRequest::Rpc(_) | ClientRequest::Eventual(_) => {
+            ClientRequest::Rpc(_)
+            | ClientRequest::Eventual(_)
+            | ClientRequest::Handle { .. }
+            | ClientRequest::Set { .. } => {
                 self.remote
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&ticket);
                 return Err(RequestError::refused(
-                    "internal error: an rpc is not proposed",
+                    "internal error: only writes and reads are proposed (the session resolves the rest)",
                 ));
             }
         };

@@ -375,7 +375,7 @@ fn clients_command_what_they_own_and_nothing_else() {
 /// Says hello properly, then sends a frame that is not a request; returns why the server
 /// closed the connection.
 async fn garbage_client(certs: &Path, addr: SocketAddr) -> String {
-    use synctree_net::frame::{read_frame, write_frame};
+    use synctree_net::frame::{read_varint_frame as read_frame, write_varint_frame as write_frame};
     use synctree_proto::{encode, Hello, CLIENT_PROTOCOL_VERSION};
     let endpoint = synctree_net::clients::connector(&synctree_net::certs::ca_cert_path(certs))
         .expect("connector");

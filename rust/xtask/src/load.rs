@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use synctree_net::frame::{read_frame, write_frame};
+use synctree_net::frame::{read_varint_frame as read_frame, write_varint_frame as write_frame};
 use synctree_proto::{
     decode, encode, ClientRequest, Hello, Op, Outcome, Request, ServerMessage, Value,
     CLIENT_PROTOCOL_VERSION,
@@ -120,7 +120,7 @@ pub fn run(plan: LoadPlan<'_>, started: impl FnOnce()) -> Result<LoadResult> {
 /// True if an encoded server message is an outcome (`{"O": ...}`): the only kind these
 /// clients decode.
 fn is_outcome(bytes: &[u8]) -> bool {
-    bytes.get(..3) == Some(&[0x81, 0xa1, b'O'])
+    matches!(bytes.get(..3), Some(&[0x81, 0xa1, b'O' | b'K']))
 }
 
 impl Client {
@@ -157,9 +157,15 @@ impl Client {
                 if !is_outcome(&body) {
                     continue;
                 }
-                if let Ok(ServerMessage::Outcome { id, outcome }) = decode(&body, body.len()) {
-                    let ok = matches!(outcome, Outcome::Written { .. });
-                    let _ = outcomes_tx.send((id, ok, Instant::now()));
+                match decode(&body, body.len()) {
+                    Ok(ServerMessage::Outcome { id, outcome }) => {
+                        let ok = matches!(outcome, Outcome::Written { .. });
+                        let _ = outcomes_tx.send((id, ok, Instant::now()));
+                    }
+                    Ok(ServerMessage::Committed { id, .. }) => {
+                        let _ = outcomes_tx.send((id, true, Instant::now()));
+                    }
+                    _ => {}
                 }
             }
             Ok(())
@@ -260,6 +266,21 @@ mod tests {
             },
         };
         assert!(is_outcome(&encode(&outcome).unwrap()));
+        let committed = outcome.committed(3);
+        assert!(is_outcome(&encode(&committed).unwrap()));
+        let committed = ServerMessage::Outcome {
+            id: 3,
+            outcome: Outcome::Written {
+                index: 2,
+                stamp: synctree_proto::Stamp::from_parts(1 << 40, 2),
+            },
+        }
+        .committed(3);
+        assert!(matches!(
+            committed,
+            ServerMessage::Committed { back: 1, .. }
+        ));
+        assert!(is_outcome(&encode(&committed).unwrap()));
         let entries = ServerMessage::Entries(Vec::new());
         assert!(!is_outcome(&encode(&entries).unwrap()));
         assert!(!is_outcome(

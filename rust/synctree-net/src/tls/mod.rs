@@ -25,7 +25,7 @@ pub use material::TlsMaterial;
 use crate::{NodeId, TlsError};
 
 /// ALPN protocol id of the synctree server-to-server protocol.
-pub const ALPN: &[u8] = b"synctree/1";
+pub const ALPN: &[u8] = b"synctree/2";
 
 const NAME_PREFIX: &str = "node-";
 const NAME_SUFFIX: &str = ".synctree";
