@@ -431,8 +431,59 @@ impl LiveTree {
 
     /// Carries out one committed effect on the scene tree.
     pub fn apply(&mut self, root: &mut Gd<Node>, effect: Effect) -> Applied {
+        self.apply_made(root, effect, None)
+    }
+
+    /// A committed custom spawn this replica makes itself rather than adopts: the path of
+    /// the spawner whose `spawn_function` makes the node, and the data to call it with. The
+    /// caller runs the function where game code may call back into the SyncedTree, then
+    /// hands the node to [`LiveTree::apply_made`].
+    pub fn custom_spawn(&self, root: &Gd<Node>, effect: &Effect) -> Option<(String, Variant)> {
+        let Effect::Spawned {
+            parent,
+            name,
+            scene,
+            props,
+            ..
+        } = effect
+        else {
+            return None;
+        };
+        let spawner = scene.strip_prefix(SPAWNER_SCENE)?;
+        if !self.adopt.is_empty() {
+            let parent_path = match *parent {
+                ROOT_KEY => String::new(),
+                key => self.nodes.get(&key)?.path.clone(),
+            };
+            let path = synctree_proto::join(&parent_path, name);
+            if let Some(n) = self.adopt.get(&path).filter(|n| n.is_instance_valid()) {
+                let parent_node = match *parent {
+                    ROOT_KEY => Some(root.clone()),
+                    key => self.nodes.get(&key).map(|p| p.node.clone()),
+                };
+                if n.get_parent() == parent_node {
+                    return None; // adopted: the authority made it already
+                }
+            }
+        }
+        let data = props
+            .iter()
+            .find(|(p, _)| p == SPAWN_DATA)
+            .map(|(_, v)| from_value(v))
+            .unwrap_or_default();
+        Some((spawner.to_owned(), data))
+    }
+
+    /// [`LiveTree::apply`], with the node a custom spawn's function `made` (see
+    /// [`LiveTree::custom_spawn`]); without it, the function is called from here.
+    pub fn apply_made(
+        &mut self,
+        root: &mut Gd<Node>,
+        effect: Effect,
+        made: Option<Result<Gd<Node>, String>>,
+    ) -> Applied {
         match effect {
-            spawned @ Effect::Spawned { .. } => self.spawn(root, spawned),
+            spawned @ Effect::Spawned { .. } => self.spawn(root, spawned, made),
             Effect::Despawned { node: key } => self.despawn(key),
             Effect::PropertySet {
                 node: key,
@@ -465,7 +516,12 @@ impl LiveTree {
         }
     }
 
-    fn spawn(&mut self, root: &Gd<Node>, spawned: Effect) -> Applied {
+    fn spawn(
+        &mut self,
+        root: &Gd<Node>,
+        spawned: Effect,
+        premade: Option<Result<Gd<Node>, String>>,
+    ) -> Applied {
         let Effect::Spawned {
             node: key,
             parent,
@@ -513,10 +569,16 @@ impl LiveTree {
         };
         let is_adopted = adopted.is_some();
         let mut node = match adopted {
-            Some(n) => n,
+            Some(n) => {
+                if let Some(Ok(mut extra)) = premade {
+                    extra.queue_free();
+                }
+                n
+            }
             None => {
-                let made = match custom {
-                    Some(spawner) => {
+                let made = match (premade, custom) {
+                    (Some(made), _) => made,
+                    (None, Some(spawner)) => {
                         let data = props
                             .iter()
                             .find(|(p, _)| p == SPAWN_DATA)
@@ -524,7 +586,7 @@ impl LiveTree {
                             .unwrap_or_default();
                         crate::multiplayer::custom_instance(spawner, &data)
                     }
-                    None => self
+                    (None, None) => self
                         .scenes
                         .instantiate(&scene)
                         .ok_or_else(|| format!("scene '{scene}' does not instance on this server")),

@@ -1481,7 +1481,15 @@ impl SyncedTree {
                     break;
                 };
                 budget -= 1;
-                match self.live.apply(&mut root, effect) {
+                // A spawner's spawn_function is game code that may call this SyncedTree.
+                let made = self
+                    .live
+                    .custom_spawn(&root, &effect)
+                    .map(|(spawner, data)| {
+                        let _reentrant = self.base_mut();
+                        crate::multiplayer::custom_instance(&spawner, &data)
+                    });
+                match self.live.apply_made(&mut root, effect, made) {
                     live::Applied::Spawned { key, node, adopted } => {
                         if !self.pending_scenes.is_empty() {
                             if let Some(p) = self.live.path_of(key) {
