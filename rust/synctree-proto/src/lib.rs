@@ -17,6 +17,7 @@
 mod client;
 mod clock;
 mod codec;
+mod compact;
 mod dump;
 mod effect;
 mod error;

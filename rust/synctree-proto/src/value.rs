@@ -4,7 +4,6 @@
 //! `Float` is `f64` like GDScript's `float`. Anything else (objects, callables, RIDs, ...) is
 //! refused by the Godot layer when the call is made, naming the type.
 
-use serde::{Deserialize, Serialize};
 use std::fmt::{self, Write};
 
 /// The deepest arrays and dictionaries may nest in a replicated value (well inside what
@@ -13,80 +12,48 @@ pub const MAX_VALUE_DEPTH: usize = 32;
 
 /// A replicated value. Equality is structural (`NaN != NaN` like Godot's `==`).
 ///
-/// Variants travel with short tags (rmp-serde writes a variant's name): values are in every
-/// log entry, snapshot and property update sent to clients.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Encoded compactly (values are in every log entry, snapshot and update sent to clients):
+/// see [`crate::compact`].
+#[derive(Debug, Clone, PartialEq)]
 pub enum Value {
-    #[serde(rename = "n")]
     Nil,
-    #[serde(rename = "b")]
     Bool(bool),
-    #[serde(rename = "i")]
     Int(i64),
-    #[serde(rename = "f")]
     Float(f64),
-    #[serde(rename = "s")]
     String(String),
-    #[serde(rename = "sn")]
     StringName(String),
-    #[serde(rename = "np")]
     NodePath(String),
-    #[serde(rename = "v2")]
     Vector2([f32; 2]),
-    #[serde(rename = "v2i")]
     Vector2i([i32; 2]),
-    #[serde(rename = "v3")]
     Vector3([f32; 3]),
-    #[serde(rename = "v3i")]
     Vector3i([i32; 3]),
-    #[serde(rename = "v4")]
     Vector4([f32; 4]),
-    #[serde(rename = "v4i")]
     Vector4i([i32; 4]),
     /// position x, y, size x, y
-    #[serde(rename = "r2")]
     Rect2([f32; 4]),
-    #[serde(rename = "r2i")]
     Rect2i([i32; 4]),
     /// r, g, b, a
-    #[serde(rename = "c")]
     Color([f32; 4]),
     /// x, y, z, w
-    #[serde(rename = "q")]
     Quaternion([f32; 4]),
     /// rows x, y, z
-    #[serde(rename = "bs")]
     Basis([f32; 9]),
     /// columns x, y, origin
-    #[serde(rename = "t2")]
     Transform2D([f32; 6]),
     /// basis rows x, y, z, then origin
-    #[serde(rename = "t3")]
     Transform3D([f32; 12]),
-    #[serde(rename = "a")]
     Array(Vec<Value>),
     /// Entries in insertion order, as Godot's Dictionary keeps them.
-    #[serde(rename = "d")]
     Dictionary(Vec<(Value, Value)>),
-    #[serde(rename = "pb")]
     PackedByteArray(Vec<u8>),
-    #[serde(rename = "pi32")]
     PackedInt32Array(Vec<i32>),
-    #[serde(rename = "pi64")]
     PackedInt64Array(Vec<i64>),
-    #[serde(rename = "pf32")]
     PackedFloat32Array(Vec<f32>),
-    #[serde(rename = "pf64")]
     PackedFloat64Array(Vec<f64>),
-    #[serde(rename = "ps")]
     PackedStringArray(Vec<String>),
-    #[serde(rename = "pv2")]
     PackedVector2Array(Vec<[f32; 2]>),
-    #[serde(rename = "pv3")]
     PackedVector3Array(Vec<[f32; 3]>),
-    #[serde(rename = "pv4")]
     PackedVector4Array(Vec<[f32; 4]>),
-    #[serde(rename = "pc")]
     PackedColorArray(Vec<[f32; 4]>),
 }
 

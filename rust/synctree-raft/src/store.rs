@@ -27,7 +27,8 @@ pub(crate) const KEY_FORMAT: &str = "format";
 /// data is format 1 (before the record existed).
 ///
 /// - 1: ops and values with their full serde variant names.
-/// - 2: short variant tags (smaller log entries, snapshots and client updates).
+/// - 2: ops with one-letter tags, values as msgpack scalars or `[type, payload]` (smaller log
+///   entries, snapshots and client updates).
 pub const FORMAT: u32 = 2;
 
 /// How writes reach the disk.
