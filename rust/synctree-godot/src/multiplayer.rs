@@ -798,7 +798,19 @@ impl SyncedMultiplayerAPI {
                 (!sync.is_visibility_public()).then_some((sync, root))
             })
             .collect();
-        for peer in link.peers() {
+        let peers = link.peers();
+        // Peers that left: their views are cleared (and so forgotten by the runtime).
+        let gone: Vec<u64> = self
+            .viewed
+            .iter()
+            .filter(|p| !peers.contains(p))
+            .copied()
+            .collect();
+        for peer in gone {
+            tree.bind().set_client_view(peer, &[]);
+            self.viewed.remove(&peer);
+        }
+        for peer in peers {
             if peer == synctree_proto::SERVER_PEER {
                 continue;
             }

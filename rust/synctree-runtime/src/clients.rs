@@ -231,15 +231,50 @@ impl Views {
     }
 
     /// Sets what `peer` may not see; its session (if it is connected here) restarts its feed
-    /// from a filtered tree.
+    /// from a filtered tree. An empty view of a peer without a session here is forgotten
+    /// (it is the default): views of peers that left do not pile up.
     pub(crate) fn set(&self, peer: u64, hidden: std::collections::HashSet<u64>) {
-        self.sender(peer).send_if_modified(|h| {
+        let tx = {
+            let mut by_peer = self.by_peer.lock().unwrap_or_else(|p| p.into_inner());
+            if hidden.is_empty() {
+                match by_peer.get(&peer) {
+                    None => return,
+                    Some(tx) if tx.receiver_count() == 0 => {
+                        by_peer.remove(&peer);
+                        return;
+                    }
+                    Some(_) => {}
+                }
+            }
+            by_peer
+                .entry(peer)
+                .or_insert_with(|| tokio::sync::watch::channel(Hidden::default()).0)
+                .clone()
+        };
+        tx.send_if_modified(|h| {
             let changed = **h != hidden;
             if changed {
                 *h = Arc::new(hidden.clone());
             }
             changed
         });
+    }
+
+    /// After a session of `peer` ended: its entry goes if nothing else watches it and it
+    /// hides nothing.
+    fn release(&self, peer: u64) {
+        let mut by_peer = self.by_peer.lock().unwrap_or_else(|p| p.into_inner());
+        if by_peer
+            .get(&peer)
+            .is_some_and(|tx| tx.receiver_count() == 0 && tx.borrow().is_empty())
+        {
+            by_peer.remove(&peer);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_peer.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     fn watch(&self, peer: u64) -> tokio::sync::watch::Receiver<Hidden> {
@@ -515,6 +550,7 @@ async fn serve_client<W: FrameWrite, R: FrameRead>(
     requests.abort();
     frame_reader.abort();
     ctx.peers.leave(peer, conn_no);
+    ctx.views.release(peer);
     if let Some(v) = violation {
         return Ended::Violation(v);
     }
@@ -936,5 +972,36 @@ async fn stream_feed(
                 Err(RecvError::Closed) => return Err("server stopping".into()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn views_of_peers_that_left_are_forgotten() {
+        let views = Views::default();
+        views.set(7, HashSet::new());
+        assert_eq!(views.len(), 0, "an empty view is the default: nothing kept");
+        views.set(7, HashSet::from([3]));
+        let mut watch = views.watch(7);
+        assert_eq!(**watch.borrow_and_update(), HashSet::from([3]));
+        // Cleared while its session watches: the session is told, the entry stays.
+        views.set(7, HashSet::new());
+        assert!(watch.has_changed().unwrap());
+        assert!(watch.borrow_and_update().is_empty());
+        assert_eq!(views.len(), 1);
+        // The session ends: nothing hidden, nobody watching, forgotten.
+        drop(watch);
+        views.release(7);
+        assert_eq!(views.len(), 0);
+        // A view kept for a peer not connected here stays until the game clears it.
+        views.set(8, HashSet::from([1]));
+        views.release(8);
+        assert_eq!(views.len(), 1);
+        views.set(8, HashSet::new());
+        assert_eq!(views.len(), 0);
     }
 }
