@@ -1008,6 +1008,11 @@ impl SyncedTree {
         let link = backend.peer_link();
         crate::multiplayer::install_link(Some((link.clone(), self.to_gd())));
         self.link = Some(link);
+        if let Some(server) = backend.server() {
+            if self.base().is_inside_tree() {
+                server.set_tree_path(&self.base().get_path().to_string());
+            }
+        }
         self.backend = Some(backend);
         self.sync_auth();
     }

@@ -118,6 +118,27 @@ impl ShadowTree {
         Some(key)
     }
 
+    /// The keys of the synced nodes along `path`, from the root's child down, as far as they
+    /// exist (`"A/B/Sprite"` with `A/B` synced gives the keys of `A` and `A/B`): what a path
+    /// to a node below synced ones, synced or not, lies under.
+    pub fn keys_along(&self, path: &str) -> Vec<NodeKey> {
+        let mut keys = Vec::new();
+        if path.is_empty() {
+            return keys;
+        }
+        let mut key = ROOT_KEY;
+        for part in path.split('/') {
+            match self.nodes.get(&key).and_then(|n| n.by_name.get(part)) {
+                Some(k) => {
+                    key = *k;
+                    keys.push(key);
+                }
+                None => break,
+            }
+        }
+        keys
+    }
+
     /// True if a node exists at `path` (the root, `""`, always does).
     pub fn contains(&self, path: &str) -> bool {
         self.lookup(path).is_some()
@@ -566,6 +587,19 @@ mod tests {
             Err(ApplyError::RootNotAllowed)
         );
         assert_eq!(t, before);
+    }
+
+    #[test]
+    fn keys_along_a_path_stop_where_synced_nodes_end() {
+        let mut t = ShadowTree::new();
+        for op in [spawn("", "A"), spawn("A", "B")] {
+            t.apply(&op).expect("spawn");
+        }
+        let (a, b) = (t.lookup("A").unwrap(), t.lookup("A/B").unwrap());
+        assert_eq!(t.keys_along("A/B/Sprite/Deeper"), [a, b]);
+        assert_eq!(t.keys_along("A/B"), [a, b]);
+        assert_eq!(t.keys_along("A/X/B"), [a]);
+        assert!(t.keys_along("").is_empty() && t.keys_along("X").is_empty());
     }
 
     #[test]

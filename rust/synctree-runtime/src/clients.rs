@@ -208,6 +208,32 @@ pub(crate) struct Ctx {
     pub(crate) peers: Arc<Peers>,
     pub(crate) auth: Arc<Auth>,
     pub(crate) views: Views,
+    /// The SyncedTree's absolute path in the server's scene tree (rpcs name nodes by
+    /// absolute path): see [`crate::Node::set_tree_path`].
+    pub(crate) tree_path: RwLock<Option<String>>,
+}
+
+impl Ctx {
+    /// True if the node at `path` (relative to the SyncedTree), or a synced node it lies
+    /// under, is in `hidden`.
+    fn hides(&self, hidden: &std::collections::HashSet<u64>, path: &str) -> bool {
+        if hidden.is_empty() {
+            return false;
+        }
+        let state = self.shared.read().unwrap_or_else(|p| p.into_inner());
+        state
+            .tree
+            .keys_along(path)
+            .iter()
+            .any(|k| hidden.contains(k))
+    }
+
+    /// `path` (absolute, in the scene tree) relative to the SyncedTree, if it is below it.
+    fn synced_path<'a>(&self, path: &'a str) -> Option<&'a str> {
+        let tree = self.tree_path.read().unwrap_or_else(|p| p.into_inner());
+        let rest = path.strip_prefix(tree.as_deref()?)?;
+        rest.strip_prefix('/')
+    }
 }
 
 /// The synced subtrees each client may not see (roots, by node key), as the game decides
@@ -275,6 +301,16 @@ impl Views {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.by_peer.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// What `peer` may not see now (roots).
+    fn current(&self, peer: u64) -> Hidden {
+        self.by_peer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&peer)
+            .map(|tx| tx.borrow().clone())
+            .unwrap_or_default()
     }
 
     fn watch(&self, peer: u64) -> tokio::sync::watch::Receiver<Hidden> {
@@ -635,7 +671,13 @@ async fn read_requests(
             ))
         } else {
             admit(&ctx.cfg, peer, request)
-        };
+        }
+        .and_then(|request| match &request {
+            ClientRequest::Read { path, .. } if ctx.hides(&ctx.views.current(peer), path) => {
+                Err(format!("no node at '{path}' that this client may see"))
+            }
+            _ => Ok(request),
+        });
         match request {
             // An rpc has no outcome to carry a refusal: it is dropped, and logged.
             Err(reason) if no_outcome => {
@@ -754,15 +796,31 @@ async fn send_message(send: &mut impl FrameWrite, m: &ServerMessage) -> Result<(
     send.write(&[&bytes]).await
 }
 
-/// False for an eventual write of a node hidden from this client.
+/// False for an eventual write or an rpc of a node hidden from this client (as with
+/// SceneMultiplayer, an rpc reaches only the peers that can see its node).
 fn shown(ctx: &Ctx, hidden: &std::collections::HashSet<u64>, message: &ServerMessage) -> bool {
+    if hidden.is_empty() {
+        return true;
+    }
     match message {
-        ServerMessage::Eventual(set) if !hidden.is_empty() => {
-            let state = ctx.shared.read().unwrap_or_else(|p| p.into_inner());
-            state
-                .tree
-                .lookup(&set.path)
-                .is_none_or(|key| !hidden.contains(&key))
+        ServerMessage::Eventual(set) => !ctx.hides(hidden, &set.path),
+        ServerMessage::Rpc(rpc) => {
+            let Some(path) = ctx.synced_path(&rpc.path) else {
+                return true;
+            };
+            let visible = !ctx.hides(hidden, path);
+            if !visible && rpc.to > 0 {
+                tracing::warn!(
+                    node = ctx.server,
+                    "rpc {}() on {} from peer {} not delivered: peer {} cannot see that node \
+                     (MultiplayerSynchronizer visibility)",
+                    rpc.method,
+                    rpc.path,
+                    rpc.from,
+                    rpc.to
+                );
+            }
+            visible
         }
         _ => true,
     }

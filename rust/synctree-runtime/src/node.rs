@@ -395,6 +395,14 @@ impl Node {
         }
     }
 
+    /// Tells the client sessions where the SyncedTree is in the server's scene tree (its
+    /// absolute path), so an rpc of a node hidden from a client is not delivered to it.
+    pub fn set_tree_path(&self, path: &str) {
+        if let Some(ctx) = &self.inner.client_ctx {
+            *ctx.tree_path.write().unwrap_or_else(|p| p.into_inner()) = Some(path.to_owned());
+        }
+    }
+
     /// The client port actually bound, if this server serves game clients.
     pub fn client_addr(&self) -> Option<std::net::SocketAddr> {
         self.inner.clients.as_ref().and_then(|c| c.local_addr())
@@ -487,6 +495,7 @@ async fn start_node(
             submitter,
             peers: peers.clone(),
             views: Default::default(),
+            tree_path: Default::default(),
         }));
     }
     let clients = match (&client_ctx, &material) {

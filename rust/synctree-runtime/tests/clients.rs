@@ -760,6 +760,52 @@ fn a_client_is_not_sent_the_subtrees_hidden_from_it() {
     wait_until("C.v reaches bob, A's changes do not", || {
         holds(&mut f, "C (Node)\n  .hp = 6\n")
     });
+    // Rpcs of nodes hidden from him (or of nodes below them) do not reach him either, as
+    // with SceneMultiplayer; others do. The server names nodes by absolute path.
+    s2.set_tree_path("/root/World");
+    let lb = bob.peer_link();
+    let on = |path: &str, method: &str| synctree_proto::PeerRpc {
+        path: path.into(),
+        ..rpc_to(peer_id_of(BOB) as i64, method)
+    };
+    let links: Vec<_> = servers.iter().map(|s| s.peer_link()).collect();
+    links[0].send(on("/root/World/A/Sprite", "hidden_child"));
+    links[0].send(on("/root/World/A", "hidden"));
+    links[1].send(synctree_proto::PeerRpc {
+        to: 0,
+        ..on("/root/World/A", "hidden_broadcast")
+    });
+    links[0].send(on("/root/World/C", "shown"));
+    links[0].send(on("/root/Elsewhere", "outside"));
+    let got = next_rpc(&lb, "the rpc of a node bob sees");
+    assert_eq!(got.method, "shown");
+    assert_eq!(next_rpc(&lb, "an rpc outside the tree").method, "outside");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        lb.try_recv().is_none(),
+        "an rpc of a hidden node reached bob"
+    );
+    // A linearizable read of a hidden node is refused; of a visible one, answered.
+    let read = |path: &str| {
+        let ticket = bob.submit_read(path.into(), "hp".into());
+        let mut done = Vec::new();
+        wait_until("the read completes", || {
+            bob.poll_completions(&mut done);
+            done.iter().any(|c| c.ticket == ticket)
+        });
+        done.into_iter()
+            .find(|c| c.ticket == ticket)
+            .unwrap()
+            .result
+    };
+    let err = read("A").expect_err("a hidden node");
+    assert!(
+        err.message
+            .contains("no node at 'A' that this client may see"),
+        "{err:?}"
+    );
+    assert!(read("A/B").is_err());
+    assert!(matches!(read("C"), Ok(Done::Read { value: Some(_), .. })));
     // Shown again: the subtree as it is now.
     s2.set_client_view(peer_id_of(BOB), Default::default());
     wait_until("A (with B and v) is back", || {
