@@ -1,7 +1,7 @@
 //! Serves requests from peers: Raft RPCs, forwarded proposals and read-index requests.
 
 use crate::node::Inner;
-use crate::rpc::{ForwardError, Rpc, RpcReply, MAX_RPC_BYTES};
+use crate::rpc::{ForwardError, Relayed, Rpc, RpcReply, MAX_RPC_BYTES};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use openraft::raft::AppendEntriesResponse;
@@ -96,16 +96,14 @@ async fn serve(inner: &Inner, from: NodeId, rpc: Rpc) -> RpcReply {
         Rpc::Membership(change) => RpcReply::Membership(inner.membership_local(&change).await),
         Rpc::Status => RpcReply::Status(inner.status()),
         Rpc::PreVote { last_log } => RpcReply::PreVote(inner.grants_pre_vote(last_log)),
-        Rpc::Relay(rpc) => {
-            inner.peers.relayed(rpc);
-            RpcReply::Ack
-        }
-        Rpc::Eventual(set) => {
-            inner.peers.eventual(set, false);
-            RpcReply::Ack
-        }
-        Rpc::Presence(list) => {
-            inner.peers.heard(from, list);
+        Rpc::Relayed(items) => {
+            for item in items {
+                match item {
+                    Relayed::Rpc(rpc) => inner.peers.relayed(rpc),
+                    Relayed::Eventual(set) => inner.peers.eventual(set, false),
+                    Relayed::Presence(list) => inner.peers.heard(from, list),
+                }
+            }
             RpcReply::Ack
         }
     }

@@ -4,7 +4,7 @@
 //! ```text
 //!   client A ─▶ server 1 ─┬─ to 1 / 0 ──────────────▶ server 1's Godot (the servers' peer)
 //!                         ├─ to a client of server 1 ─▶ that client's stream
-//!                         └─ to anyone elsewhere ─────▶ Rpc::Relay to the other servers,
+//!                         └─ to anyone elsewhere ─────▶ Rpc::Relayed to the other servers,
 //!                                                       each hands it to its own clients
 //!   presence: each server sends its clients to the others (on change, and every second);
 //!             a list not refreshed for 3 s is dropped (its server is gone); the union is
@@ -12,7 +12,9 @@
 //! ```
 //!
 //! Rpcs for the servers (target 1, or everyone) run on the sender's own server only: game
-//! logic that a client triggers runs once, not once per server.
+//! logic that a client triggers runs once, not once per server. Relays to each server go
+//! through one queue and one request at a time, so they arrive in the order they were made
+//! (Godot's reliable rpcs are ordered); what queued meanwhile goes in the next request.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +26,8 @@ use synctree_raft::NodeId;
 use tokio::sync::{mpsc, Notify};
 
 use crate::node::Inner;
-use crate::rpc::Rpc;
+use crate::rpc::{Relayed, Rpc};
+use synctree_net::Transport;
 
 /// Presence is re-sent this often ...
 const PRESENCE_EVERY: Duration = Duration::from_secs(1);
@@ -57,8 +60,17 @@ pub(crate) struct Peers {
     union_changed: Notify,
     godot: std::sync::mpsc::Sender<PeerRpc>,
     godot_eventual: std::sync::mpsc::Sender<EventualSet>,
+    /// Each other server's relay queue (see [`relay_to`]).
+    relays: Mutex<HashMap<NodeId, mpsc::Sender<Relayed>>>,
+    /// Relays dropped because a server's queue was full (logged at 1, 2, 4, ...).
+    relays_dropped: AtomicU64,
     runtime: tokio::runtime::Handle,
 }
+
+/// Relays waiting for one server, at most (a server that stops taking them loses the rest).
+const RELAY_QUEUE: usize = 4096;
+/// Relays sent to a server in one request, at most.
+const RELAY_BATCH: usize = 256;
 
 impl Peers {
     /// Made on the server's runtime; `godot` receives the rpcs this server's Godot runs,
@@ -77,6 +89,8 @@ impl Peers {
             union_changed: Notify::new(),
             godot,
             godot_eventual,
+            relays: Mutex::new(HashMap::new()),
+            relays_dropped: AtomicU64::new(0),
             runtime: tokio::runtime::Handle::current(),
         })
     }
@@ -161,7 +175,7 @@ impl Peers {
             }
         }
         if relay {
-            self.broadcast(Rpc::Eventual(set));
+            self.broadcast(Relayed::Eventual(set));
         }
     }
 
@@ -186,29 +200,57 @@ impl Peers {
         }
         drop(s);
         if elsewhere {
-            self.broadcast(Rpc::Relay(rpc));
+            self.broadcast(Relayed::Rpc(rpc));
         }
     }
 
-    /// Sends `rpc` to every other member, without waiting.
-    fn broadcast(&self, rpc: Rpc) {
+    /// Queues `item` for every other member, without waiting.
+    fn broadcast(&self, item: Relayed) {
         let Some(inner) = self.inner.get().and_then(Weak::upgrade) else {
             return;
         };
-        let Ok(body) = rmp_serde::to_vec(&rpc) else {
-            return;
-        };
         let status = inner.status();
+        let mut relays = self.relays.lock().unwrap_or_else(|p| p.into_inner());
         for id in status.voters.iter().chain(&status.learners) {
             if *id == self.server {
                 continue;
             }
-            let (transport, body, id) = (inner.transport.clone(), body.clone(), *id);
-            self.runtime.spawn(async move {
-                if let Err(e) = transport.request(id, body, RELAY_TIMEOUT).await {
-                    tracing::debug!("peers: server {id} did not take a relay: {e}");
-                }
+            let queue = relays.entry(*id).or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(RELAY_QUEUE);
+                self.runtime
+                    .spawn(relay_to(*id, inner.transport.clone(), rx));
+                tx
             });
+            if queue.try_send(item.clone()).is_err() {
+                let n = self.relays_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        node = self.server,
+                        "server {id} is not taking relayed rpcs and eventual writes: one \
+                         dropped ({n} so far)"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Sends server `id` what is queued for it, in order: one request at a time, with what
+/// queued while the last one was on its way.
+async fn relay_to(id: NodeId, transport: Arc<dyn Transport>, mut queue: mpsc::Receiver<Relayed>) {
+    while let Some(first) = queue.recv().await {
+        let mut items = vec![first];
+        while items.len() < RELAY_BATCH {
+            match queue.try_recv() {
+                Ok(item) => items.push(item),
+                Err(_) => break,
+            }
+        }
+        let Ok(body) = rmp_serde::to_vec(&Rpc::Relayed(items)) else {
+            continue;
+        };
+        if let Err(e) = transport.request(id, body, RELAY_TIMEOUT).await {
+            tracing::debug!("peers: server {id} did not take a relay: {e}");
         }
     }
 }
@@ -242,7 +284,7 @@ pub(crate) async fn run_presence(peers: Arc<Peers>) {
         };
         if broadcast {
             let mine: Vec<u64> = peers.state().local.keys().copied().collect();
-            peers.broadcast(Rpc::Presence(mine));
+            peers.broadcast(Relayed::Presence(mine));
         }
         let mut s = peers.state();
         let all = union(&s);

@@ -33,12 +33,20 @@ pub enum Rpc {
     PreVote {
         last_log: Option<openraft::LogId<NodeId>>,
     },
-    /// A Godot rpc for the receiver's own game clients (see `peers`).
-    Relay(PeerRpc),
+    /// Godot rpcs for the receiver's own game clients and stamped eventual writes for its
+    /// Godot and clients (see `peers`), in the order the sender made them.
+    Relayed(Vec<Relayed>),
+}
+
+/// What one server relays to another for its Godot and game clients.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Relayed {
+    /// A Godot rpc for the receiver's own game clients.
+    Rpc(PeerRpc),
+    /// A stamped write of an eventual property.
+    Eventual(EventualSet),
     /// The game clients connected to the sender now.
     Presence(Vec<u64>),
-    /// A stamped write of an eventual property, for the receiver's Godot and clients.
-    Eventual(EventualSet),
 }
 
 /// Why the leader did not take a forwarded proposal or read.
