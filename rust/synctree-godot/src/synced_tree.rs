@@ -130,6 +130,8 @@ pub struct SyncedTree {
     pending_scenes: HashMap<String, String>,
     last_status: Status,
     completions: Vec<Completion>,
+    /// This frame's requests are held back, to be proposed together (see `hold_frame`).
+    holding: bool,
 }
 
 /// The initial properties of a spawn: a Dictionary in GDScript, `{}` when omitted.
@@ -337,6 +339,8 @@ impl SyncedTree {
     /// Stops this server. Committed state stays in its data directory.
     #[func]
     fn stop(&mut self) {
+        // Requests held back this frame are dropped with the server (and fail below).
+        self.holding = false;
         if let Some(backend) = self.backend.take() {
             crate::multiplayer::install_link(None);
             self.link = None;
@@ -586,8 +590,12 @@ impl SyncedTree {
             (Ok(_), None) => self
                 .failed_now
                 .push((req.clone(), format!("{what}: {}", not_running()))),
-            (Ok(p), Some(server)) => {
-                let ticket = server.submit_read(p, property);
+            (Ok(p), Some(_)) => {
+                self.hold_frame();
+                let ticket = self
+                    .backend
+                    .as_ref()
+                    .map_or(0, |b| b.submit_read(p, property));
                 self.requests.insert(ticket, (req.clone(), what));
             }
         }
@@ -599,6 +607,16 @@ impl SyncedTree {
     #[func]
     fn _synctree_frame(&mut self) {
         self.pump();
+    }
+
+    /// Internal: proposes the requests held back this frame (deferred by `hold_frame`).
+    /// Do not call.
+    #[func]
+    fn _synctree_release(&mut self) {
+        self.holding = false;
+        if let Some(server) = self.backend.as_ref().and_then(Backend::server) {
+            server.release();
+        }
     }
 
     /// Benchmark: the main-thread cost of applying committed property events to the node at
@@ -1295,13 +1313,29 @@ impl SyncedTree {
                     .push((req.clone(), format!("{what}: {}", not_running())));
                 None
             }
-            (Ok(op), Some(server)) => {
-                let ticket = server.submit(op);
+            (Ok(op), Some(_)) => {
+                self.hold_frame();
+                let ticket = self.backend.as_ref().map_or(0, |b| b.submit(op));
                 self.requests.insert(ticket, (req.clone(), what));
                 Some(ticket)
             }
         };
         (req, ticket)
+    }
+
+    /// A server holds back the requests made until the deferred calls of this frame run
+    /// (right after the scripts that run now), then proposes them in one log entry: a
+    /// game's loop of `spawn` calls commits in one consensus round, not a round for the
+    /// first call and another for the rest.
+    fn hold_frame(&mut self) {
+        if self.holding {
+            return;
+        }
+        if let Some(server) = self.backend.as_ref().and_then(Backend::server) {
+            server.hold();
+            self.holding = true;
+            self.base_mut().call_deferred("_synctree_release", &[]);
+        }
     }
 
     /// Checks a property write on the main thread: the path, the property name, the value's

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 /// Most events in one log entry: big enough to amortise a consensus round, small enough
 /// that an AppendEntries of many entries still fits in one heartbeat interval.
-const MAX_BATCH_EVENTS: usize = 2048;
+pub(crate) const MAX_BATCH_EVENTS: usize = 2048;
 
 /// Longest wait for one forwarding attempt before the leader is looked up again.
 const FORWARD_ATTEMPT: Duration = Duration::from_secs(1);
@@ -64,6 +64,9 @@ pub(crate) enum Submission {
         ticket: u64,
         change: MembershipChange,
     },
+    /// Submissions held back and released together ([`crate::Server::hold`]): they go in
+    /// one batch.
+    Many(Vec<Submission>),
 }
 
 /// A finished request, identified by the ticket `submit` returned.
@@ -377,18 +380,24 @@ fn fail_queued(
     done: &Completions,
     error: RequestError,
 ) {
-    let mut next = Some(first);
-    while let Some(sub) = next.take() {
+    let mut queue = std::collections::VecDeque::from([first]);
+    while let Some(sub) = queue.pop_front() {
         let ticket = match sub {
             Submission::Write { ticket, .. }
             | Submission::Read { ticket, .. }
             | Submission::Membership { ticket, .. } => ticket,
+            Submission::Many(subs) => {
+                queue.extend(subs);
+                continue;
+            }
         };
         let _ = done.send(Completion {
             ticket,
             result: Err(error.clone()),
         });
-        next = rx.try_recv().ok();
+        if queue.is_empty() {
+            queue.extend(rx.try_recv().ok());
+        }
     }
 }
 
@@ -440,9 +449,15 @@ impl Inner {
         side: &mut JoinSet<()>,
     ) -> Option<Proposal> {
         let mut writes: Vec<(u64, Event)> = Vec::new();
-        let mut next = Some(first);
-        while let Some(sub) = next.take() {
+        // Submissions released together are taken whole (the batch may then pass
+        // MAX_BATCH_EVENTS: `hold` releases at most that many at once).
+        let mut queue = std::collections::VecDeque::from([first]);
+        while let Some(sub) = queue.pop_front() {
             match sub {
+                Submission::Many(subs) => {
+                    queue.extend(subs);
+                    continue;
+                }
                 Submission::Write { ticket, op, peer } => {
                     let event = Event {
                         id: OpId {
@@ -476,8 +491,8 @@ impl Inner {
                     });
                 }
             }
-            if writes.len() < MAX_BATCH_EVENTS {
-                next = rx.try_recv().ok();
+            if queue.is_empty() && writes.len() < MAX_BATCH_EVENTS {
+                queue.extend(rx.try_recv().ok());
             }
         }
         if writes.is_empty() {
