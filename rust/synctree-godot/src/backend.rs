@@ -18,6 +18,23 @@ impl Backend {
         }
     }
 
+    /// Holds back the requests made from now until [`Backend::release`] (see
+    /// `Node::hold` and `GameClient::hold`).
+    pub fn hold(&self) {
+        match self {
+            Backend::Server(s) => s.hold(),
+            Backend::Client(c) => c.hold(),
+        }
+    }
+
+    /// Sends what was held, together.
+    pub fn release(&self) {
+        match self {
+            Backend::Server(s) => s.release(),
+            Backend::Client(c) => c.release(),
+        }
+    }
+
     pub fn submit_read(&self, path: String, property: String) -> u64 {
         match self {
             Backend::Server(s) => s.submit_read(path, property),

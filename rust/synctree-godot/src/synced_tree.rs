@@ -614,8 +614,8 @@ impl SyncedTree {
     #[func]
     fn _synctree_release(&mut self) {
         self.holding = false;
-        if let Some(server) = self.backend.as_ref().and_then(Backend::server) {
-            server.release();
+        if let Some(backend) = self.backend.as_ref() {
+            backend.release();
         }
     }
 
@@ -1323,16 +1323,17 @@ impl SyncedTree {
         (req, ticket)
     }
 
-    /// A server holds back the requests made until the deferred calls of this frame run
-    /// (right after the scripts that run now), then proposes them in one log entry: a
+    /// Requests made are held back until the deferred calls of this frame run (right after
+    /// the scripts that run now), then go together: a server proposes them in one log
+    /// entry, a client sends them in one write (its server then proposes them together). A
     /// game's loop of `spawn` calls commits in one consensus round, not a round for the
     /// first call and another for the rest.
     fn hold_frame(&mut self) {
         if self.holding {
             return;
         }
-        if let Some(server) = self.backend.as_ref().and_then(Backend::server) {
-            server.hold();
+        if let Some(backend) = self.backend.as_ref() {
+            backend.hold();
             self.holding = true;
             self.base_mut().call_deferred("_synctree_release", &[]);
         }

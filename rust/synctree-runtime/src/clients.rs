@@ -39,7 +39,7 @@ use tokio::task::JoinSet;
 
 use crate::peers::Peers;
 use crate::pipe::{FrameRead, FrameWrite};
-use crate::proposer::{Done, RequestError, Submitter};
+use crate::proposer::{Done, RequestError, Submission, Submitter, MAX_BATCH_EVENTS};
 use synctree_raft::{Feed, FeedItem, NodeId, SharedState, Start};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::task::JoinHandle;
@@ -630,36 +630,63 @@ async fn read_requests(
     let mut handles = PropertyHandles::default();
     let mut stream_open = true;
     let mut dropped = 0u64;
+    // Writes and reads that arrived together, proposed together once no more are waiting
+    // (a client's frame of requests commits in one round), in the order the client made
+    // them.
+    let mut batch: Vec<Submission> = Vec::new();
+    let mut ahead = None;
     loop {
         while in_flight.try_join_next().is_some() {}
+        if ahead.is_none() && stream_open && batch.len() < MAX_BATCH_EVENTS {
+            ahead = frames.try_recv().ok().map(Some);
+        }
+        if ahead.is_none() {
+            ctx.submitter.send(std::mem::take(&mut batch));
+        }
         let datagram = async {
             match datagrams.as_mut() {
                 Some(d) => d.recv().await,
                 None => std::future::pending().await,
             }
         };
-        let body = tokio::select! {
-            frame = frames.recv(), if stream_open => match frame {
-                Some(Ok(body)) => body,
-                // The client closed its side cleanly: nothing more to read, the feed goes on.
-                Some(Err(FrameError::Truncated { got: 0, .. })) | None => {
-                    stream_open = false;
-                    continue;
-                }
-                Some(Err(e)) if e.is_violation() => {
-                    return Err(format!("bad request frame: {e}"))
-                }
-                // The connection went away: not the client's fault.
-                Some(Err(_)) => return Ok(()),
+        let frame = match ahead.take() {
+            Some(frame) => frame,
+            None => tokio::select! {
+                frame = frames.recv(), if stream_open => frame,
+                Some(d) = datagram => Some(Ok(d)),
+                // Both the stream and the datagrams ended: the connection is gone.
+                else => return Ok(()),
             },
-            Some(d) = datagram => d,
-            // Both the stream and the datagrams ended: the connection is gone.
-            else => return Ok(()),
         };
-        let Request { id, request } =
-            decode(&body, MAX_REQUEST_BYTES).map_err(|e| format!("malformed request: {e}"))?;
+        let body = match frame {
+            Some(Ok(body)) => body,
+            // The client closed its side cleanly: nothing more to read, the feed goes on.
+            Some(Err(FrameError::Truncated { got: 0, .. })) | None => {
+                stream_open = false;
+                continue;
+            }
+            Some(Err(e)) if e.is_violation() => {
+                ctx.submitter.send(batch);
+                return Err(format!("bad request frame: {e}"));
+            }
+            // The connection went away: not the client's fault.
+            Some(Err(_)) => {
+                ctx.submitter.send(batch);
+                return Ok(());
+            }
+        };
+        let decoded = decode(&body, MAX_REQUEST_BYTES)
+            .map_err(|e| format!("malformed request: {e}"))
+            .and_then(|r: Request| Ok((r.id, handles.incoming(r.request)?)));
+        let (id, request) = match decoded {
+            Ok(d) => d,
+            Err(e) => {
+                ctx.submitter.send(batch);
+                return Err(e);
+            }
+        };
         // A handle's declaration is part of the protocol, not a request (no rate limit).
-        let Some(request) = handles.incoming(request)? else {
+        let Some(request) = request else {
             continue;
         };
         let no_outcome = matches!(request, ClientRequest::Rpc(_) | ClientRequest::Eventual(_));
@@ -729,15 +756,29 @@ async fn read_requests(
                 }
             }
             Ok(request) => {
-                let submitter = ctx.submitter.clone();
                 let out = out.clone();
                 let write = matches!(request, ClientRequest::Write(_));
+                let (submission, waiting) = match ctx.submitter.prepare(peer, request) {
+                    Ok(prepared) => prepared,
+                    Err(e) => {
+                        let outcome = outcome_of(Err(e));
+                        if out
+                            .send(ServerMessage::Outcome { id, outcome })
+                            .await
+                            .is_err()
+                        {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                };
+                batch.push(submission);
                 let writes = writes.clone();
                 if write {
                     writes.fetch_add(1, Ordering::Relaxed);
                 }
                 in_flight.spawn(async move {
-                    let outcome = outcome_of(submitter.request(peer, request).await);
+                    let outcome = outcome_of(waiting.outcome().await);
                     let _ = out.send(ServerMessage::Outcome { id, outcome }).await;
                     if write {
                         writes.fetch_sub(1, Ordering::Relaxed);

@@ -88,6 +88,8 @@ pub struct GameClient {
     applied: Mutex<std::sync::mpsc::Receiver<Applied>>,
     status: Arc<Mutex<ClientStatus>>,
     requests: mpsc::UnboundedSender<Pending>,
+    /// Requests held back by [`GameClient::hold`], if holding.
+    held: Mutex<Option<Vec<Pending>>>,
     completions: Mutex<std::sync::mpsc::Receiver<Completion>>,
     done: std::sync::mpsc::Sender<Completion>,
     next_ticket: AtomicU64,
@@ -166,6 +168,7 @@ impl GameClient {
             applied: Mutex::new(rx),
             status,
             requests,
+            held: Mutex::new(None),
             completions: Mutex::new(completions),
             done,
             next_ticket: AtomicU64::new(1),
@@ -238,6 +241,33 @@ impl GameClient {
             request,
             made: Instant::now(),
         };
+        if let Some(held) = self.held.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            held.push(pending);
+            return ticket;
+        }
+        self.enqueue(pending);
+        ticket
+    }
+
+    /// Holds back the requests made from now until [`GameClient::release`], which sends
+    /// them together (in one write; the server proposes what arrives together in one batch).
+    pub fn hold(&self) {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(Vec::new);
+    }
+
+    /// Sends what was held, in order.
+    pub fn release(&self) {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
+        for pending in held.unwrap_or_default() {
+            self.enqueue(pending);
+        }
+    }
+
+    fn enqueue(&self, pending: Pending) {
+        let ticket = pending.ticket.unwrap_or(0);
         if self.requests.send(pending).is_err() {
             let reason = self
                 .status()
@@ -249,7 +279,6 @@ impl GameClient {
                 result: Err(RequestError::refused(reason)),
             });
         }
-        ticket
     }
 
     /// Moves finished requests into `out` without blocking.
@@ -520,22 +549,45 @@ async fn read_datagram_messages(
     }
 }
 
+/// Requests written to the stream in one go, at most.
+const MAX_REQUESTS_PER_WRITE: usize = 256;
+
 async fn send_request(
     send: &mut impl FrameWrite,
     p: &Pending,
     handles: &mut PropertyHandles,
 ) -> Result<(), String> {
+    send_requests(send, std::slice::from_ref(p), handles).await
+}
+
+/// Writes `batch` in order: those that may be lost as datagrams, the others in one write
+/// on the stream (after the property handles they name).
+async fn send_requests(
+    send: &mut impl FrameWrite,
+    batch: &[Pending],
+    handles: &mut PropertyHandles,
+) -> Result<(), String> {
     let encode = |id, request| encode(&Request { id, request }).map_err(|e| e.to_string());
-    if p.request.unreliable() {
-        return send
-            .send_datagram(encode(p.ticket.unwrap_or(0), p.request.clone())?)
-            .await;
+    let mut frames = Vec::with_capacity(batch.len());
+    for p in batch {
+        if p.request.unreliable() {
+            send.send_datagram(encode(p.ticket.unwrap_or(0), p.request.clone())?)
+                .await?;
+            continue;
+        }
+        let (declare, request) = handles.outgoing(&p.request);
+        if let Some(declare) = declare {
+            frames.push(encode(0, declare)?);
+        }
+        frames.push(encode(p.ticket.unwrap_or(0), request)?);
     }
-    let (declare, request) = handles.outgoing(&p.request);
-    let request = encode(p.ticket.unwrap_or(0), request)?;
-    match declare {
-        Some(declare) => send.write_frames(&[&encode(0, declare)?, &request]).await,
-        None => send.write(&[&request]).await,
+    match frames.as_slice() {
+        [] => Ok(()),
+        [one] => send.write(&[one]).await,
+        many => {
+            let parts: Vec<&[u8]> = many.iter().map(Vec::as_slice).collect();
+            send.write_frames(&parts).await
+        }
     }
 }
 
@@ -561,8 +613,16 @@ async fn serve_session(
             m = messages.recv() => m.ok_or("connection reader stopped")??,
             p = link.requests.recv(), if welcomed => {
                 let Some(p) = p else { return Ok(Ended::LiveTreeGone) };
-                in_flight.extend(p.ticket);
-                send_request(send, &p, &mut handles).await?;
+                // What else is waiting goes in the same write.
+                let mut batch = vec![p];
+                while batch.len() < MAX_REQUESTS_PER_WRITE {
+                    match link.requests.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                in_flight.extend(batch.iter().filter_map(|p| p.ticket));
+                send_requests(send, &batch, &mut handles).await?;
                 continue;
             }
         };

@@ -184,18 +184,14 @@ pub(crate) fn queue() -> Queue {
 }
 
 impl Submitter {
-    /// Proposes (or reads) for client `peer` and waits for the outcome.
-    pub(crate) async fn request(
+    /// The submission of client `peer`'s write or read, to hand to [`Submitter::send`], and
+    /// what waits for its outcome. Rpcs and the rest are not proposed: refused.
+    pub(crate) fn prepare(
         &self,
         peer: u64,
         request: ClientRequest,
-    ) -> Result<Done, RequestError> {
+    ) -> Result<(Submission, Waiting), RequestError> {
         let ticket = REMOTE_TICKET | self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.remote
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(ticket, tx);
         let submission = match request {
             ClientRequest::Write(op) => Submission::Write { ticket, op, peer },
             ClientRequest::Read { path, property } => Submission::Read {
@@ -207,23 +203,53 @@ impl Submitter {
             | ClientRequest::Eventual(_)
             | ClientRequest::Handle { .. }
             | ClientRequest::Set { .. } => {
-                self.remote
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&ticket);
                 return Err(RequestError::refused(
                     "internal error: only writes and reads are proposed (the session resolves the rest)",
                 ));
             }
         };
-        if self.tx.send(submission).is_err() {
-            self.remote
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&ticket);
-            return Err(RequestError::refused("the server is stopping"));
+        let (tx, rx) = oneshot::channel();
+        self.remote
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ticket, tx);
+        Ok((submission, Waiting(rx)))
+    }
+
+    /// Queues submissions for the proposer, in order (several go in one batch). A client's
+    /// requests are queued here in the order it made them, before anything waits: tasks
+    /// that each queued their own could start in any order.
+    pub(crate) fn send(&self, mut submissions: Vec<Submission>) {
+        let submission = match submissions.len() {
+            0 => return,
+            1 => submissions.remove(0),
+            _ => Submission::Many(submissions),
+        };
+        if let Err(mpsc::error::SendError(unsent)) = self.tx.send(submission) {
+            // Stopping: the waiters fail ("the server stopped").
+            let mut remote = self.remote.lock().unwrap_or_else(|p| p.into_inner());
+            let mut queue = std::collections::VecDeque::from([unsent]);
+            while let Some(s) = queue.pop_front() {
+                match s {
+                    Submission::Many(subs) => queue.extend(subs),
+                    Submission::Write { ticket, .. }
+                    | Submission::Read { ticket, .. }
+                    | Submission::Membership { ticket, .. } => {
+                        remote.remove(&ticket);
+                    }
+                }
+            }
         }
-        rx.await
+    }
+}
+
+/// Waits for the outcome of a submission made by [`Submitter::prepare`].
+pub(crate) struct Waiting(oneshot::Receiver<Result<Done, RequestError>>);
+
+impl Waiting {
+    pub(crate) async fn outcome(self) -> Result<Done, RequestError> {
+        self.0
+            .await
             .unwrap_or_else(|_| Err(RequestError::uncertain("the server stopped")))
     }
 }

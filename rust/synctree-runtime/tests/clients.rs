@@ -832,3 +832,55 @@ fn a_client_is_not_sent_the_subtrees_hidden_from_it() {
         s.shutdown();
     }
 }
+
+#[test]
+fn a_clients_writes_commit_in_the_order_it_made_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (servers, connect) = servers_for_alice_and_bob(dir.path());
+    let leader = leader_of(&servers.iter().collect::<Vec<_>>());
+    let ls = servers.iter().find(|s| s.id() == leader).unwrap();
+    let mut node = spawn("A");
+    if let Op::Spawn { owner, props, .. } = &mut node {
+        *owner = peer_id_of(TOKEN);
+        props.push(("hp".into(), Value::Int(0)));
+    }
+    complete(ls, ls.submit(node)).expect("spawn A for alice");
+    let alice = connect(TOKEN, 2);
+    wait_until("alice connects", || alice.status().server == Some(2));
+    // Each write expects the one before it: any two applied out of order fail.
+    let cas = |v: i64| Op::CompareAndSet {
+        path: "A".into(),
+        property: "hp".into(),
+        expected: Some(Value::Int(v - 1)),
+        value: Value::Int(v),
+    };
+    // A held frame (sent in one write, proposed together), then writes made one by one.
+    alice.hold();
+    let mut tickets: Vec<u64> = (1..=50).map(|v| alice.submit(cas(v))).collect();
+    alice.release();
+    tickets.extend((51..=150).map(|v| alice.submit(cas(v))));
+    let outcomes = client_complete_all(&alice, &tickets);
+    let mut last = 0;
+    for (i, o) in outcomes.iter().enumerate() {
+        match o {
+            Ok(Done::Write { index, .. }) => {
+                assert!(
+                    *index >= last,
+                    "write {} committed before the one made before it",
+                    i + 1
+                );
+                last = *index;
+            }
+            other => panic!("write {} did not apply in order: {other:?}", i + 1),
+        }
+    }
+    for s in &servers {
+        wait_until("every server ends on 150", || {
+            s.inspect(|st| st.tree.get("A", "hp").cloned()) == Some(Value::Int(150))
+        });
+    }
+    drop(alice);
+    for s in servers {
+        s.shutdown();
+    }
+}
