@@ -89,7 +89,7 @@ pub struct GameClient {
     status: Arc<Mutex<ClientStatus>>,
     requests: mpsc::UnboundedSender<Pending>,
     /// Requests held back by [`GameClient::hold`], if holding.
-    held: Mutex<Option<Vec<Pending>>>,
+    held: crate::held::Held<Pending>,
     completions: Mutex<std::sync::mpsc::Receiver<Completion>>,
     done: std::sync::mpsc::Sender<Completion>,
     next_ticket: AtomicU64,
@@ -168,7 +168,7 @@ impl GameClient {
             applied: Mutex::new(rx),
             status,
             requests,
-            held: Mutex::new(None),
+            held: Default::default(),
             completions: Mutex::new(completions),
             done,
             next_ticket: AtomicU64::new(1),
@@ -241,27 +241,21 @@ impl GameClient {
             request,
             made: Instant::now(),
         };
-        if let Some(held) = self.held.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-            held.push(pending);
-            return ticket;
+        if let Some(pending) = self.held.keep(pending) {
+            self.enqueue(pending);
         }
-        self.enqueue(pending);
         ticket
     }
 
     /// Holds back the requests made from now until [`GameClient::release`], which sends
     /// them together (in one write; the server proposes what arrives together in one batch).
     pub fn hold(&self) {
-        self.held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert_with(Vec::new);
+        self.held.hold();
     }
 
     /// Sends what was held, in order.
     pub fn release(&self) {
-        let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
-        for pending in held.unwrap_or_default() {
+        for pending in self.held.take() {
             self.enqueue(pending);
         }
     }

@@ -20,6 +20,7 @@ mod config;
 mod elector;
 mod game_client;
 mod handler;
+mod held;
 mod membership;
 mod network;
 mod node;

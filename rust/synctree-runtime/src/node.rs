@@ -80,7 +80,7 @@ pub struct Node {
     inner: Arc<Inner>,
     submit_tx: mpsc::UnboundedSender<Submission>,
     /// Submissions held back by [`Node::hold`], if holding.
-    held: Mutex<Option<Vec<Submission>>>,
+    held: crate::held::Held<Submission>,
     completions: Mutex<std::sync::mpsc::Receiver<Completion>>,
     applied: Mutex<mpsc::Receiver<Applied>>,
     next_ticket: AtomicU64,
@@ -236,7 +236,7 @@ impl Node {
         Ok(Node {
             inner,
             submit_tx,
-            held: Mutex::new(None),
+            held: Default::default(),
             completions: Mutex::new(done_rx),
             applied: Mutex::new(applied_rx),
             next_ticket: AtomicU64::new(1),
@@ -285,10 +285,9 @@ impl Node {
     }
 
     fn send(&self, submission: Submission) {
-        if let Some(held) = self.held.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-            held.push(submission);
+        let Some(submission) = self.held.keep(submission) else {
             return;
-        }
+        };
         // The receiver lives as long as the node; after a stop the ticket never completes.
         let _ = self.submit_tx.send(submission);
     }
@@ -298,17 +297,13 @@ impl Node {
     /// (a game's loop of `spawn` calls) would otherwise go as one small batch and, a
     /// consensus round later, the rest. The SyncedTree holds a frame's requests.
     pub fn hold(&self) {
-        self.held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert_with(Vec::new);
+        self.held.hold();
     }
 
     /// Hands what was held to the proposer, in order, to go in one batch (in batches of at
     /// most the largest batch).
     pub fn release(&self) {
-        let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let mut held = held.unwrap_or_default();
+        let mut held = self.held.take();
         while !held.is_empty() {
             let rest = held.split_off(held.len().min(crate::proposer::MAX_BATCH_EVENTS));
             let _ = self.submit_tx.send(Submission::Many(held));
