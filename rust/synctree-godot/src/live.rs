@@ -450,6 +450,15 @@ impl LiveTree {
             return None;
         };
         let spawner = scene.strip_prefix(SPAWNER_SCENE)?;
+        // A missing parent: nothing is made (the spawn logs it).
+        if *parent != ROOT_KEY
+            && !self
+                .nodes
+                .get(parent)
+                .is_some_and(|p| p.node.is_instance_valid())
+        {
+            return None;
+        }
         if !self.adopt.is_empty() {
             let parent_path = match *parent {
                 ROOT_KEY => String::new(),

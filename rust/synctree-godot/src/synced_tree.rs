@@ -1104,6 +1104,8 @@ impl SyncedTree {
             .filter_map(|n| self.synced_path_of(n))
             .filter_map(|p| self.live.key_of(&p))
             .collect();
+        // Where the SyncedTree is now (rpcs of hidden nodes are told apart by it).
+        server.set_tree_path(&self.base().get_path().to_string());
         server.set_client_view(peer, keys);
     }
 

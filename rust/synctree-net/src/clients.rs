@@ -24,7 +24,9 @@ use rustls::RootCertStore;
 use crate::{tls, CertError, StartError, TlsError, TlsMaterial};
 
 /// ALPN protocol id of the client protocol.
-pub const CLIENT_ALPN: &[u8] = b"synctree-client/1";
+/// Version 3 of the client protocol framed with a LEB128 length: a client of another framing
+/// could not even say its version, so the ALPN changed with it.
+pub const CLIENT_ALPN: &[u8] = b"synctree-client/3";
 
 fn transport() -> Result<Arc<TransportConfig>, StartError> {
     let mut t = TransportConfig::default();

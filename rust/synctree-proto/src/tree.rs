@@ -624,8 +624,10 @@ mod tests {
             .pack(crate::EntryEffects { index: 1, effects })
             .effects;
         crate::filter_hidden_wire(&mut hidden, &mut effects);
+        // The name definitions of what was left out, then E's spawn.
         assert_eq!(effects.len(), 2, "{effects:?}");
-        assert!(matches!(&effects[0], crate::WireEffect::Spawned { name, .. } if name == "E"));
+        assert!(matches!(&effects[0], crate::WireEffect::Names(_)));
+        assert!(matches!(&effects[1], crate::WireEffect::Spawned { name, .. } if name == "E"));
         assert!(!hidden.contains(&a), "a despawned hidden node is forgotten");
     }
 

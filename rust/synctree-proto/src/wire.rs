@@ -228,7 +228,7 @@ impl NameDecoder {
 }
 
 /// Drops from `effects` what concerns nodes in `hidden` (a client's hidden subtrees), except
-/// the names it defines, and keeps `hidden` up to date: a node spawned under a hidden one is
+/// the names it defines (given first, in a [`WireEffect::Names`]), and keeps `hidden` up to date: a node spawned under a hidden one is
 /// hidden too, a despawned one is forgotten.
 pub fn filter_hidden_wire(hidden: &mut HashSet<NodeKey>, effects: &mut Vec<WireEffect>) {
     let mut defined = Vec::new();
@@ -263,8 +263,9 @@ pub fn filter_hidden_wire(hidden: &mut HashSet<NodeKey>, effects: &mut Vec<WireE
         }
         keep
     });
+    // First: an effect kept in the same entry may use a name a dropped one defined.
     if !defined.is_empty() {
-        effects.push(WireEffect::Names(defined));
+        effects.insert(0, WireEffect::Names(defined));
     }
 }
 
@@ -342,7 +343,7 @@ mod tests {
         filter_hidden_wire(&mut hidden, &mut effects);
         assert_eq!(hidden, HashSet::from([1, 2]));
         assert!(
-            matches!(effects.as_slice(), [WireEffect::Spawned { node: 1, .. }, WireEffect::Names(n)] if n.len() == 1)
+            matches!(effects.as_slice(), [WireEffect::Names(n), WireEffect::Spawned { node: 1, .. }] if n.len() == 1)
         );
         let mut dec = NameDecoder::default();
         let got = dec.unpack(WireEntry { index: 1, effects }).unwrap();
@@ -351,6 +352,17 @@ mod tests {
             dec.unpack(second).unwrap().effects,
             vec![set(3, "score", 2)]
         );
+
+        // A kept effect of the same entry uses the name a dropped one defined.
+        let mut enc = NameEncoder::default();
+        let mut effects = enc
+            .pack(entry(1, vec![set(1, "ammo", 1), set(3, "ammo", 2)]))
+            .effects;
+        filter_hidden_wire(&mut HashSet::from([1]), &mut effects);
+        let got = NameDecoder::default()
+            .unpack(WireEntry { index: 1, effects })
+            .unwrap();
+        assert_eq!(got.effects, vec![set(3, "ammo", 2)]);
     }
 
     #[test]

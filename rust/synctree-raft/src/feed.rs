@@ -138,6 +138,11 @@ impl Feed {
         let _ = self.tx.send(FeedItem::Chunk(chunk));
     }
 
+    /// Every name numbered so far (a superset of what any chunk published until now uses).
+    pub fn names(&self) -> Vec<CompactString> {
+        self.names.lock().unwrap_or_else(|p| p.into_inner()).names()
+    }
+
     /// Called by the state machine when the state was replaced by a snapshot (holding the
     /// write lock): history no longer leads to the new state.
     pub(crate) fn reset(&self) {
@@ -169,7 +174,6 @@ impl Feed {
                 tree: s.tree.clone(),
             },
         };
-        let names = self.names.lock().unwrap_or_else(|p| p.into_inner()).names();
-        (start, names, rx)
+        (start, self.names(), rx)
     }
 }

@@ -727,6 +727,7 @@ async fn read_requests(
                     .await
                     .is_err()
                 {
+                    ctx.submitter.send(batch);
                     return Ok(());
                 }
             }
@@ -767,6 +768,7 @@ async fn read_requests(
                             .await
                             .is_err()
                         {
+                            ctx.submitter.send(batch);
                             return Ok(());
                         }
                         continue;
@@ -1010,7 +1012,13 @@ async fn stream_feed(
                             }
                         }
                     }
+                    let before = chunks.len();
                     chunks.retain(|c| after.is_none_or(|a| c.last > a));
+                    if chunks.len() < before {
+                        // Chunks the client has are not sent; names they were the first to
+                        // give are (all names so far: numbers never change).
+                        send_message(send, &ServerMessage::Names(ctx.feed.names())).await?;
+                    }
                     if let Some(last) = chunks.last() {
                         let last = last.last;
                         let mut with = held.release(last);

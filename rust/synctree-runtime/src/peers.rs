@@ -236,7 +236,8 @@ impl Peers {
 }
 
 /// Sends server `id` what is queued for it, in order: one request at a time, with what
-/// queued while the last one was on its way.
+/// queued while the last one was on its way. (A request not answered within
+/// `RELAY_TIMEOUT` is given up; if it arrives after all, it may follow the next one.)
 async fn relay_to(id: NodeId, transport: Arc<dyn Transport>, mut queue: mpsc::Receiver<Relayed>) {
     while let Some(first) = queue.recv().await {
         let mut items = vec![first];

@@ -213,7 +213,12 @@ impl Submitter {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(ticket, tx);
-        Ok((submission, Waiting(rx)))
+        let waiting = Waiting {
+            rx,
+            ticket,
+            remote: self.remote.clone(),
+        };
+        Ok((submission, waiting))
     }
 
     /// Queues submissions for the proposer, in order (several go in one batch). A client's
@@ -226,7 +231,7 @@ impl Submitter {
             _ => Submission::Many(submissions),
         };
         if let Err(mpsc::error::SendError(unsent)) = self.tx.send(submission) {
-            // Stopping: the waiters fail ("the server stopped").
+            // Stopping: certainly not proposed.
             let mut remote = self.remote.lock().unwrap_or_else(|p| p.into_inner());
             let mut queue = std::collections::VecDeque::from([unsent]);
             while let Some(s) = queue.pop_front() {
@@ -235,7 +240,10 @@ impl Submitter {
                     Submission::Write { ticket, .. }
                     | Submission::Read { ticket, .. }
                     | Submission::Membership { ticket, .. } => {
-                        remote.remove(&ticket);
+                        if let Some(waiter) = remote.remove(&ticket) {
+                            let _ =
+                                waiter.send(Err(RequestError::refused("the server is stopping")));
+                        }
                     }
                 }
             }
@@ -243,14 +251,28 @@ impl Submitter {
     }
 }
 
-/// Waits for the outcome of a submission made by [`Submitter::prepare`].
-pub(crate) struct Waiting(oneshot::Receiver<Result<Done, RequestError>>);
+/// Waits for the outcome of a submission made by [`Submitter::prepare`]. Dropped unfinished
+/// (its client went away), it stops waiting: the outcome, if one comes, is dropped.
+pub(crate) struct Waiting {
+    rx: oneshot::Receiver<Result<Done, RequestError>>,
+    ticket: u64,
+    remote: Waiters,
+}
 
 impl Waiting {
-    pub(crate) async fn outcome(self) -> Result<Done, RequestError> {
-        self.0
+    pub(crate) async fn outcome(mut self) -> Result<Done, RequestError> {
+        (&mut self.rx)
             .await
             .unwrap_or_else(|_| Err(RequestError::uncertain("the server stopped")))
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.remote
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.ticket);
     }
 }
 
