@@ -32,6 +32,8 @@ extends Node
 ##       signals seen meanwhile ({predicted, committed, reason}).
 ##   {"cmd":"rpc","to":PEER,"method":"ping","value":V} -> {"ok":true,"error":ERR}: Probe.rpc_id
 ##   {"cmd":"rpc_log"} -> {"ok":true,"calls":[{method, sender, value, on}]}: rpcs Probe ran
+##   {"cmd":"node_rpc","path":"P","method":"poke","value":V} -> {"ok":true,"error":ERR}:
+##       rpc() of a method of the node at P under World, to every peer (game code)
 ##   {"cmd":"spawn_player","peer":P} -> adds res://game/player.tscn named P under World (game
 ##       code; PlayerSpawner and its MultiplayerSynchronizer replicate it)
 ##   {"cmd":"spawn_bullet","id":N,"from":"Vector2(1, 2)","angle":0.5} -> {"name":..}:
@@ -319,6 +321,12 @@ func _handle(line: String) -> Dictionary:
 			return await _membership(request)
 		"predict":
 			return await _predict(request)
+		"node_rpc":
+			var callee = world.get_node_or_null(NodePath(str(request.get("path", ""))))
+			if callee == null:
+				return _error("node_rpc: no node at %s" % request.get("path"))
+			var sent: int = callee.rpc(StringName(str(request.get("method", ""))), request.get("value"))
+			return {"ok": true, "error": sent}
 		"rpc":
 			var probe := get_node("Probe")
 			var err: int = probe.rpc_id(int(request.get("to", 0)), StringName(str(request.get("method", ""))), request.get("value"))

@@ -10,7 +10,7 @@
 use anyhow::{ensure, Result};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use synctree_e2e::{client_limits, Cluster, ClusterConfig, Op};
+use synctree_e2e::{client_limits, Cluster, ClusterConfig, Op, Who};
 
 fn peer_of(cluster: &Cluster, n: u64) -> Result<u64> {
     let s = cluster.client_control(n)?.status()?;
@@ -580,6 +580,27 @@ fn spawner_and_synchronizer(enet: bool) -> Result<()> {
     ensure!(
         instance(1, &pa.to_string())? != 0,
         "client 1 lost its own player"
+    );
+    // An rpc of the hidden player, from a server's game code to every peer: client 1 runs
+    // it; client 2, which cannot see the node, is not sent it (it would refuse it, logging
+    // "no such node here"), as with SceneMultiplayer.
+    cluster.control(1)?.request(&json!({"cmd": "node_rpc",
+        "path": pa.to_string(), "method": "poke", "value": "seven"}))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = cluster.client_control(1)?.request(&json!({"cmd": "get",
+            "path": pa.to_string(), "property": "pokes"}))?;
+        if r["value"] == r#"["seven"]"# {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "client 1 never ran poke: {r}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let log = cluster.log_tail_of(Who::Client(2), 400);
+    ensure!(
+        !log.contains("rpc 'poke'"),
+        "client 2 was sent an rpc of a node hidden from it:\n{log}"
     );
     ensure!(
         instance(2, "Bullet1")? == bullet,

@@ -4,8 +4,15 @@ extends Node2D
 ## health, and its Body child's modulate (a child-node property path). The end-to-end tests run it unchanged on SyncedMultiplayerAPI.
 
 @export var health := 100
+## What `poke` rpcs brought, in order (the tests read it).
+var pokes: Array = []
 
 
 func _enter_tree() -> void:
 	if str(name).is_valid_int():
 		set_multiplayer_authority(str(name).to_int())
+
+
+@rpc("any_peer", "call_remote", "reliable")
+func poke(value) -> void:
+	pokes.append(value)
