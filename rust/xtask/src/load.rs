@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use synctree_net::frame::{read_varint_frame as read_frame, write_varint_frame as write_frame};
 use synctree_proto::{
-    decode, encode, ClientRequest, Hello, Op, Outcome, Request, ServerMessage, Value,
-    CLIENT_PROTOCOL_VERSION,
+    decode, encode, ClientRequest, Hello, Op, Outcome, PropertyHandles, Request, ServerMessage,
+    Value, CLIENT_PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -176,6 +176,8 @@ impl Client {
                 request: ClientRequest::Write(op),
             })?)
         };
+        // Writes of its property go by handle, as a Godot client's do.
+        let mut handles = PropertyHandles::default();
         let spawn = Op::Spawn {
             parent: String::new(),
             name: format!("L{i}"),
@@ -209,12 +211,18 @@ impl Client {
                 }
                 _ = interval.tick() => {
                     value += 1;
-                    let op = Op::SetProperty {
+                    let write = ClientRequest::Write(Op::SetProperty {
                         path: format!("L{i}"),
                         property: property.to_owned(),
                         value: Value::Int(value),
-                    };
-                    write_frame(&mut send, &[&request(next_id, op)?]).await?;
+                    });
+                    let (declare, set) = handles.outgoing(&write);
+                    if let Some(declare) = declare {
+                        write_frame(&mut send, &[&encode(&Request { id: 0, request: declare })?])
+                            .await?;
+                    }
+                    write_frame(&mut send, &[&encode(&Request { id: next_id, request: set })?])
+                        .await?;
                     sent.insert(next_id, Instant::now());
                     next_id += 1;
                 }
