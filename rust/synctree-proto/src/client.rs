@@ -343,6 +343,9 @@ pub enum ServerMessage {
     /// A stamped write of an eventual property.
     #[serde(rename = "V")]
     Eventual(EventualSet),
+    /// Several, in one datagram.
+    #[serde(rename = "VV")]
+    Eventuals(Vec<EventualSet>),
     /// The other peers connected to the cluster now (every server; this client excluded).
     #[serde(rename = "P")]
     Peers(Vec<u64>),
@@ -415,7 +418,7 @@ impl ServerMessage {
     pub fn unreliable(&self) -> bool {
         match self {
             ServerMessage::Rpc(rpc) => rpc.unreliable(),
-            ServerMessage::Eventual(_) => true,
+            ServerMessage::Eventual(_) | ServerMessage::Eventuals(_) => true,
             _ => false,
         }
     }

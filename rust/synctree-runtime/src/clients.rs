@@ -922,6 +922,45 @@ impl Held {
 }
 /// Feed chunks written to a client in one go, at most.
 const COALESCE_CHUNKS: usize = 256;
+/// Other messages (outcomes, rpcs, eventual writes) taken for a client in one go, at most.
+const COALESCE_MESSAGES: usize = 256;
+/// Eventual writes packed in one datagram, up to about this many bytes (QUIC datagrams on
+/// a 1500-byte path take ~1200).
+const EVENTUALS_PER_DATAGRAM_BYTES: usize = 1000;
+
+/// Sends a client eventual writes, as few datagrams as they fit in: a client is sent every
+/// other player's high-rate updates, as SceneMultiplayer packs its synchronizers' into one
+/// packet per peer.
+async fn send_eventuals(
+    send: &mut impl FrameWrite,
+    sets: Vec<synctree_proto::EventualSet>,
+) -> Result<(), String> {
+    let mut pack = Vec::new();
+    let mut size = 0;
+    for set in sets {
+        let len = encode(&set).map_err(|e| e.to_string())?.len();
+        if !pack.is_empty() && size + len > EVENTUALS_PER_DATAGRAM_BYTES {
+            send_pack(send, std::mem::take(&mut pack)).await?;
+            size = 0;
+        }
+        size += len;
+        pack.push(set);
+    }
+    send_pack(send, pack).await
+}
+
+async fn send_pack(
+    send: &mut impl FrameWrite,
+    mut pack: Vec<synctree_proto::EventualSet>,
+) -> Result<(), String> {
+    let message = match pack.len() {
+        0 => return Ok(()),
+        1 => ServerMessage::Eventual(pack.remove(0)),
+        _ => ServerMessage::Eventuals(pack),
+    };
+    send.send_datagram(encode(&message).map_err(|e| e.to_string())?)
+        .await
+}
 
 /// Sends the client's starting point, then live entries and the outcomes of its requests,
 /// until the client goes away.
@@ -980,19 +1019,32 @@ async fn stream_feed(
                     break;
                 }
                 Some(message) = outcomes.recv() => {
-                    if !shown(ctx, &hidden, &message) {
-                        continue;
+                    // What else waits goes now too: eventual writes packed in datagrams.
+                    let mut batch = vec![message];
+                    while batch.len() < COALESCE_MESSAGES {
+                        match outcomes.try_recv() {
+                            Ok(m) => batch.push(m),
+                            Err(_) => break,
+                        }
                     }
-                    if let Some(index) = Held::waits(&message, after) {
-                        held.0.push((index, message));
-                        continue;
+                    let mut sets = Vec::new();
+                    for message in batch {
+                        if !shown(ctx, &hidden, &message) {
+                            continue;
+                        }
+                        if let Some(index) = Held::waits(&message, after) {
+                            held.0.push((index, message));
+                            continue;
+                        }
+                        match message.committed(after.unwrap_or(0)) {
+                            ServerMessage::Eventual(set) => sets.push(set),
+                            m if m.unreliable() => {
+                                send.send_datagram(encode(&m).map_err(|e| e.to_string())?).await?
+                            }
+                            m => send_message(send, &m).await?,
+                        }
                     }
-                    let message = message.committed(after.unwrap_or(0));
-                    if message.unreliable() {
-                        send.send_datagram(encode(&message).map_err(|e| e.to_string())?).await?;
-                    } else {
-                        send_message(send, &message).await?;
-                    }
+                    send_eventuals(send, sets).await?;
                     continue;
                 }
             };
@@ -1086,6 +1138,64 @@ async fn stream_feed(
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    /// Keeps what a session sends: frames and datagrams.
+    #[derive(Default)]
+    struct Sent {
+        frames: Vec<Vec<u8>>,
+        datagrams: Vec<Vec<u8>>,
+    }
+
+    impl FrameWrite for Sent {
+        async fn write(&mut self, parts: &[&[u8]]) -> Result<(), String> {
+            self.frames.push(parts.concat());
+            Ok(())
+        }
+
+        async fn send_datagram(&mut self, bytes: Vec<u8>) -> Result<(), String> {
+            self.datagrams.push(bytes);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn eventual_writes_share_datagrams() {
+        let set = |i: u64| synctree_proto::EventualSet {
+            from: 7,
+            path: format!("Players/{i}"),
+            property: "position".into(),
+            value: synctree_proto::Value::Vector2([i as f32, 2.0]),
+            stamp: Some(synctree_proto::Stamp::from_parts(1 << 40, 2)),
+        };
+        let mut sent = Sent::default();
+        send_eventuals(&mut sent, (0..60).map(set).collect())
+            .await
+            .unwrap();
+        // ~50 bytes each: 60 of them in 3-4 datagrams of at most ~1000 bytes.
+        assert!(sent.frames.is_empty());
+        assert!(
+            (2..=4).contains(&sent.datagrams.len()),
+            "{} datagrams",
+            sent.datagrams.len()
+        );
+        let mut got = Vec::new();
+        for d in &sent.datagrams {
+            assert!(d.len() <= EVENTUALS_PER_DATAGRAM_BYTES + 64, "{}", d.len());
+            match synctree_proto::decode::<ServerMessage>(d, d.len()).unwrap() {
+                ServerMessage::Eventuals(sets) => got.extend(sets),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got, (0..60).map(set).collect::<Vec<_>>());
+        // One alone goes as it is.
+        let mut sent = Sent::default();
+        send_eventuals(&mut sent, vec![set(1)]).await.unwrap();
+        let d = &sent.datagrams[0];
+        assert_eq!(
+            synctree_proto::decode::<ServerMessage>(d, d.len()).unwrap(),
+            ServerMessage::Eventual(set(1))
+        );
+    }
 
     #[test]
     fn views_of_peers_that_left_are_forgotten() {

@@ -660,6 +660,12 @@ async fn serve_session(
                 let _ = link.eventual.send(set);
                 continue;
             }
+            ServerMessage::Eventuals(sets) => {
+                for set in sets {
+                    let _ = link.eventual.send(set);
+                }
+                continue;
+            }
             ServerMessage::Peers(peers) => {
                 set(&|s| s.peers = peers.clone());
                 continue;
