@@ -58,6 +58,9 @@ pub enum ClientRequest {
     /// A write of an eventual property; no outcome is sent.
     #[serde(rename = "V")]
     Eventual(EventualSet),
+    /// Several, in one datagram (each counts as a request for the rate limit).
+    #[serde(rename = "VV")]
+    Eventuals(Vec<EventualSet>),
     /// Names a node's property for the rest of the connection, so that later writes of it
     /// are [`ClientRequest::Set`]s (no outcome is sent). See [`PropertyHandles`].
     #[serde(rename = "H")]
@@ -429,7 +432,7 @@ impl ClientRequest {
     pub fn unreliable(&self) -> bool {
         match self {
             ClientRequest::Rpc(rpc) => rpc.unreliable(),
-            ClientRequest::Eventual(_) => true,
+            ClientRequest::Eventual(_) | ClientRequest::Eventuals(_) => true,
             _ => false,
         }
     }

@@ -689,8 +689,17 @@ async fn read_requests(
         let Some(request) = request else {
             continue;
         };
-        let no_outcome = matches!(request, ClientRequest::Rpc(_) | ClientRequest::Eventual(_));
-        let request = if limiter.check().is_err() {
+        let no_outcome = matches!(
+            request,
+            ClientRequest::Rpc(_) | ClientRequest::Eventual(_) | ClientRequest::Eventuals(_)
+        );
+        let cost = match &request {
+            ClientRequest::Eventuals(sets) => sets.len(),
+            _ => 1,
+        };
+        let within = NonZeroU32::new(u32::try_from(cost).unwrap_or(u32::MAX))
+            .is_none_or(|n| matches!(limiter.check_n(n), Ok(Ok(()))));
+        let request = if !within {
             Err(format!(
                 "rate limit exceeded: a client may make {} requests per second (bursts of \
                  {}); request not proposed",
@@ -735,25 +744,10 @@ async fn read_requests(
                 rpc.from = peer;
                 ctx.peers.client_sent(rpc);
             }
-            Ok(ClientRequest::Eventual(mut set)) => {
-                set.from = peer;
-                set.stamp = None;
-                let owner = ctx
-                    .shared
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .tree
-                    .owner_of(&set.path);
-                let valid = synctree_proto::validate_property(&set.property).is_ok();
-                if owner == Some(peer) && !set.path.is_empty() && valid {
-                    ctx.peers.eventual(set, true);
-                } else {
-                    tracing::warn!(
-                        node = ctx.server,
-                        "eventual write of '{}'.{} from peer {peer} dropped: it does not own that node, or the property name is invalid",
-                        set.path,
-                        set.property
-                    );
+            Ok(ClientRequest::Eventual(set)) => take_eventual(&ctx, peer, set),
+            Ok(ClientRequest::Eventuals(sets)) => {
+                for set in sets {
+                    take_eventual(&ctx, peer, set);
                 }
             }
             Ok(request) => {
@@ -788,6 +782,30 @@ async fn read_requests(
                 });
             }
         }
+    }
+}
+
+/// An eventual write from client `peer`: stamped and handed on if the client owns the node
+/// and the property name is valid; else dropped, and logged.
+fn take_eventual(ctx: &Ctx, peer: u64, mut set: synctree_proto::EventualSet) {
+    set.from = peer;
+    set.stamp = None;
+    let owner = ctx
+        .shared
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .tree
+        .owner_of(&set.path);
+    let valid = synctree_proto::validate_property(&set.property).is_ok();
+    if owner == Some(peer) && !set.path.is_empty() && valid {
+        ctx.peers.eventual(set, true);
+    } else {
+        tracing::warn!(
+            node = ctx.server,
+            "eventual write of '{}'.{} from peer {peer} dropped: it does not own that node, or the property name is invalid",
+            set.path,
+            set.property
+        );
     }
 }
 

@@ -545,6 +545,8 @@ async fn read_datagram_messages(
 
 /// Requests written to the stream in one go, at most.
 const MAX_REQUESTS_PER_WRITE: usize = 256;
+/// Eventual writes packed in one datagram, up to about this many bytes.
+const EVENTUALS_PER_DATAGRAM_BYTES: usize = 1000;
 
 async fn send_request(
     send: &mut impl FrameWrite,
@@ -563,7 +565,23 @@ async fn send_requests(
 ) -> Result<(), String> {
     let encode = |id, request| encode(&Request { id, request }).map_err(|e| e.to_string());
     let mut frames = Vec::with_capacity(batch.len());
+    // Eventual writes share datagrams of up to ~1000 bytes.
+    let (mut pack, mut size) = (Vec::new(), 0);
     for p in batch {
+        if let ClientRequest::Eventual(set) = &p.request {
+            let len = encode(0, p.request.clone())?.len();
+            if !pack.is_empty() && size + len > EVENTUALS_PER_DATAGRAM_BYTES {
+                send.send_datagram(encode(
+                    0,
+                    ClientRequest::Eventuals(std::mem::take(&mut pack)),
+                )?)
+                .await?;
+                size = 0;
+            }
+            size += len;
+            pack.push(set.clone());
+            continue;
+        }
         if p.request.unreliable() {
             send.send_datagram(encode(p.ticket.unwrap_or(0), p.request.clone())?)
                 .await?;
@@ -574,6 +592,17 @@ async fn send_requests(
             frames.push(encode(0, declare)?);
         }
         frames.push(encode(p.ticket.unwrap_or(0), request)?);
+    }
+    match pack.len() {
+        0 => {}
+        1 => {
+            let one = ClientRequest::Eventual(pack.remove(0));
+            send.send_datagram(encode(0, one)?).await?
+        }
+        _ => {
+            send.send_datagram(encode(0, ClientRequest::Eventuals(pack))?)
+                .await?
+        }
     }
     match frames.as_slice() {
         [] => Ok(()),

@@ -201,6 +201,7 @@ impl Submitter {
             },
             ClientRequest::Rpc(_)
             | ClientRequest::Eventual(_)
+            | ClientRequest::Eventuals(_)
             | ClientRequest::Handle { .. }
             | ClientRequest::Set { .. } => {
                 return Err(RequestError::refused(

@@ -581,8 +581,14 @@ fn eventual_writes_reach_every_replica_and_the_last_writer_wins() {
     wait_until("alice's last write everywhere", || {
         converged(&mut views, &Value::Int(49))
     });
-    // Eventual writes travel as QUIC datagrams.
-    assert!(bob.status().datagrams > 0, "{:?}", bob.status());
+    // Eventual writes travel as QUIC datagrams, several to a datagram when they come
+    // together (50 here, from one client's burst).
+    let datagrams = bob.status().datagrams;
+    assert!(datagrams > 0, "{:?}", bob.status());
+    assert!(
+        datagrams < 25,
+        "50 writes took {datagrams} datagrams to reach bob"
+    );
 
     // Bob does not own A: his write is dropped by his server.
     lb.send_eventual("A".into(), "x".into(), Value::Int(-1));
