@@ -727,15 +727,7 @@ async fn read_requests(
                 }
             }
             Err(reason) => {
-                let outcome = Outcome::Failed {
-                    reason,
-                    uncertain: false,
-                };
-                if out
-                    .send(ServerMessage::Outcome { id, outcome })
-                    .await
-                    .is_err()
-                {
+                if !answer(&out, id, Err(RequestError::refused(reason))).await {
                     ctx.submitter.send(batch);
                     return Ok(());
                 }
@@ -756,16 +748,11 @@ async fn read_requests(
                 let (submission, waiting) = match ctx.submitter.prepare(peer, request) {
                     Ok(prepared) => prepared,
                     Err(e) => {
-                        let outcome = outcome_of(Err(e));
-                        if out
-                            .send(ServerMessage::Outcome { id, outcome })
-                            .await
-                            .is_err()
-                        {
-                            ctx.submitter.send(batch);
-                            return Ok(());
+                        if answer(&out, id, Err(e)).await {
+                            continue;
                         }
-                        continue;
+                        ctx.submitter.send(batch);
+                        return Ok(());
                     }
                 };
                 batch.push(submission);
@@ -774,8 +761,7 @@ async fn read_requests(
                     writes.fetch_add(1, Ordering::Relaxed);
                 }
                 in_flight.spawn(async move {
-                    let outcome = outcome_of(waiting.outcome().await);
-                    let _ = out.send(ServerMessage::Outcome { id, outcome }).await;
+                    answer(&out, id, waiting.outcome().await).await;
                     if write {
                         writes.fetch_sub(1, Ordering::Relaxed);
                     }
@@ -783,6 +769,18 @@ async fn read_requests(
             }
         }
     }
+}
+
+/// Sends the outcome of client request `id`; false if the client is gone.
+async fn answer(
+    out: &mpsc::Sender<ServerMessage>,
+    id: u64,
+    result: Result<Done, RequestError>,
+) -> bool {
+    let outcome = outcome_of(result);
+    out.send(ServerMessage::Outcome { id, outcome })
+        .await
+        .is_ok()
 }
 
 /// An eventual write from client `peer`: stamped and handed on if the client owns the node
