@@ -4,12 +4,14 @@ extends RefCounted
 ## processes of one machine.
 ##   {"cmd":"watch_property","path":P,"property":Q}  start recording when each int value of P.Q
 ##                                                    is applied to this server's live tree
+##        (with "poll":true: each new int value seen frame by frame, e.g. eventual writes)
 ##   {"cmd":"watch_result","stop":true}              -> {"values":[...],"usec":[...]}; stop unless
 ##                                                    "stop" is false
 ##   {"cmd":"set_load","path":P,"property":Q,"start":S,"count":N,"inflight":K,"interval_usec":I}
 ##        set P.Q to S, S+1, ... keeping K requests in flight, and (with I) starting the i-th
 ##        no sooner than i*I after the first -> {"calls_usec":[...],"failed":F,
-##        "start_usec":..,"end_usec":..}
+##        "start_usec":..,"end_usec":..}; with "eventual":true, `set_eventual` calls (nothing
+##        to wait for) paced the same way
 ##   {"cmd":"wait_value","path":P,"property":Q,"value":V}  wait until the int P.Q >= V on this
 ##        server's live tree -> {"usec":t} (when it was seen)
 ##   {"cmd":"watch_spawns","prefix":X,"count":N}      record when N more nodes are under the
@@ -26,6 +28,7 @@ var _watch_path := NodePath()
 var _watch_property := StringName()
 var _watch_values := PackedInt64Array()
 var _watch_usec := PackedInt64Array()
+var _watch_polling := 0  # the current poll's number: an older poll stops
 var _spawn_count := 0
 var _spawn_seen := 0
 var _spawn_done_usec := 0
@@ -47,12 +50,17 @@ func handle(request: Dictionary) -> Dictionary:
 			_watch_property = StringName(str(request.get("property", "")))
 			_watch_values = PackedInt64Array()
 			_watch_usec = PackedInt64Array()
-			if not _world.property_applied.is_connected(_on_property_applied):
+			_watch_polling += 1
+			if request.get("poll", false):
+				_poll_property(_watch_polling)
+			elif not _world.property_applied.is_connected(_on_property_applied):
 				_world.property_applied.connect(_on_property_applied)
 			return {"ok": true}
 		"watch_result":
-			if request.get("stop", true) and _world.property_applied.is_connected(_on_property_applied):
-				_world.property_applied.disconnect(_on_property_applied)
+			if request.get("stop", true):
+				_watch_polling += 1
+				if _world.property_applied.is_connected(_on_property_applied):
+					_world.property_applied.disconnect(_on_property_applied)
 			return {"ok": true, "values": Array(_watch_values), "usec": Array(_watch_usec)}
 		"set_load":
 			return await _set_load(request)
@@ -90,6 +98,20 @@ func _on_property_applied(path: NodePath, property: StringName, value) -> void:
 		_watch_usec.append(now_usec())
 
 
+## Records each new int value of the watched property, frame by frame, while watch `run` is
+## the current one.
+func _poll_property(run: int) -> void:
+	var last = null
+	while run == _watch_polling:
+		var node: Node = _world.get_node_or_null(_watch_path)
+		var v = node.get(_watch_property) if node != null else null
+		if typeof(v) == TYPE_INT and v != last:
+			last = v
+			_watch_values.append(v)
+			_watch_usec.append(now_usec())
+		await _tree.process_frame
+
+
 ## Watches, frame by frame, for `count` more children than `before`; no per-node handler, so
 ## the measure adds nothing to the apply path.
 func _poll_spawns(before: int, count: int) -> void:
@@ -109,6 +131,7 @@ func _set_load(request: Dictionary) -> Dictionary:
 	var count := int(request.get("count", 1000))
 	var inflight := maxi(1, int(request.get("inflight", 1)))
 	var interval := int(request.get("interval_usec", 0))
+	var eventual: bool = request.get("eventual", false)
 	var calls := PackedInt64Array()
 	calls.resize(count)
 	# Requests complete in the order they were issued (one server's batches commit in order;
@@ -123,9 +146,16 @@ func _set_load(request: Dictionary) -> Dictionary:
 	while head < count:
 		while next < count and next - head < inflight and now_usec() >= started + next * interval:
 			calls[next] = now_usec()
-			pending[next] = _world.set_synced(path, property, start + next)
+			if eventual:
+				if not _world.set_eventual(path, property, start + next):
+					failed += 1
+					first_error = "set_eventual refused (see the log)"
+			else:
+				pending[next] = _world.set_synced(path, property, start + next)
 			next += 1
 		await _tree.process_frame
+		while eventual and head < next:
+			head += 1
 		while head < next and pending[head].done:
 			var r = pending[head]
 			if not r.ok:

@@ -481,21 +481,39 @@ fn spawner_and_synchronizer(enet: bool) -> Result<()> {
         &json!({"cmd": "eventual", "path": pa.to_string(), "property": "rotation", "value": "3.0"}),
     )?;
     ensure!(r["written"] == false, "{r}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let get = json!({"cmd": "get", "path": pa.to_string(), "property": "rotation"});
-    loop {
-        let mut seen = Vec::new();
-        for id in 1..=3 {
-            seen.push(cluster.control(id)?.request(&get)?["value"].clone());
+    // Every replica (three servers, two clients) shows `value` as the player's rotation.
+    let everywhere = |value: &str| -> Result<()> {
+        let get = json!({"cmd": "get", "path": pa.to_string(), "property": "rotation"});
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut seen = Vec::new();
+            for id in 1..=3 {
+                seen.push(cluster.control(id)?.request(&get)?["value"].clone());
+            }
+            for n in 1..=2 {
+                seen.push(cluster.client_control(n)?.request(&get)?["value"].clone());
+            }
+            if seen.iter().all(|v| v == value) {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "rotation {value} everywhere: {seen:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
-        for n in 1..=2 {
-            seen.push(cluster.client_control(n)?.request(&get)?["value"].clone());
-        }
-        if seen.iter().all(|v| v == "1.5") {
-            break;
-        }
-        ensure!(Instant::now() < deadline, "rotation everywhere: {seen:?}");
-        std::thread::sleep(Duration::from_millis(100));
+    };
+    everywhere("1.5")?;
+    // Client 1 is not sent its own writes back; a later write by a server (stamped after
+    // client 1's) still reaches it and wins everywhere, and so does client 1's next one.
+    for (who, value) in [(Some(3), "2.5"), (None, "0.5")] {
+        let write = json!({"cmd": "eventual", "path": pa.to_string(), "property": "rotation", "value": value});
+        let r = match who {
+            Some(id) => cluster.control(id)?.request(&write)?,
+            None => cluster.client_control(1)?.request(&write)?,
+        };
+        ensure!(r["written"] == true, "{r}");
+        everywhere(value)?;
     }
 
     // A second player for client 2, then server 2's game code frees client 1's player.

@@ -11,9 +11,14 @@ extends Node
 ## res://demo_world.tscn under "Spawned" in one frame (its MultiplayerSpawner replicates them)
 ## and records when; each client records when it holds all N.
 ##
+## With --baseline-mode=always: A's synchronizer replicates `value` in REPLICATION_MODE_ALWAYS
+## (unreliable, its current state every replication interval, here the change interval), the
+## mode games use for positions: what synctree's eventual properties stand for.
+##
 ## User args: --baseline-role=server|client --baseline-port=P --baseline-count=N
 ##            [--baseline-connect-port=C] (a client connects to C instead of P: a relay)
 ##            --baseline-interval-ms=I --baseline-out=FILE [--baseline-spawn=N]
+##            [--baseline-mode=always]
 
 var role := ""
 var port := 0
@@ -29,6 +34,7 @@ var next_at := 0
 var started := 0
 var done := false
 var spawn_count := 0
+var mode := "on_change"
 var spawn_start := 0
 var spawn_done := 0
 
@@ -52,6 +58,12 @@ func _ready() -> void:
 			"interval-ms": interval_usec = int(kv[1]) * 1000
 			"out": out_path = kv[1]
 			"spawn": spawn_count = int(kv[1])
+			"mode": mode = kv[1]
+	if mode == "always":
+		var sync: MultiplayerSynchronizer = $A/Sync
+		sync.replication_config.property_set_replication_mode(NodePath(".:value"),
+				SceneReplicationConfig.REPLICATION_MODE_ALWAYS)
+		sync.replication_interval = interval_usec / 1_000_000.0
 	started = Time.get_ticks_msec()
 	var peer := ENetMultiplayerPeer.new()
 	var err := peer.create_server(port, 4) if role == "server" else peer.create_client("127.0.0.1", connect_port if connect_port > 0 else port)

@@ -225,7 +225,8 @@ impl PeerRpc {
 
 /// A write of an `eventual` property: outside the log, last writer (by HLC stamp) wins.
 /// A server checks that the sender owns the node, stamps it with its clock, and hands it to
-/// every server and client, the sender included (so every replica orders it the same way).
+/// every server and Godot main thread and to every client but the writer, who shows its
+/// write at once (see [`EventualSet::seq`] for how the writer still ends on the winner).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventualSet {
     /// The writer's peer id (set by the server for its clients).
@@ -236,6 +237,17 @@ pub struct EventualSet {
     /// Given by the first server that takes it; `None` on the way from a client.
     #[serde(with = "crate::clock::compact_stamp::option")]
     pub stamp: Option<Stamp>,
+    /// From a game client: its own number for this write (1, 2, ...). To a game client that
+    /// wrote the same property: the number of its last write there that this write's server
+    /// had seen (stamped before this one), so the client applies this write only if it has
+    /// made none since (a later one of its own is stamped later, so it wins). 0 otherwise,
+    /// and then not sent.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seq: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Byte vectors as msgpack binary (not an array of integers).

@@ -697,6 +697,15 @@ async fn read_requests(
             ClientRequest::Eventuals(sets) => sets.len(),
             _ => 1,
         };
+        // Eventual writes that may be dropped: their numbers still count (see `dropped_eventual`).
+        let numbered: Vec<(String, String, u32)> = match &request {
+            ClientRequest::Eventual(set) => vec![(set.path.clone(), set.property.clone(), set.seq)],
+            ClientRequest::Eventuals(sets) => sets
+                .iter()
+                .map(|s| (s.path.clone(), s.property.clone(), s.seq))
+                .collect(),
+            _ => Vec::new(),
+        };
         let within = NonZeroU32::new(u32::try_from(cost).unwrap_or(u32::MAX))
             .is_none_or(|n| matches!(limiter.check_n(n), Ok(Ok(()))));
         let request = if !within {
@@ -717,6 +726,7 @@ async fn read_requests(
         match request {
             // An rpc has no outcome to carry a refusal: it is dropped, and logged.
             Err(reason) if no_outcome => {
+                ctx.peers.dropped_eventual(peer, numbered);
                 dropped += 1;
                 // Logged at 1, 2, 4, 8, ... drops: a flood does not flood the log.
                 if dropped.is_power_of_two() {
@@ -798,6 +808,10 @@ fn take_eventual(ctx: &Ctx, peer: u64, mut set: synctree_proto::EventualSet) {
     if owner == Some(peer) && !set.path.is_empty() && valid {
         ctx.peers.eventual(set, true);
     } else {
+        ctx.peers.dropped_eventual(
+            peer,
+            vec![(set.path.clone(), set.property.clone(), set.seq)],
+        );
         tracing::warn!(
             node = ctx.server,
             "eventual write of '{}'.{} from peer {peer} dropped: it does not own that node, or the property name is invalid",
@@ -1182,6 +1196,7 @@ mod tests {
             property: "position".into(),
             value: synctree_proto::Value::Vector2([i as f32, 2.0]),
             stamp: Some(synctree_proto::Stamp::from_parts(1 << 40, 2)),
+            seq: 0,
         };
         let mut sent = Sent::default();
         send_eventuals(&mut sent, (0..60).map(set).collect())

@@ -15,7 +15,7 @@
 //!   ClientCursor: skip index <= last, refuse gaps ─▶ Applied::{Reset, Effects} ─▶ main thread
 //! ```
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,6 +96,34 @@ pub struct GameClient {
     me: u64,
     rpc_inbox: Mutex<Option<std::sync::mpsc::Receiver<PeerRpc>>>,
     eventual_inbox: Mutex<Option<std::sync::mpsc::Receiver<EventualSet>>>,
+    own: Arc<Mutex<OwnWrites>>,
+}
+
+/// This client's own eventual writes: the number of the last one of each (path, property)
+/// sent on the current connection. Its server does not send a client's writes back (the
+/// client shows them at once); it sends another's write of the same property with the number
+/// of this client's last write it had stamped before it, and the write applies here only if
+/// this client has made none since ([`EventualSet::seq`]).
+#[derive(Default)]
+struct OwnWrites {
+    next: u32,
+    last: HashMap<(String, String), u32>,
+}
+
+impl OwnWrites {
+    fn number(&mut self, set: &mut EventualSet) {
+        self.next = self.next.checked_add(1).unwrap_or(1);
+        set.seq = self.next;
+        self.last
+            .insert((set.path.clone(), set.property.clone()), self.next);
+    }
+
+    /// Whether another's write, as its server sent it, is the latest here.
+    fn admits(&self, set: &EventualSet) -> bool {
+        self.last
+            .get(&(set.path.clone(), set.property.clone()))
+            .is_none_or(|mine| *mine <= set.seq)
+    }
 }
 
 /// A request on its way to a server (no ticket: an rpc or eventual write, which has no
@@ -153,7 +181,9 @@ impl GameClient {
         let (rpcs, rpc_inbox) = std::sync::mpsc::channel();
         let (eventual, eventual_inbox) = std::sync::mpsc::channel();
         let status = Arc::new(Mutex::new(ClientStatus::default()));
+        let own = Arc::new(Mutex::new(OwnWrites::default()));
         let link = Link {
+            own: own.clone(),
             applied: tx,
             requests: requests_rx,
             backlog: VecDeque::new(),
@@ -175,6 +205,7 @@ impl GameClient {
             me: crate::clients::peer_id_of(token),
             rpc_inbox: Mutex::new(Some(rpc_inbox)),
             eventual_inbox: Mutex::new(Some(eventual_inbox)),
+            own,
         };
         (client, link)
     }
@@ -188,6 +219,7 @@ impl GameClient {
         let eventual_inbox = crate::peers::take_inbox(&self.eventual_inbox);
         let requests = self.requests.clone();
         let eventual_requests = self.requests.clone();
+        let own = self.own.clone();
         let status = self.status.clone();
         let refusal = self.status.clone();
         let untracked = |request| Pending {
@@ -211,7 +243,10 @@ impl GameClient {
             }),
             inbox,
             crate::peers::EventualLink {
-                send: Arc::new(move |set| {
+                send: Arc::new(move |mut set| {
+                    own.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .number(&mut set);
                     let _ = eventual_requests.send(untracked(ClientRequest::Eventual(set)));
                 }),
                 inbox: eventual_inbox,
@@ -328,9 +363,20 @@ struct Link {
     status: Arc<Mutex<ClientStatus>>,
     rpcs: std::sync::mpsc::Sender<PeerRpc>,
     eventual: std::sync::mpsc::Sender<EventualSet>,
+    own: Arc<Mutex<OwnWrites>>,
 }
 
 impl Link {
+    /// Hands on others' eventual writes that are the latest here (see [`OwnWrites`]).
+    fn eventual_arrived(&self, sets: Vec<EventualSet>) {
+        let own = self.own.lock().unwrap_or_else(|p| p.into_inner());
+        for set in sets {
+            if own.admits(&set) {
+                let _ = self.eventual.send(set);
+            }
+        }
+    }
+
     fn complete(&self, ticket: u64, result: Result<Done, RequestError>) {
         let _ = self.done.send(Completion { ticket, result });
     }
@@ -665,6 +711,12 @@ async fn serve_session(
                     );
                 }
                 welcomed = true;
+                // A new server has seen none of this client's writes: numbers start over.
+                link.own
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .last
+                    .clear();
                 set(&|s| {
                     s.server = Some(server);
                     s.peer = Some(peer);
@@ -686,13 +738,11 @@ async fn serve_session(
                 continue;
             }
             ServerMessage::Eventual(set) => {
-                let _ = link.eventual.send(set);
+                link.eventual_arrived(vec![set]);
                 continue;
             }
             ServerMessage::Eventuals(sets) => {
-                for set in sets {
-                    let _ = link.eventual.send(set);
-                }
+                link.eventual_arrived(sets);
                 continue;
             }
             ServerMessage::Peers(peers) => {
@@ -768,5 +818,40 @@ async fn serve_session(
             return Ok(Ended::LiveTreeGone);
         }
         set(&|s| s.index = index);
+    }
+}
+
+#[cfg(test)]
+mod own_writes_tests {
+    use super::*;
+
+    fn set(path: &str, seq: u32) -> EventualSet {
+        EventualSet {
+            from: 1,
+            path: path.into(),
+            property: "x".into(),
+            value: synctree_proto::Value::Int(0),
+            stamp: None,
+            seq,
+        }
+    }
+
+    #[test]
+    fn others_writes_apply_unless_this_client_wrote_since() {
+        let mut own = OwnWrites::default();
+        assert!(own.admits(&set("A", 0)), "never written here");
+        let (mut a1, mut a2) = (set("A", 0), set("A", 0));
+        own.number(&mut a1);
+        own.number(&mut a2);
+        assert_eq!((a1.seq, a2.seq), (1, 2));
+        assert!(
+            !own.admits(&set("A", 0)),
+            "sent before any of ours reached the server"
+        );
+        assert!(!own.admits(&set("A", 1)), "our write 2 came after it");
+        assert!(own.admits(&set("A", 2)), "stamped after our last write");
+        assert!(own.admits(&set("B", 0)), "another node");
+        own.last.clear();
+        assert!(own.admits(&set("A", 0)), "a new server: numbers start over");
     }
 }

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use synctree_proto::{EventualSet, PeerRpc, ServerMessage, SERVER_PEER};
+use synctree_proto::{EventualSet, PeerRpc, ServerMessage, Stamp, SERVER_PEER};
 use synctree_raft::NodeId;
 use tokio::sync::{mpsc, Notify};
 
@@ -39,6 +39,8 @@ const RELAY_TIMEOUT: Duration = Duration::from_millis(500);
 struct Local {
     conn: u64,
     tx: mpsc::Sender<ServerMessage>,
+    /// This client's last eventual write of each (path, property): its number and stamp.
+    own: HashMap<(String, String), (u32, Stamp)>,
 }
 
 #[derive(Default)]
@@ -107,7 +109,14 @@ impl Peers {
     /// A client connected here; returns its connection number (for [`Peers::leave`]).
     pub(crate) fn join(&self, peer: u64, tx: mpsc::Sender<ServerMessage>) -> u64 {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        self.state().local.insert(peer, Local { conn, tx });
+        self.state().local.insert(
+            peer,
+            Local {
+                conn,
+                tx,
+                own: HashMap::new(),
+            },
+        );
         self.local_changed.notify_one();
         conn
     }
@@ -161,21 +170,51 @@ impl Peers {
     /// clients, whose ownership the caller checked), then handed to this server's Godot and
     /// clients, and relayed to the other servers unless it came from one.
     pub(crate) fn eventual(&self, mut set: EventualSet, relay: bool) {
-        if set.stamp.is_none() {
-            let Some(inner) = self.inner.get().and_then(Weak::upgrade) else {
-                return;
-            };
-            set.stamp = Some(inner.clock.stamp());
-        }
-        let _ = self.godot_eventual.send(set.clone());
+        let Some(inner) = self.inner.get().and_then(Weak::upgrade) else {
+            return;
+        };
         {
-            let s = self.state();
-            for (peer, l) in &s.local {
-                push(*peer, l, ServerMessage::Eventual(set.clone()));
+            // Stamped (or its stamp observed) and handed to the clients under one lock: a
+            // write handed on after another is stamped after it, which the writer's filter
+            // below relies on.
+            let mut s = self.state();
+            let stamp = match set.stamp {
+                Some(stamp) => {
+                    // A clock too far ahead is refused by the HLC (and logged where it was
+                    // stamped); the write still goes by its stamp.
+                    let _ = inner.clock.observe(&stamp);
+                    stamp
+                }
+                None => *set.stamp.insert(inner.clock.stamp()),
+            };
+            let _ = self.godot_eventual.send(set.clone());
+            let key = (set.path.clone(), set.property.clone());
+            for (peer, l) in s.local.iter_mut() {
+                if let Some(seq) = for_client(&mut l.own, *peer, &key, &set, stamp) {
+                    let mut to = set.clone();
+                    to.seq = seq;
+                    push(*peer, l, ServerMessage::Eventual(to));
+                }
             }
+            set.seq = 0;
         }
         if relay {
             self.broadcast(Relayed::Eventual(set));
+        }
+    }
+
+    /// Notes client `peer`'s eventual writes `(path, property, seq)` that were dropped (refused,
+    /// over its rate limit): the client numbered them and shows them, so others' writes must
+    /// reach it with a number at least theirs to apply there; they win nothing against others.
+    pub(crate) fn dropped_eventual(&self, peer: u64, writes: Vec<(String, String, u32)>) {
+        let mut s = self.state();
+        let Some(l) = s.local.get_mut(&peer) else {
+            return;
+        };
+        for (path, property, seq) in writes {
+            let none = Stamp::from_parts(0, 0);
+            let e = l.own.entry((path, property)).or_insert((seq, none));
+            e.0 = seq;
         }
     }
 
@@ -266,6 +305,28 @@ fn union(s: &State) -> Vec<u64> {
     all.sort_unstable();
     all.dedup();
     all
+}
+
+/// Whether client `peer` is sent the eventual write `set` (of `key`, stamped `stamp`), and
+/// with which [`EventualSet::seq`]: not its own (it shows those already; they are noted in
+/// `own`), not one stamped before its own last write of the same property (that one wins);
+/// others with the number of its last write there, if any.
+fn for_client(
+    own: &mut HashMap<(String, String), (u32, Stamp)>,
+    peer: u64,
+    key: &(String, String),
+    set: &EventualSet,
+    stamp: Stamp,
+) -> Option<u32> {
+    if peer == set.from {
+        own.insert(key.clone(), (set.seq, stamp));
+        return None;
+    }
+    match own.get(key) {
+        Some((_, mine)) if *mine > stamp => None,
+        Some((seq, _)) => Some(*seq),
+        None => Some(0),
+    }
 }
 
 fn push(peer: u64, l: &Local, m: ServerMessage) {
@@ -372,11 +433,13 @@ impl PeerLink {
             property,
             value,
             stamp: None,
+            seq: 0,
         })
     }
 
-    /// The next stamped eventual write to apply, if any (this process's own included: every
-    /// replica applies the same writes by the same order).
+    /// The next stamped eventual write to apply, if any: on a server, every one (its own
+    /// included); on a game client, others' writes that are the latest there (it shows its
+    /// own at once, and its server does not send them back).
     pub fn try_recv_eventual(&self) -> Option<EventualSet> {
         self.eventual_inbox
             .lock()
@@ -409,5 +472,55 @@ impl PeerLink {
             .unwrap_or_else(|p| p.into_inner())
             .try_recv()
             .ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synctree_proto::Value;
+
+    fn set(from: u64, seq: u32) -> EventualSet {
+        EventualSet {
+            from,
+            path: "A".into(),
+            property: "x".into(),
+            value: Value::Int(0),
+            stamp: None,
+            seq,
+        }
+    }
+
+    #[test]
+    fn a_writer_gets_only_others_writes_stamped_after_its_own() {
+        let mut own = HashMap::new();
+        let key = ("A".to_string(), "x".to_string());
+        let at = |t: u64| Stamp::from_parts(t, 1);
+        assert_eq!(
+            for_client(&mut own, 7, &key, &set(1, 0), at(10)),
+            Some(0),
+            "no writes of its own yet"
+        );
+        assert_eq!(
+            for_client(&mut own, 7, &key, &set(7, 3), at(20)),
+            None,
+            "its own write is not sent back"
+        );
+        assert_eq!(
+            for_client(&mut own, 7, &key, &set(1, 0), at(15)),
+            None,
+            "stamped before its write 3, which wins"
+        );
+        assert_eq!(
+            for_client(&mut own, 7, &key, &set(1, 0), at(30)),
+            Some(3),
+            "stamped after its write 3: applies unless it wrote since"
+        );
+        let other = ("A".to_string(), "y".to_string());
+        assert_eq!(
+            for_client(&mut own, 7, &other, &set(1, 0), at(5)),
+            Some(0),
+            "another property"
+        );
     }
 }

@@ -191,24 +191,10 @@ impl Bench {
         count: usize,
         inflight: usize,
     ) -> Result<Value> {
-        self.paced_load(on, path, start, count, inflight, 0)
-    }
-
-    /// [`Bench::set_load`], starting the i-th set no sooner than `i * interval_usec` after the
-    /// first.
-    fn paced_load(
-        &mut self,
-        on: Who,
-        path: &str,
-        start: i64,
-        count: usize,
-        inflight: usize,
-        interval_usec: i64,
-    ) -> Result<Value> {
         let load = self.req(
             on,
             json!({"cmd": "set_load", "path": path, "property": PROP, "start": start,
-                   "count": count, "inflight": inflight, "interval_usec": interval_usec}),
+                   "count": count, "inflight": inflight}),
         )?;
         ensure!(
             load["failed"] == json!(0),
@@ -848,28 +834,36 @@ fn run_load(args: &BenchArgs) -> Result<String> {
     Ok(s)
 }
 
-/// Bytes on the wire per property update: client 1 sets a property of its node every 10 ms
-/// and client 2 (on another server) applies each value; the relays count every UDP datagram
-/// on the clients' links and between the servers, in the window from the first set to the
-/// last value applied. The same scene on SceneMultiplayer over ENet (one server, two clients)
-/// goes through the same relay.
-fn run_wire(args: &BenchArgs) -> Result<String> {
+/// What one wire measurement counted: the four client links (writer up / down, reader up /
+/// down), the links between the servers, and how many updates went through.
+struct Wire {
+    links: [synctree_e2e::Traffic; 4],
+    servers: synctree_e2e::Traffic,
+    updates: usize,
+}
+
+/// Client 1 sets PROP of CB to `first`, `first + 1`, ... every 10 ms (`count` changes,
+/// strong or eventual) and client 2 applies each; the relays count every datagram from the
+/// first change until client 2 holds the last value.
+fn wire_ours(b: &mut Bench, first: i64, count: usize, eventual: bool) -> Result<Wire> {
     use synctree_e2e::{client_link, Traffic};
-    let count = if args.quick { 200 } else { 1000 };
-    let cluster = Cluster::start(ClusterConfig {
-        relay: true,
-        client_relay: true,
-        ..two_clients_config()
-    })?;
-    cluster.wait_leader(Duration::from_secs(30))?;
-    let mut b = two_clients_bench(cluster)?;
     b.req(
         Who::Client(2),
-        json!({"cmd": "watch_property", "path": "CB", "property": PROP}),
+        json!({"cmd": "watch_property", "path": "CB", "property": PROP, "poll": eventual}),
     )?;
-    let load = b.paced_load(Who::Client(1), "CB", 1, count, 64, 10_000)?;
+    let load = b.req(
+        Who::Client(1),
+        json!({"cmd": "set_load", "path": "CB", "property": PROP, "start": first,
+               "count": count, "inflight": 64, "interval_usec": 10_000, "eventual": eventual}),
+    )?;
+    ensure!(
+        load["failed"] == json!(0),
+        "set_load: {} failed: {}",
+        load["failed"],
+        load["first_error"]
+    );
     let since = load["start_usec"].as_i64().unwrap_or(0);
-    let last = count as i64;
+    let last = first + count as i64 - 1;
     let deadline = Instant::now() + Duration::from_secs(30);
     let until = loop {
         let r = b.req(
@@ -889,28 +883,41 @@ fn run_wire(args: &BenchArgs) -> Result<String> {
     b.req(Who::Client(2), json!({"cmd": "watch_result"}))?;
     let (c1, c2) = (client_link(1), client_link(2));
     let clients = b.cluster.client_relay().context("client relay")?;
-    let ours = [
+    let links = [
         clients.traffic(c1, 2, since, until),
         clients.traffic(2, c1, since, until),
         clients.traffic(c2, 3, since, until),
         clients.traffic(3, c2, since, until),
     ];
-    let servers = b.cluster.relay().context("server relay")?;
-    let mut raft = Traffic::default();
+    let relay = b.cluster.relay().context("server relay")?;
+    let mut servers = Traffic::default();
     for from in 1..=3 {
         for to in 1..=3 {
             if from != to {
-                let t = servers.traffic(from, to, since, until);
-                raft.datagrams += t.datagrams;
-                raft.bytes += t.bytes;
+                let t = relay.traffic(from, to, since, until);
+                servers.datagrams += t.datagrams;
+                servers.bytes += t.bytes;
             }
         }
     }
-    b.cluster.check_logs()?;
-    drop(b);
+    Ok(Wire {
+        links,
+        servers,
+        updates: count,
+    })
+}
 
-    eprintln!("[bench]   the same over SceneMultiplayer (ENet)...");
-    let ([_, one, two], relay) = run_baseline(&[format!("--baseline-count={count}")], true)?;
+/// The same over SceneMultiplayer and ENet (`godot_project/baseline`, one server), with its
+/// synchronizer in `mode` (`on_change` or `always`).
+fn wire_theirs(count: usize, mode: &str) -> Result<Wire> {
+    use synctree_e2e::client_link;
+    let ([_, one, two], relay) = run_baseline(
+        &[
+            format!("--baseline-count={count}"),
+            format!("--baseline-mode={mode}"),
+        ],
+        true,
+    )?;
     let relay = relay.context("baseline relay")?;
     let (writer, reader, sender, receiver) = if one["sender"] == true {
         (1, 2, &one, &two)
@@ -924,21 +931,50 @@ fn run_wire(args: &BenchArgs) -> Result<String> {
         .values()
         .filter_map(Value::as_i64)
         .collect();
-    let (b_since, b_until) = (
+    let (since, until) = (
         sent.first().copied().unwrap_or(0),
         received.iter().copied().max().unwrap_or(0),
     );
     let (w, r) = (client_link(writer), client_link(reader));
-    let theirs = [
-        relay.traffic(w, 1, b_since, b_until),
-        relay.traffic(1, w, b_since, b_until),
-        relay.traffic(r, 1, b_since, b_until),
-        relay.traffic(1, r, b_since, b_until),
-    ];
-    let b_count = received.len().max(1);
+    Ok(Wire {
+        links: [
+            relay.traffic(w, 1, since, until),
+            relay.traffic(1, w, since, until),
+            relay.traffic(r, 1, since, until),
+            relay.traffic(1, r, since, until),
+        ],
+        servers: Default::default(),
+        updates: received.len().max(1),
+    })
+}
 
-    let per = |t: &Traffic, n: usize| t.wire_bytes() as f64 / n as f64;
-    let row = |s: &mut String, what: &str, t: &[Traffic; 4], n: usize| -> Result<()> {
+/// Bytes on the wire per property update: client 1 sets a property of its node every 10 ms
+/// and client 2 (on another server) applies each value; the relays count every UDP datagram
+/// on the clients' links and between the servers, in the window from the first set to the
+/// last value applied. Strong writes beside SceneMultiplayer's `on change` (reliable) sync,
+/// eventual writes beside its `always` (unreliable) sync; the same scene on SceneMultiplayer
+/// over ENet (one server, two clients) goes through the same relay.
+fn run_wire(args: &BenchArgs) -> Result<String> {
+    let count = if args.quick { 200 } else { 1000 };
+    let cluster = Cluster::start(ClusterConfig {
+        relay: true,
+        client_relay: true,
+        ..two_clients_config()
+    })?;
+    cluster.wait_leader(Duration::from_secs(30))?;
+    let mut b = two_clients_bench(cluster)?;
+    let strong = wire_ours(&mut b, 1, count, false)?;
+    eprintln!("[bench]   eventual writes...");
+    let eventual = wire_ours(&mut b, count as i64 + 1, count, true)?;
+    b.cluster.check_logs()?;
+    drop(b);
+    eprintln!("[bench]   the same over SceneMultiplayer (ENet)...");
+    let on_change = wire_theirs(count, "on_change")?;
+    let always = wire_theirs(count, "always")?;
+
+    let per = |t: &synctree_e2e::Traffic, n: usize| t.wire_bytes() as f64 / n as f64;
+    let row = |s: &mut String, what: &str, w: &Wire| -> Result<()> {
+        let (t, n) = (&w.links, w.updates);
         writeln!(
             s,
             "| {what} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} | {:.2} |",
@@ -968,23 +1004,30 @@ fn run_wire(args: &BenchArgs) -> Result<String> {
     writeln!(s, "| --- | --- | --- | --- | --- |")?;
     row(
         &mut s,
-        "synctree (QUIC client port; writer on server 2, reader on server 3)",
-        &ours,
-        count,
+        "synctree, `set_synced` (QUIC client port; writer on server 2, reader on server 3)",
+        &strong,
     )?;
     row(
         &mut s,
-        "SceneMultiplayer over ENet (one server)",
-        &theirs,
-        b_count,
+        "SceneMultiplayer over ENet (one server), `on change` sync",
+        &on_change,
     )?;
-    writeln!(
-        s,
-        "\nBetween synctree's three servers in the same window (Raft replication, heartbeats, \
-         presence): {:.1} bytes and {:.2} datagrams per update.\n",
-        raft.wire_bytes() as f64 / count as f64,
-        raft.datagrams as f64 / count as f64
+    row(&mut s, "synctree, `set_eventual` (same)", &eventual)?;
+    row(
+        &mut s,
+        "SceneMultiplayer over ENet (one server), `always` sync every 10 ms",
+        &always,
     )?;
+    for (what, w) in [("strong", &strong), ("eventual", &eventual)] {
+        writeln!(
+            s,
+            "\nBetween synctree's three servers in the same window ({what}: Raft replication or \
+             relayed writes, heartbeats, presence): {:.1} bytes and {:.2} datagrams per update.",
+            w.servers.wire_bytes() as f64 / w.updates as f64,
+            w.servers.datagrams as f64 / w.updates as f64
+        )?;
+    }
+    writeln!(s)?;
     Ok(s)
 }
 
