@@ -35,7 +35,9 @@ use crate::{Op, Stamp, Value};
 /// variant tags: rmp-serde writes a variant's name, and these go to every client for every
 /// committed entry (`cargo xtask bench --only wire`).
 /// Version 3: ops and values carry short variant tags too.
-pub const CLIENT_PROTOCOL_VERSION: u32 = 3;
+/// Version 4: eventual writes name their property by a handle both ways
+/// ([`ClientRequest::Updates`], [`ServerMessage::Updates`]) and carry no stamps to clients.
+pub const CLIENT_PROTOCOL_VERSION: u32 = 4;
 
 /// The largest hello a server reads (a token and a cursor fit easily).
 pub const MAX_HELLO_BYTES: usize = 16 * 1024;
@@ -72,10 +74,27 @@ pub enum ClientRequest {
     /// `Write(SetProperty)` of the node property named by `handle`.
     #[serde(rename = "S")]
     Set { handle: u32, value: Value },
+    /// Eventual writes of properties named by handles (declared on the stream, as for
+    /// [`ClientRequest::Set`]), numbered `first`, `first + 1`, ... (their
+    /// [`EventualSet::seq`]). One travelling as a datagram may overtake its handle's
+    /// declaration: a server drops a write of a handle it does not know (yet).
+    #[serde(rename = "U")]
+    Updates { first: u32, sets: Vec<HandleValue> },
+}
+
+/// A property named by a handle, and a value for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HandleValue {
+    pub handle: u32,
+    pub value: Value,
 }
 
 /// Most property handles one connection may name.
 pub const MAX_PROPERTY_HANDLES: usize = 4096;
+
+/// Most properties a server may name for a client's eventual updates
+/// ([`ServerMessage::Handle`]) on one connection.
+pub const MAX_EVENTUAL_HANDLES: usize = 1 << 16;
 
 /// The property handles of one client connection, on either end. A game writes the same
 /// few properties over and over (a synchronizer's, every `delta_interval`): the client names
@@ -127,6 +146,32 @@ impl PropertyHandles {
         (Some(declare), set)
     }
 
+    /// The client's side, for an eventual write of `path`.`property`: its handle if one
+    /// was declared, else the declaration to send on the stream now (this write then goes
+    /// by name), or neither when the connection has named [`MAX_PROPERTY_HANDLES`] already.
+    pub fn eventual(&mut self, path: &str, property: &str) -> EventualName {
+        let key = (path.to_owned(), property.to_owned());
+        if let Some(handle) = self.by_name.get(&key) {
+            return EventualName::Known(*handle);
+        }
+        if self.by_handle.len() >= MAX_PROPERTY_HANDLES {
+            return EventualName::ByName;
+        }
+        let handle = self.by_handle.len() as u32;
+        self.by_handle.insert(handle, key.clone());
+        self.by_name.insert(key, handle);
+        EventualName::Declare(ClientRequest::Handle {
+            handle,
+            path: path.to_owned(),
+            property: property.to_owned(),
+        })
+    }
+
+    /// The (path, property) a handle names, if it was declared.
+    pub fn named(&self, handle: u32) -> Option<&(String, String)> {
+        self.by_handle.get(&handle)
+    }
+
     /// The server's side: a declaration is recorded (`Ok(None)`), a [`ClientRequest::Set`]
     /// becomes the write it stands for, anything else passes. An unknown handle, or one
     /// handle too many, is a broken client: `Err` names it.
@@ -163,6 +208,17 @@ impl PropertyHandles {
             other => Ok(Some(other)),
         }
     }
+}
+
+/// How a client names the property of an eventual write ([`PropertyHandles::eventual`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventualName {
+    /// By this handle, declared earlier.
+    Known(u32),
+    /// By name, while this declaration of its handle goes on the stream.
+    Declare(ClientRequest),
+    /// By name (the connection named as many properties as it may).
+    ByName,
 }
 
 /// How a message travels between a game client and its server (Godot's transfer modes).
@@ -364,6 +420,32 @@ pub enum ServerMessage {
     /// The other peers connected to the cluster now (every server; this client excluded).
     #[serde(rename = "P")]
     Peers(Vec<u64>),
+    /// Names a (path, property) for [`ServerMessage::Updates`], for the rest of the
+    /// connection (on the stream, before the first update that uses it).
+    #[serde(rename = "H")]
+    Handle {
+        handle: u32,
+        path: String,
+        property: String,
+    },
+    /// Others' eventual writes, in the order this connection's server took them: the `seq`th
+    /// such message of the connection. A client applies an update of a property only if no
+    /// later message already updated it (datagrams may be reordered); its server sends only
+    /// writes stamped after the last one it sent of each property, so no stamps travel.
+    #[serde(rename = "U")]
+    Updates { seq: u32, sets: Vec<Update> },
+}
+
+/// One eventual write in [`ServerMessage::Updates`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Update {
+    /// The property, as named by [`ServerMessage::Handle`].
+    pub handle: u32,
+    pub value: Value,
+    /// As [`EventualSet::seq`] to a client: the number of the receiving client's last write
+    /// of this property that the server had seen, if any (0: none, not sent).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub after: u32,
 }
 
 /// What a client applied so far, and the exactly-once rule for what arrives.
@@ -433,7 +515,9 @@ impl ServerMessage {
     pub fn unreliable(&self) -> bool {
         match self {
             ServerMessage::Rpc(rpc) => rpc.unreliable(),
-            ServerMessage::Eventual(_) | ServerMessage::Eventuals(_) => true,
+            ServerMessage::Eventual(_)
+            | ServerMessage::Eventuals(_)
+            | ServerMessage::Updates { .. } => true,
             _ => false,
         }
     }
@@ -444,7 +528,9 @@ impl ClientRequest {
     pub fn unreliable(&self) -> bool {
         match self {
             ClientRequest::Rpc(rpc) => rpc.unreliable(),
-            ClientRequest::Eventual(_) | ClientRequest::Eventuals(_) => true,
+            ClientRequest::Eventual(_)
+            | ClientRequest::Eventuals(_)
+            | ClientRequest::Updates { .. } => true,
             _ => false,
         }
     }
@@ -483,6 +569,39 @@ mod tests {
                 index: 12
             })
         );
+    }
+
+    #[test]
+    fn eventual_writes_name_their_property_once() {
+        let (mut client, mut server) = (PropertyHandles::default(), PropertyHandles::default());
+        let EventualName::Declare(declare) = client.eventual("Players/P1", "position") else {
+            panic!("the first write declares a handle")
+        };
+        assert_eq!(server.incoming(declare).unwrap(), None);
+        assert_eq!(client.eventual("Players/P1", "position"), EventualName::Known(0));
+        assert_eq!(
+            server.named(0),
+            Some(&("Players/P1".to_string(), "position".to_string()))
+        );
+        let by_handle = ClientRequest::Updates {
+            first: 7,
+            sets: vec![HandleValue {
+                handle: 0,
+                value: Value::Vector2([1.0, 2.0]),
+            }],
+        };
+        let bytes = crate::encode(&by_handle).unwrap();
+        assert!(bytes.len() < 24, "{} bytes", bytes.len());
+        assert_eq!(crate::decode::<ClientRequest>(&bytes, bytes.len()).unwrap(), by_handle);
+        // A server's update without a receiver's own write leaves `after` out.
+        let update = Update {
+            handle: 3,
+            value: Value::Int(5),
+            after: 0,
+        };
+        let bytes = crate::encode(&update).unwrap();
+        assert_eq!(bytes, vec![0x92, 3, 5]);
+        assert_eq!(crate::decode::<Update>(&bytes, bytes.len()).unwrap(), update);
     }
 
     #[test]

@@ -29,9 +29,10 @@ mod value;
 pub mod wire;
 
 pub use client::{
-    ClientCursor, ClientRequest, Delivery, EntryEffects, EventualSet, Hello, Outcome, PeerRpc,
-    PropertyHandles, Request, Resume, ServerMessage, CLIENT_PROTOCOL_VERSION, MAX_HELLO_BYTES,
-    MAX_PROPERTY_HANDLES, MAX_REQUEST_BYTES,
+    ClientCursor, ClientRequest, Delivery, EntryEffects, EventualName, EventualSet, HandleValue,
+    Hello, Outcome, PeerRpc, PropertyHandles, Request, Resume, ServerMessage, Update,
+    CLIENT_PROTOCOL_VERSION, MAX_EVENTUAL_HANDLES, MAX_HELLO_BYTES, MAX_PROPERTY_HANDLES,
+    MAX_REQUEST_BYTES,
 };
 pub use clock::{Clock, ClockError, PhysicalClock, Stamp};
 pub use codec::{decode, encode, CodecError, MAX_DECODE_DEPTH};

@@ -15,10 +15,16 @@
 //! bucket of `burst`; over it a request fails at once, saying so), and a request frame
 //! larger than [`MAX_REQUEST_BYTES`] disconnects it.
 //!
+//! Eventual writes travel as datagrams and name their property by a handle declared once on
+//! the stream, both ways. A server sends a client the others' writes only (see
+//! [`crate::peers`]), each property's in the order they win, numbered by message instead
+//! of stamped ([`ServerMessage::Updates`]).
+//!
 //! A client that breaks the protocol (an oversized, truncated or undecodable hello or
 //! request, a wrong version or token) is refused and disconnected, with the reason in this
 //! server's log; other clients and the cluster are not affected.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -32,7 +38,7 @@ use synctree_net::frame::FrameError;
 use synctree_net::TlsMaterial;
 use synctree_proto::{
     decode, encode, ClientRequest, Hello, Op, Outcome, PropertyHandles, Request, ServerMessage,
-    CLIENT_PROTOCOL_VERSION, MAX_HELLO_BYTES, MAX_REQUEST_BYTES,
+    CLIENT_PROTOCOL_VERSION, MAX_EVENTUAL_HANDLES, MAX_HELLO_BYTES, MAX_REQUEST_BYTES,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -689,6 +695,37 @@ async fn read_requests(
         let Some(request) = request else {
             continue;
         };
+        // Eventual writes by handle become writes by name (a handle not declared yet is
+        // dropped: its datagram overtook the declaration on the stream).
+        let request = match request {
+            ClientRequest::Updates { first, sets } => {
+                let total = sets.len();
+                let named: Vec<synctree_proto::EventualSet> = sets
+                    .into_iter()
+                    .zip(0u32..)
+                    .filter_map(|(u, i)| {
+                        let (path, property) = handles.named(u.handle)?.clone();
+                        Some(synctree_proto::EventualSet {
+                            from: peer,
+                            path,
+                            property,
+                            value: u.value,
+                            stamp: None,
+                            seq: first.wrapping_add(i),
+                        })
+                    })
+                    .collect();
+                if named.len() < total {
+                    tracing::debug!(
+                        node = ctx.server,
+                        "{} eventual writes from peer {peer} named handles not declared yet",
+                        total - named.len()
+                    );
+                }
+                ClientRequest::Eventuals(named)
+            }
+            other => other,
+        };
         let no_outcome = matches!(
             request,
             ClientRequest::Rpc(_) | ClientRequest::Eventual(_) | ClientRequest::Eventuals(_)
@@ -958,38 +995,113 @@ const COALESCE_MESSAGES: usize = 256;
 /// a 1500-byte path take ~1200).
 const EVENTUALS_PER_DATAGRAM_BYTES: usize = 1000;
 
-/// Sends a client eventual writes, as few datagrams as they fit in: a client is sent every
-/// other player's high-rate updates, as SceneMultiplayer packs its synchronizers' into one
-/// packet per peer.
-async fn send_eventuals(
-    send: &mut impl FrameWrite,
-    sets: Vec<synctree_proto::EventualSet>,
-) -> Result<(), String> {
-    let mut pack = Vec::new();
-    let mut size = 0;
-    for set in sets {
-        let len = encode(&set).map_err(|e| e.to_string())?.len();
-        if !pack.is_empty() && size + len > EVENTUALS_PER_DATAGRAM_BYTES {
-            send_pack(send, std::mem::take(&mut pack)).await?;
-            size = 0;
-        }
-        size += len;
-        pack.push(set);
-    }
-    send_pack(send, pack).await
+/// A connection's eventual writes to its client: the handles it named, the stamp of the last
+/// write it sent of each, and the number of its last [`ServerMessage::Updates`].
+#[derive(Default)]
+struct EventualOut {
+    handles: HashMap<(String, String), u32>,
+    sent: HashMap<u32, synctree_proto::Stamp>,
+    seq: u32,
+    full: bool,
 }
 
-async fn send_pack(
-    send: &mut impl FrameWrite,
-    mut pack: Vec<synctree_proto::EventualSet>,
-) -> Result<(), String> {
-    let message = match pack.len() {
-        0 => return Ok(()),
-        1 => ServerMessage::Eventual(pack.remove(0)),
-        _ => ServerMessage::Eventuals(pack),
-    };
-    send.send_datagram(encode(&message).map_err(|e| e.to_string())?)
-        .await
+impl EventualOut {
+    /// `sets` as this client is sent them: handle declarations (for the stream, first),
+    /// then [`ServerMessage::Updates`] of up to ~1000 bytes each (for datagrams), in the
+    /// order taken, leaving out any write stamped before one already sent of its property.
+    /// A client is sent every other player's high-rate updates: they share datagrams, as
+    /// SceneMultiplayer packs its synchronizers' into one packet per peer.
+    /// Writes of properties beyond the [`MAX_EVENTUAL_HANDLES`]th are not sent (logged once).
+    fn pack(
+        &mut self,
+        sets: Vec<synctree_proto::EventualSet>,
+    ) -> Result<(Vec<ServerMessage>, Vec<ServerMessage>), String> {
+        let (mut declared, mut messages) = (Vec::new(), Vec::new());
+        let (mut pack, mut size) = (Vec::new(), 0);
+        // Where each handle is in `pack`: a later write of it replaces the earlier one.
+        let mut at: HashMap<u32, usize> = HashMap::new();
+        for set in sets {
+            let Some(stamp) = set.stamp else { continue };
+            let key = (set.path, set.property);
+            let handle = match self.handles.get(&key) {
+                Some(h) => *h,
+                None if self.handles.len() < MAX_EVENTUAL_HANDLES => {
+                    let h = self.handles.len() as u32;
+                    self.handles.insert(key.clone(), h);
+                    declared.push(ServerMessage::Handle {
+                        handle: h,
+                        path: key.0,
+                        property: key.1,
+                    });
+                    h
+                }
+                None => {
+                    if !std::mem::replace(&mut self.full, true) {
+                        tracing::warn!(
+                            "a client was sent eventual writes of {MAX_EVENTUAL_HANDLES} \
+                             properties: writes of others are not sent to it"
+                        );
+                    }
+                    continue;
+                }
+            };
+            if self.sent.get(&handle).is_some_and(|s| *s >= stamp) {
+                continue;
+            }
+            self.sent.insert(handle, stamp);
+            let update = synctree_proto::Update {
+                handle,
+                value: set.value,
+                after: set.seq,
+            };
+            if let Some(i) = at.get(&handle) {
+                pack[*i] = update;
+                continue;
+            }
+            let len = encode(&update).map_err(|e| e.to_string())?.len();
+            if !pack.is_empty() && size + len > EVENTUALS_PER_DATAGRAM_BYTES {
+                self.seq = self.seq.wrapping_add(1);
+                let sets = std::mem::take(&mut pack);
+                messages.push(ServerMessage::Updates {
+                    seq: self.seq,
+                    sets,
+                });
+                at.clear();
+                size = 0;
+            }
+            size += len;
+            at.insert(handle, pack.len());
+            pack.push(update);
+        }
+        if !pack.is_empty() {
+            self.seq = self.seq.wrapping_add(1);
+            messages.push(ServerMessage::Updates {
+                seq: self.seq,
+                sets: pack,
+            });
+        }
+        Ok((declared, messages))
+    }
+
+    /// Packs `sets` and sends them: declarations on the stream, updates as datagrams.
+    async fn send(
+        &mut self,
+        send: &mut impl FrameWrite,
+        sets: Vec<synctree_proto::EventualSet>,
+    ) -> Result<(), String> {
+        if sets.is_empty() {
+            return Ok(());
+        }
+        let (declared, updates) = self.pack(sets)?;
+        for m in &declared {
+            send_message(send, m).await?;
+        }
+        for m in &updates {
+            send.send_datagram(encode(m).map_err(|e| e.to_string())?)
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 /// Sends the client's starting point, then live entries and the outcomes of its requests,
@@ -1003,6 +1115,7 @@ async fn stream_feed(
     mut view: tokio::sync::watch::Receiver<Hidden>,
 ) -> Result<(), String> {
     let mut held = Held::default();
+    let mut eventual = EventualOut::default();
     loop {
         // What this client may not see: its hidden roots, and every key under them. A client
         // with a view starts from the filtered tree (and again whenever its view changes).
@@ -1074,7 +1187,7 @@ async fn stream_feed(
                             m => send_message(send, &m).await?,
                         }
                     }
-                    send_eventuals(send, sets).await?;
+                    eventual.send(send, sets).await?;
                     continue;
                 }
             };
@@ -1124,14 +1237,20 @@ async fn stream_feed(
                         }
                         let with = now;
                         let mut encoded = Vec::with_capacity(with.len());
-                        for m in with.iter().filter(|m| shown(ctx, &hidden, m)) {
-                            let bytes = encode(m).map_err(|e| e.to_string())?;
+                        let mut sets = Vec::new();
+                        for m in with.into_iter().filter(|m| shown(ctx, &hidden, m)) {
+                            if let ServerMessage::Eventual(set) = m {
+                                sets.push(set);
+                                continue;
+                            }
+                            let bytes = encode(&m).map_err(|e| e.to_string())?;
                             if m.unreliable() {
                                 send.send_datagram(bytes).await?;
                             } else {
                                 encoded.push(bytes);
                             }
                         }
+                        eventual.send(send, sets).await?;
                         let filtered = if hidden.is_empty() {
                             Vec::new()
                         } else {
@@ -1189,43 +1308,69 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn eventual_writes_share_datagrams() {
-        let set = |i: u64| synctree_proto::EventualSet {
+    async fn eventual_writes_share_datagrams_by_handle() {
+        use synctree_proto::{Stamp, Update, Value};
+        let set = |i: u64, t: u64| synctree_proto::EventualSet {
             from: 7,
             path: format!("Players/{i}"),
             property: "position".into(),
-            value: synctree_proto::Value::Vector2([i as f32, 2.0]),
-            stamp: Some(synctree_proto::Stamp::from_parts(1 << 40, 2)),
+            value: Value::Vector2([i as f32, 2.0]),
+            stamp: Some(Stamp::from_parts(1 << 40 | t, 2)),
             seq: 0,
         };
+        let decoded = |sent: &Sent| -> Vec<ServerMessage> {
+            sent.datagrams
+                .iter()
+                .map(|d| synctree_proto::decode::<ServerMessage>(d, d.len()).unwrap())
+                .collect()
+        };
+        let mut out = EventualOut::default();
         let mut sent = Sent::default();
-        send_eventuals(&mut sent, (0..60).map(set).collect())
+        out.send(&mut sent, (0..60).map(|i| set(i, 1)).collect())
             .await
             .unwrap();
-        // ~50 bytes each: 60 of them in 3-4 datagrams of at most ~1000 bytes.
-        assert!(sent.frames.is_empty());
-        assert!(
-            (2..=4).contains(&sent.datagrams.len()),
-            "{} datagrams",
-            sent.datagrams.len()
-        );
+        // Each property is named once, on the stream; the updates share datagrams.
+        assert_eq!(sent.frames.len(), 60);
+        let first = decoded(&sent);
+        assert!((1..=2).contains(&first.len()), "{} datagrams", first.len());
         let mut got = Vec::new();
-        for d in &sent.datagrams {
-            assert!(d.len() <= EVENTUALS_PER_DATAGRAM_BYTES + 64, "{}", d.len());
-            match synctree_proto::decode::<ServerMessage>(d, d.len()).unwrap() {
-                ServerMessage::Eventuals(sets) => got.extend(sets),
-                other => panic!("{other:?}"),
-            }
+        for (n, m) in first.into_iter().enumerate() {
+            let ServerMessage::Updates { seq, sets } = m else {
+                panic!("{m:?}")
+            };
+            assert_eq!(seq as usize, n + 1, "numbered in order");
+            got.extend(sets);
         }
-        assert_eq!(got, (0..60).map(set).collect::<Vec<_>>());
-        // One alone goes as it is.
+        let want: Vec<Update> = (0..60u32)
+            .map(|i| Update {
+                handle: i,
+                value: Value::Vector2([i as f32, 2.0]),
+                after: 0,
+            })
+            .collect();
+        assert_eq!(got, want);
+        // Known names go by handle only: one update is a few bytes of payload.
         let mut sent = Sent::default();
-        send_eventuals(&mut sent, vec![set(1)]).await.unwrap();
-        let d = &sent.datagrams[0];
-        assert_eq!(
-            synctree_proto::decode::<ServerMessage>(d, d.len()).unwrap(),
-            ServerMessage::Eventual(set(1))
-        );
+        out.send(&mut sent, vec![set(3, 5)]).await.unwrap();
+        assert!(sent.frames.is_empty());
+        assert!(sent.datagrams[0].len() <= 21, "{}", sent.datagrams[0].len());
+        // A write stamped before the last one sent of its property is not sent; of two
+        // writes of one property taken together, only the later goes.
+        let mut sent = Sent::default();
+        let mut later = set(4, 9);
+        later.value = Value::Int(9);
+        out.send(&mut sent, vec![set(3, 4), set(4, 8), later])
+            .await
+            .unwrap();
+        match decoded(&sent).as_slice() {
+            [ServerMessage::Updates { sets, .. }] => assert_eq!(
+                sets.iter()
+                    .map(|u| (u.handle, u.value.clone()))
+                    .collect::<Vec<_>>(),
+                vec![(4, Value::Int(9))]
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -25,8 +25,9 @@ use std::time::{Duration, Instant};
 use quinn::Endpoint;
 use synctree_net::tls::node_name;
 use synctree_proto::{
-    decode, encode, ClientCursor, ClientRequest, EventualSet, Hello, NameDecoder, Op, Outcome,
-    PeerRpc, PropertyHandles, Request, ServerMessage, CLIENT_PROTOCOL_VERSION, SERVER_PEER,
+    decode, encode, ClientCursor, ClientRequest, EventualName, EventualSet, HandleValue, Hello,
+    NameDecoder, Op, Outcome, PeerRpc, PropertyHandles, Request, ServerMessage,
+    CLIENT_PROTOCOL_VERSION, MAX_EVENTUAL_HANDLES, SERVER_PEER,
 };
 use synctree_raft::{Applied, NodeId};
 use tokio::sync::mpsc;
@@ -96,7 +97,6 @@ pub struct GameClient {
     me: u64,
     rpc_inbox: Mutex<Option<std::sync::mpsc::Receiver<PeerRpc>>>,
     eventual_inbox: Mutex<Option<std::sync::mpsc::Receiver<EventualSet>>>,
-    own: Arc<Mutex<OwnWrites>>,
 }
 
 /// This client's own eventual writes: the number of the last one of each (path, property)
@@ -181,9 +181,9 @@ impl GameClient {
         let (rpcs, rpc_inbox) = std::sync::mpsc::channel();
         let (eventual, eventual_inbox) = std::sync::mpsc::channel();
         let status = Arc::new(Mutex::new(ClientStatus::default()));
-        let own = Arc::new(Mutex::new(OwnWrites::default()));
         let link = Link {
-            own: own.clone(),
+            own: OwnWrites::default(),
+            eventual_order: 0,
             applied: tx,
             requests: requests_rx,
             backlog: VecDeque::new(),
@@ -205,7 +205,6 @@ impl GameClient {
             me: crate::clients::peer_id_of(token),
             rpc_inbox: Mutex::new(Some(rpc_inbox)),
             eventual_inbox: Mutex::new(Some(eventual_inbox)),
-            own,
         };
         (client, link)
     }
@@ -219,7 +218,6 @@ impl GameClient {
         let eventual_inbox = crate::peers::take_inbox(&self.eventual_inbox);
         let requests = self.requests.clone();
         let eventual_requests = self.requests.clone();
-        let own = self.own.clone();
         let status = self.status.clone();
         let refusal = self.status.clone();
         let untracked = |request| Pending {
@@ -243,10 +241,7 @@ impl GameClient {
             }),
             inbox,
             crate::peers::EventualLink {
-                send: Arc::new(move |mut set| {
-                    own.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .number(&mut set);
+                send: Arc::new(move |set| {
                     let _ = eventual_requests.send(untracked(ClientRequest::Eventual(set)));
                 }),
                 inbox: eventual_inbox,
@@ -363,15 +358,20 @@ struct Link {
     status: Arc<Mutex<ClientStatus>>,
     rpcs: std::sync::mpsc::Sender<PeerRpc>,
     eventual: std::sync::mpsc::Sender<EventualSet>,
-    own: Arc<Mutex<OwnWrites>>,
+    own: OwnWrites,
+    /// Counts the eventual writes handed to the live tree: their stamp there (servers send
+    /// them in the order they win, see [`ServerMessage::Updates`]).
+    eventual_order: u64,
 }
 
 impl Link {
-    /// Hands on others' eventual writes that are the latest here (see [`OwnWrites`]).
-    fn eventual_arrived(&self, sets: Vec<EventualSet>) {
-        let own = self.own.lock().unwrap_or_else(|p| p.into_inner());
-        for set in sets {
-            if own.admits(&set) {
+    /// Hands on others' eventual writes that are the latest here (see [`OwnWrites`]), each
+    /// stamped after the ones before: they arrive in the order they win.
+    fn eventual_arrived(&mut self, sets: Vec<EventualSet>) {
+        for mut set in sets {
+            if self.own.admits(&set) {
+                self.eventual_order += 1;
+                set.stamp = Some(synctree_proto::Stamp::from_parts(self.eventual_order, 0));
                 let _ = self.eventual.send(set);
             }
         }
@@ -598,8 +598,9 @@ async fn send_request(
     send: &mut impl FrameWrite,
     p: &Pending,
     handles: &mut PropertyHandles,
+    own: &mut OwnWrites,
 ) -> Result<(), String> {
-    send_requests(send, std::slice::from_ref(p), handles).await
+    send_requests(send, std::slice::from_ref(p), handles, own).await
 }
 
 /// Writes `batch` in order: those that may be lost as datagrams, the others in one write
@@ -608,24 +609,55 @@ async fn send_requests(
     send: &mut impl FrameWrite,
     batch: &[Pending],
     handles: &mut PropertyHandles,
+    own: &mut OwnWrites,
 ) -> Result<(), String> {
     let encode = |id, request| encode(&Request { id, request }).map_err(|e| e.to_string());
     let mut frames = Vec::with_capacity(batch.len());
-    // Eventual writes share datagrams of up to ~1000 bytes.
-    let (mut pack, mut size) = (Vec::new(), 0);
+    // Eventual writes by handle share datagrams of up to ~1000 bytes, numbered in a row; a
+    // property's first write goes by name (its handle is declared on the stream meanwhile).
+    let (mut first, mut pack, mut size) = (0u32, Vec::new(), 0);
+    let mut by_name = Vec::new();
+    // Handles declared by this batch: the server learns them only once its stream frames
+    // arrive, after this batch's datagrams.
+    let mut declared = HashSet::new();
     for p in batch {
         if let ClientRequest::Eventual(set) = &p.request {
-            let len = encode(0, p.request.clone())?.len();
-            if !pack.is_empty() && size + len > EVENTUALS_PER_DATAGRAM_BYTES {
-                send.send_datagram(encode(
-                    0,
-                    ClientRequest::Eventuals(std::mem::take(&mut pack)),
-                )?)
-                .await?;
+            let mut set = set.clone();
+            own.number(&mut set);
+            let handle = match handles.eventual(&set.path, &set.property) {
+                EventualName::Known(handle) if !declared.contains(&handle) => handle,
+                EventualName::Known(_) | EventualName::ByName => {
+                    by_name.push(set);
+                    continue;
+                }
+                EventualName::Declare(declare) => {
+                    if let ClientRequest::Handle { handle, .. } = &declare {
+                        declared.insert(*handle);
+                    }
+                    frames.push(encode(0, declare)?);
+                    by_name.push(set);
+                    continue;
+                }
+            };
+            let update = HandleValue {
+                handle,
+                value: set.value,
+            };
+            let len = synctree_proto::encode(&update)
+                .map_err(|e| e.to_string())?
+                .len();
+            let in_row = first.wrapping_add(pack.len() as u32) == set.seq;
+            if !pack.is_empty() && (size + len > EVENTUALS_PER_DATAGRAM_BYTES || !in_row) {
+                let sets = std::mem::take(&mut pack);
+                send.send_datagram(encode(0, ClientRequest::Updates { first, sets })?)
+                    .await?;
                 size = 0;
             }
+            if pack.is_empty() {
+                first = set.seq;
+            }
             size += len;
-            pack.push(set.clone());
+            pack.push(update);
             continue;
         }
         if p.request.unreliable() {
@@ -638,6 +670,25 @@ async fn send_requests(
             frames.push(encode(0, declare)?);
         }
         frames.push(encode(p.ticket.unwrap_or(0), request)?);
+    }
+    if !pack.is_empty() {
+        send.send_datagram(encode(0, ClientRequest::Updates { first, sets: pack })?)
+            .await?;
+    }
+    // Those by name, as few datagrams as they fit in.
+    let (mut pack, mut size) = (Vec::new(), 0);
+    for set in by_name {
+        let len = synctree_proto::encode(&set)
+            .map_err(|e| e.to_string())?
+            .len();
+        if !pack.is_empty() && size + len > EVENTUALS_PER_DATAGRAM_BYTES {
+            let sets = std::mem::take(&mut pack);
+            send.send_datagram(encode(0, ClientRequest::Eventuals(sets))?)
+                .await?;
+            size = 0;
+        }
+        size += len;
+        pack.push(set);
     }
     match pack.len() {
         0 => {}
@@ -677,6 +728,9 @@ async fn serve_session(
     // The last log index this connection carried (what a `Committed` counts back from).
     let mut received = 0u64;
     let mut names = NameDecoder::default();
+    // The server's names for eventual writes, and the last message that updated each.
+    let mut server_handles: HashMap<u32, (String, String)> = HashMap::new();
+    let mut updated: HashMap<u32, u32> = HashMap::new();
     loop {
         let message = tokio::select! {
             m = messages.recv() => m.ok_or("connection reader stopped")??,
@@ -691,7 +745,7 @@ async fn serve_session(
                     }
                 }
                 in_flight.extend(batch.iter().filter_map(|p| p.ticket));
-                send_requests(send, &batch, &mut handles).await?;
+                send_requests(send, &batch, &mut handles, &mut link.own).await?;
                 continue;
             }
         };
@@ -712,11 +766,7 @@ async fn serve_session(
                 }
                 welcomed = true;
                 // A new server has seen none of this client's writes: numbers start over.
-                link.own
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .last
-                    .clear();
+                link.own.last.clear();
                 set(&|s| {
                     s.server = Some(server);
                     s.peer = Some(peer);
@@ -729,7 +779,7 @@ async fn serve_session(
                 // What was asked while disconnected goes first, in order.
                 while let Some(p) = link.backlog.pop_front() {
                     in_flight.extend(p.ticket);
-                    send_request(send, &p, &mut handles).await?;
+                    send_request(send, &p, &mut handles, &mut link.own).await?;
                 }
                 continue;
             }
@@ -739,6 +789,49 @@ async fn serve_session(
             }
             ServerMessage::Eventual(set) => {
                 link.eventual_arrived(vec![set]);
+                continue;
+            }
+            ServerMessage::Handle {
+                handle,
+                path,
+                property,
+            } => {
+                if server_handles.len() >= MAX_EVENTUAL_HANDLES
+                    && !server_handles.contains_key(&handle)
+                {
+                    return Err(format!(
+                        "the server named more than {MAX_EVENTUAL_HANDLES} eventual properties"
+                    ));
+                }
+                server_handles.insert(handle, (path, property));
+                continue;
+            }
+            ServerMessage::Updates { seq, sets } => {
+                let mut fresh = Vec::with_capacity(sets.len());
+                for u in sets {
+                    // Not named yet (this datagram overtook the name), or older than what
+                    // an earlier-arriving later message brought: skipped (in one message,
+                    // later entries are later writes).
+                    let Some((path, property)) = server_handles.get(&u.handle) else {
+                        continue;
+                    };
+                    if updated
+                        .get(&u.handle)
+                        .is_some_and(|last| (seq.wrapping_sub(*last) as i32) < 0)
+                    {
+                        continue;
+                    }
+                    updated.insert(u.handle, seq);
+                    fresh.push(EventualSet {
+                        from: 0,
+                        path: path.clone(),
+                        property: property.clone(),
+                        value: u.value,
+                        stamp: None,
+                        seq: u.after,
+                    });
+                }
+                link.eventual_arrived(fresh);
                 continue;
             }
             ServerMessage::Eventuals(sets) => {

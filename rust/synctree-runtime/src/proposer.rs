@@ -203,7 +203,8 @@ impl Submitter {
             | ClientRequest::Eventual(_)
             | ClientRequest::Eventuals(_)
             | ClientRequest::Handle { .. }
-            | ClientRequest::Set { .. } => {
+            | ClientRequest::Set { .. }
+            | ClientRequest::Updates { .. } => {
                 return Err(RequestError::refused(
                     "internal error: only writes and reads are proposed (the session resolves the rest)",
                 ));
