@@ -578,7 +578,10 @@ mod tests {
             panic!("the first write declares a handle")
         };
         assert_eq!(server.incoming(declare).unwrap(), None);
-        assert_eq!(client.eventual("Players/P1", "position"), EventualName::Known(0));
+        assert_eq!(
+            client.eventual("Players/P1", "position"),
+            EventualName::Known(0)
+        );
         assert_eq!(
             server.named(0),
             Some(&("Players/P1".to_string(), "position".to_string()))
@@ -592,7 +595,10 @@ mod tests {
         };
         let bytes = crate::encode(&by_handle).unwrap();
         assert!(bytes.len() < 24, "{} bytes", bytes.len());
-        assert_eq!(crate::decode::<ClientRequest>(&bytes, bytes.len()).unwrap(), by_handle);
+        assert_eq!(
+            crate::decode::<ClientRequest>(&bytes, bytes.len()).unwrap(),
+            by_handle
+        );
         // A server's update without a receiver's own write leaves `after` out.
         let update = Update {
             handle: 3,
@@ -601,7 +607,10 @@ mod tests {
         };
         let bytes = crate::encode(&update).unwrap();
         assert_eq!(bytes, vec![0x92, 3, 5]);
-        assert_eq!(crate::decode::<Update>(&bytes, bytes.len()).unwrap(), update);
+        assert_eq!(
+            crate::decode::<Update>(&bytes, bytes.len()).unwrap(),
+            update
+        );
     }
 
     #[test]

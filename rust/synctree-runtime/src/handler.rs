@@ -96,7 +96,14 @@ async fn serve(inner: &Inner, from: NodeId, rpc: Rpc) -> RpcReply {
         Rpc::Membership(change) => RpcReply::Membership(inner.membership_local(&change).await),
         Rpc::Status => RpcReply::Status(inner.status()),
         Rpc::PreVote { last_log } => RpcReply::PreVote(inner.grants_pre_vote(last_log)),
-        Rpc::Relayed(items) => {
+        Rpc::Relayed {
+            session,
+            seq,
+            items,
+        } => {
+            if !inner.peers.relay_is_new(from, session, seq) {
+                return RpcReply::Ack;
+            }
             for item in items {
                 match item {
                     Relayed::Rpc(rpc) => inner.peers.relayed(rpc),

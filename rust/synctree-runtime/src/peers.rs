@@ -15,6 +15,8 @@
 //! logic that a client triggers runs once, not once per server. Relays to each server go
 //! through one queue and one request at a time, so they arrive in the order they were made
 //! (Godot's reliable rpcs are ordered); what queued meanwhile goes in the next request.
+//! Requests are numbered and sent again until answered: the receiver takes each number
+//! once, and none older than the last it took.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,8 +35,12 @@ use synctree_net::Transport;
 const PRESENCE_EVERY: Duration = Duration::from_secs(1);
 /// ... and a server's list not refreshed for this long is dropped.
 const PRESENCE_TTL: Duration = Duration::from_secs(3);
-/// Wait for another server to take a relayed rpc or presence list.
+/// Wait for another server to take a relayed rpc or presence list ...
 const RELAY_TIMEOUT: Duration = Duration::from_millis(500);
+/// ... then send it again after this long ...
+const RELAY_RETRY: Duration = Duration::from_millis(100);
+/// ... until this long has passed since the first try.
+const RELAY_GIVE_UP: Duration = Duration::from_secs(3);
 
 struct Local {
     conn: u64,
@@ -66,6 +72,10 @@ pub(crate) struct Peers {
     relays: Mutex<HashMap<NodeId, mpsc::Sender<Relayed>>>,
     /// Relays dropped because a server's queue was full (logged at 1, 2, 4, ...).
     relays_dropped: AtomicU64,
+    /// This run's relays are numbered under this id (a restarted sender numbers anew).
+    session: u64,
+    /// The last relay batch taken from each server: (its session, its number).
+    relays_taken: Mutex<HashMap<NodeId, (u64, u64)>>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -93,6 +103,8 @@ impl Peers {
             godot_eventual,
             relays: Mutex::new(HashMap::new()),
             relays_dropped: AtomicU64::new(0),
+            session: rand::random(),
+            relays_taken: Mutex::new(HashMap::new()),
             runtime: tokio::runtime::Handle::current(),
         })
     }
@@ -206,6 +218,19 @@ impl Peers {
     /// Notes client `peer`'s eventual writes `(path, property, seq)` that were dropped (refused,
     /// over its rate limit): the client numbered them and shows them, so others' writes must
     /// reach it with a number at least theirs to apply there; they win nothing against others.
+    /// Whether relay batch `seq` of server `from`'s run `session` is to be taken: not one
+    /// taken already, nor one older than the last taken (it was given up and sent after).
+    pub(crate) fn relay_is_new(&self, from: NodeId, session: u64, seq: u64) -> bool {
+        let mut taken = self.relays_taken.lock().unwrap_or_else(|p| p.into_inner());
+        match taken.get(&from) {
+            Some((s, last)) if *s == session && seq <= *last => false,
+            _ => {
+                taken.insert(from, (session, seq));
+                true
+            }
+        }
+    }
+
     pub(crate) fn dropped_eventual(&self, peer: u64, writes: Vec<(String, String, u32)>) {
         let mut s = self.state();
         let Some(l) = s.local.get_mut(&peer) else {
@@ -257,7 +282,7 @@ impl Peers {
             let queue = relays.entry(*id).or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(RELAY_QUEUE);
                 self.runtime
-                    .spawn(relay_to(*id, inner.transport.clone(), rx));
+                    .spawn(relay_to(*id, self.session, inner.transport.clone(), rx));
                 tx
             });
             if queue.try_send(item.clone()).is_err() {
@@ -274,10 +299,17 @@ impl Peers {
     }
 }
 
-/// Sends server `id` what is queued for it, in order: one request at a time, with what
-/// queued while the last one was on its way. (A request not answered within
-/// `RELAY_TIMEOUT` is given up; if it arrives after all, it may follow the next one.)
-async fn relay_to(id: NodeId, transport: Arc<dyn Transport>, mut queue: mpsc::Receiver<Relayed>) {
+/// Sends server `id` what is queued for it, in order: one numbered request at a time, with
+/// what queued while the last one was on its way. A request not answered is sent again
+/// (the receiver takes each number once, and none after a later one) until
+/// `RELAY_GIVE_UP` has passed: a server unreachable that long loses that batch.
+async fn relay_to(
+    id: NodeId,
+    session: u64,
+    transport: Arc<dyn Transport>,
+    mut queue: mpsc::Receiver<Relayed>,
+) {
+    let mut seq = 0u64;
     while let Some(first) = queue.recv().await {
         let mut items = vec![first];
         while items.len() < RELAY_BATCH {
@@ -286,11 +318,21 @@ async fn relay_to(id: NodeId, transport: Arc<dyn Transport>, mut queue: mpsc::Re
                 Err(_) => break,
             }
         }
-        let Ok(body) = rmp_serde::to_vec(&Rpc::Relayed(items)) else {
+        seq += 1;
+        let Ok(body) = rmp_serde::to_vec(&Rpc::Relayed {
+            session,
+            seq,
+            items,
+        }) else {
             continue;
         };
-        if let Err(e) = transport.request(id, body, RELAY_TIMEOUT).await {
-            tracing::debug!("peers: server {id} did not take a relay: {e}");
+        let since = Instant::now();
+        while let Err(e) = transport.request(id, body.clone(), RELAY_TIMEOUT).await {
+            if since.elapsed() >= RELAY_GIVE_UP {
+                tracing::debug!("peers: server {id} did not take relay {seq}: {e}");
+                break;
+            }
+            tokio::time::sleep(RELAY_RETRY).await;
         }
     }
 }
@@ -489,6 +531,26 @@ mod tests {
             stamp: None,
             seq,
         }
+    }
+
+    #[tokio::test]
+    async fn relays_are_taken_once_and_never_after_a_later_one() {
+        let (godot, _) = std::sync::mpsc::channel();
+        let (eventual, _) = std::sync::mpsc::channel();
+        let peers = Peers::new(1, godot, eventual);
+        assert!(peers.relay_is_new(2, 7, 1));
+        assert!(!peers.relay_is_new(2, 7, 1), "sent again: taken already");
+        assert!(peers.relay_is_new(2, 7, 3), "2 was given up");
+        assert!(
+            !peers.relay_is_new(2, 7, 2),
+            "2 arriving after 3 is not taken"
+        );
+        assert!(
+            peers.relay_is_new(3, 7, 1),
+            "another server numbers its own"
+        );
+        assert!(peers.relay_is_new(2, 8, 1), "server 2 restarted: a new run");
+        assert!(!peers.relay_is_new(2, 8, 1));
     }
 
     #[test]

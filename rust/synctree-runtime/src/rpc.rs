@@ -34,8 +34,14 @@ pub enum Rpc {
         last_log: Option<openraft::LogId<NodeId>>,
     },
     /// Godot rpcs for the receiver's own game clients and stamped eventual writes for its
-    /// Godot and clients (see `peers`), in the order the sender made them.
-    Relayed(Vec<Relayed>),
+    /// Godot and clients (see `peers`), in the order the sender made them: the `seq`th
+    /// batch the sender's run `session` sent this receiver (a batch sent again, or one that
+    /// arrives after a later one, is acknowledged and not taken twice or out of order).
+    Relayed {
+        session: u64,
+        seq: u64,
+        items: Vec<Relayed>,
+    },
 }
 
 /// What one server relays to another for its Godot and game clients.

@@ -24,8 +24,9 @@ pub use material::TlsMaterial;
 
 use crate::{NodeId, TlsError};
 
-/// ALPN protocol id of the synctree server-to-server protocol.
-pub const ALPN: &[u8] = b"synctree/2";
+/// ALPN protocol id of the synctree server-to-server protocol (3: relays between servers
+/// are numbered).
+pub const ALPN: &[u8] = b"synctree/3";
 
 const NAME_PREFIX: &str = "node-";
 const NAME_SUFFIX: &str = ".synctree";
