@@ -696,7 +696,14 @@ async fn read_requests(
             continue;
         };
         // Eventual writes by handle become writes by name (a handle not declared yet is
-        // dropped: its datagram overtook the declaration on the stream).
+        // dropped: its datagram overtook the declaration on the stream). Each counts for the
+        // rate limit, dropped or not.
+        let cost = match &request {
+            ClientRequest::Eventuals(sets) => sets.len(),
+            ClientRequest::Updates { sets, .. } => sets.len(),
+            _ => 1,
+        }
+        .max(1);
         let request = match request {
             ClientRequest::Updates { first, sets } => {
                 let total = sets.len();
@@ -730,10 +737,6 @@ async fn read_requests(
             request,
             ClientRequest::Rpc(_) | ClientRequest::Eventual(_) | ClientRequest::Eventuals(_)
         );
-        let cost = match &request {
-            ClientRequest::Eventuals(sets) => sets.len(),
-            _ => 1,
-        };
         // Eventual writes that may be dropped: their numbers still count (see `dropped_eventual`).
         let numbered: Vec<(String, String, u32)> = match &request {
             ClientRequest::Eventual(set) => vec![(set.path.clone(), set.property.clone(), set.seq)],
