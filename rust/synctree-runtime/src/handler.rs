@@ -8,6 +8,10 @@ use openraft::raft::AppendEntriesResponse;
 use std::sync::{Arc, OnceLock};
 use synctree_net::{Handler, HandlerError, NodeId, OPERATOR_ID};
 
+/// What a server answers while it is still starting (its peers back off as from an
+/// unreachable one).
+pub(crate) const STARTING: &str = "server is still starting";
+
 /// The transport's handler. It exists before the Raft node (the transport must be up to
 /// build it), so it holds the node in a cell filled once start-up completes.
 #[derive(Default)]
@@ -24,7 +28,7 @@ impl Handler for RpcHandler {
         let inner = self.inner.get().cloned();
         async move {
             let Some(inner) = inner else {
-                return Err(HandlerError::Failed("server is still starting".into()));
+                return Err(HandlerError::Failed(STARTING.into()));
             };
             if body.len() > MAX_RPC_BYTES {
                 return Err(HandlerError::Malformed(format!(

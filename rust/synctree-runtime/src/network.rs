@@ -64,10 +64,15 @@ impl PeerClient {
             .transport
             .request(self.target, body, option.hard_ttl())
             .await
-            .map_err(|e| match e {
+            .map_err(|e| match &e {
                 NetError::Unreachable { .. }
                 | NetError::UnknownPeer(_)
                 | NetError::Shutdown { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+                // Not ready yet: wait as for an unreachable peer (openraft retries other
+                // failures at once, which spins against a peer that is restarting).
+                NetError::Remote { message, .. } if message == crate::handler::STARTING => {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                }
                 _ => RPCError::Network(NetworkError::new(&e)),
             })?;
         rmp_serde::from_slice(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))
