@@ -1026,6 +1026,9 @@ impl SyncedTree {
         let link = backend.peer_link();
         crate::multiplayer::install_link(Some((link.clone(), self.to_gd())));
         self.link = Some(link);
+        // Eventual stamps are a server's HLC stamps on a server and a client's own order on
+        // a client: a new backend starts its comparisons over.
+        self.eventual.clear();
         if let Some(server) = backend.server() {
             if self.base().is_inside_tree() {
                 server.set_tree_path(&self.base().get_path().to_string());

@@ -634,6 +634,9 @@ async fn read_requests(
     );
     let mut in_flight = JoinSet::new();
     let mut handles = PropertyHandles::default();
+    // Eventual writes by a handle not declared yet (their datagram overtook the declaration
+    // on the stream): the newest of each, taken when the declaration arrives.
+    let mut early: HashMap<u32, (u32, synctree_proto::Value)> = HashMap::new();
     let mut stream_open = true;
     let mut dropped = 0u64;
     // Writes and reads that arrived together, proposed together once no more are waiting
@@ -683,21 +686,35 @@ async fn read_requests(
         };
         let decoded = decode(&body, MAX_REQUEST_BYTES)
             .map_err(|e| format!("malformed request: {e}"))
-            .and_then(|r: Request| Ok((r.id, handles.incoming(r.request)?)));
-        let (id, request) = match decoded {
+            .and_then(|r: Request| {
+                let declared = match &r.request {
+                    ClientRequest::Handle { handle, .. } => Some(*handle),
+                    _ => None,
+                };
+                Ok((r.id, declared, handles.incoming(r.request)?))
+            });
+        let (id, declared, request) = match decoded {
             Ok(d) => d,
             Err(e) => {
                 ctx.submitter.send(batch);
                 return Err(e);
             }
         };
-        // A handle's declaration is part of the protocol, not a request (no rate limit).
-        let Some(request) = request else {
-            continue;
+        // A handle's declaration is part of the protocol, not a request (no rate limit);
+        // a write of it that came early is taken now.
+        let request = match (
+            request,
+            declared.and_then(|h| early.remove(&h).map(|e| (h, e))),
+        ) {
+            (Some(request), _) => request,
+            (None, Some((handle, (first, value)))) => ClientRequest::Updates {
+                first,
+                sets: vec![synctree_proto::HandleValue { handle, value }],
+            },
+            (None, None) => continue,
         };
-        // Eventual writes by handle become writes by name (a handle not declared yet is
-        // dropped: its datagram overtook the declaration on the stream). Each counts for the
-        // rate limit, dropped or not.
+        // Eventual writes by handle become writes by name (one of a handle not declared yet
+        // waits for the declaration). Each counts for the rate limit.
         let cost = match &request {
             ClientRequest::Eventuals(sets) => sets.len(),
             ClientRequest::Updates { sets, .. } => sets.len(),
@@ -706,28 +723,29 @@ async fn read_requests(
         .max(1);
         let request = match request {
             ClientRequest::Updates { first, sets } => {
-                let total = sets.len();
-                let named: Vec<synctree_proto::EventualSet> = sets
-                    .into_iter()
-                    .zip(0u32..)
-                    .filter_map(|(u, i)| {
-                        let (path, property) = handles.named(u.handle)?.clone();
-                        Some(synctree_proto::EventualSet {
-                            from: peer,
-                            path,
-                            property,
-                            value: u.value,
-                            stamp: None,
-                            seq: first.wrapping_add(i),
-                        })
-                    })
-                    .collect();
-                if named.len() < total {
-                    tracing::debug!(
-                        node = ctx.server,
-                        "{} eventual writes from peer {peer} named handles not declared yet",
-                        total - named.len()
-                    );
+                let mut named = Vec::with_capacity(sets.len());
+                for (u, i) in sets.into_iter().zip(0u32..) {
+                    let seq = first.wrapping_add(i);
+                    let Some((path, property)) = handles.named(u.handle).cloned() else {
+                        let newer = early
+                            .get(&u.handle)
+                            .is_none_or(|(last, _)| (seq.wrapping_sub(*last) as i32) > 0);
+                        if newer
+                            && (early.len() < synctree_proto::MAX_PROPERTY_HANDLES
+                                || early.contains_key(&u.handle))
+                        {
+                            early.insert(u.handle, (seq, u.value));
+                        }
+                        continue;
+                    };
+                    named.push(synctree_proto::EventualSet {
+                        from: peer,
+                        path,
+                        property,
+                        value: u.value,
+                        stamp: None,
+                        seq,
+                    });
                 }
                 ClientRequest::Eventuals(named)
             }
@@ -1009,20 +1027,24 @@ struct EventualOut {
 }
 
 impl EventualOut {
-    /// `sets` as this client is sent them: handle declarations (for the stream, first),
-    /// then [`ServerMessage::Updates`] of up to ~1000 bytes each (for datagrams), in the
-    /// order taken, leaving out any write stamped before one already sent of its property.
-    /// A client is sent every other player's high-rate updates: they share datagrams, as
-    /// SceneMultiplayer packs its synchronizers' into one packet per peer.
-    /// Writes of properties beyond the [`MAX_EVENTUAL_HANDLES`]th are not sent (logged once).
+    /// `sets` as this client is sent them: what goes on the stream (handle declarations,
+    /// then one [`ServerMessage::Updates`] with the first write of each property named now,
+    /// so it cannot overtake its name), then what goes as datagrams (Updates of up to ~1000
+    /// bytes each), in the order taken, leaving out any write stamped before one already
+    /// sent of its property. A client is sent every other player's high-rate updates: they
+    /// share datagrams, as SceneMultiplayer packs its synchronizers' into one packet per
+    /// peer. Past [`MAX_EVENTUAL_HANDLES`] named properties, writes of others go by name.
     fn pack(
         &mut self,
         sets: Vec<synctree_proto::EventualSet>,
     ) -> Result<(Vec<ServerMessage>, Vec<ServerMessage>), String> {
-        let (mut declared, mut messages) = (Vec::new(), Vec::new());
+        let (mut stream, mut messages) = (Vec::new(), Vec::new());
         let (mut pack, mut size) = (Vec::new(), 0);
-        // Where each handle is in `pack`: a later write of it replaces the earlier one.
-        let mut at: HashMap<u32, usize> = HashMap::new();
+        // The first writes of properties named by this call, for the stream.
+        let mut fresh = Vec::new();
+        // Where each handle is (in `fresh`, or in `pack`): a later write of it replaces the
+        // earlier one.
+        let mut at: HashMap<u32, (bool, usize)> = HashMap::new();
         for set in sets {
             let Some(stamp) = set.stamp else { continue };
             let key = (set.path, set.property);
@@ -1031,20 +1053,32 @@ impl EventualOut {
                 None if self.handles.len() < MAX_EVENTUAL_HANDLES => {
                     let h = self.handles.len() as u32;
                     self.handles.insert(key.clone(), h);
-                    declared.push(ServerMessage::Handle {
+                    stream.push(ServerMessage::Handle {
                         handle: h,
                         path: key.0,
                         property: key.1,
                     });
-                    h
+                    at.insert(h, (true, fresh.len()));
+                    self.sent.insert(h, stamp);
+                    fresh.push(synctree_proto::Update {
+                        handle: h,
+                        value: set.value,
+                        after: set.seq,
+                    });
+                    continue;
                 }
                 None => {
                     if !std::mem::replace(&mut self.full, true) {
-                        tracing::warn!(
+                        tracing::info!(
                             "a client was sent eventual writes of {MAX_EVENTUAL_HANDLES} \
-                             properties: writes of others are not sent to it"
+                             properties: writes of others go to it by name"
                         );
                     }
+                    messages.push(ServerMessage::Eventual(synctree_proto::EventualSet {
+                        path: key.0,
+                        property: key.1,
+                        ..set
+                    }));
                     continue;
                 }
             };
@@ -1057,9 +1091,16 @@ impl EventualOut {
                 value: set.value,
                 after: set.seq,
             };
-            if let Some(i) = at.get(&handle) {
-                pack[*i] = update;
-                continue;
+            match at.get(&handle) {
+                Some((true, i)) => {
+                    fresh[*i] = update;
+                    continue;
+                }
+                Some((false, i)) => {
+                    pack[*i] = update;
+                    continue;
+                }
+                None => {}
             }
             let len = encode(&update).map_err(|e| e.to_string())?.len();
             if !pack.is_empty() && size + len > EVENTUALS_PER_DATAGRAM_BYTES {
@@ -1069,12 +1110,19 @@ impl EventualOut {
                     seq: self.seq,
                     sets,
                 });
-                at.clear();
+                at.retain(|_, (in_fresh, _)| *in_fresh);
                 size = 0;
             }
             size += len;
-            at.insert(handle, pack.len());
+            at.insert(handle, (false, pack.len()));
             pack.push(update);
+        }
+        if !fresh.is_empty() {
+            self.seq = self.seq.wrapping_add(1);
+            stream.push(ServerMessage::Updates {
+                seq: self.seq,
+                sets: fresh,
+            });
         }
         if !pack.is_empty() {
             self.seq = self.seq.wrapping_add(1);
@@ -1083,7 +1131,7 @@ impl EventualOut {
                 sets: pack,
             });
         }
-        Ok((declared, messages))
+        Ok((stream, messages))
     }
 
     /// Packs `sets` and sends them: declarations on the stream, updates as datagrams.
@@ -1332,18 +1380,16 @@ mod tests {
         out.send(&mut sent, (0..60).map(|i| set(i, 1)).collect())
             .await
             .unwrap();
-        // Each property is named once, on the stream; the updates share datagrams.
-        assert_eq!(sent.frames.len(), 60);
-        let first = decoded(&sent);
-        assert!((1..=2).contains(&first.len()), "{} datagrams", first.len());
-        let mut got = Vec::new();
-        for (n, m) in first.into_iter().enumerate() {
-            let ServerMessage::Updates { seq, sets } = m else {
-                panic!("{m:?}")
-            };
-            assert_eq!(seq as usize, n + 1, "numbered in order");
-            got.extend(sets);
-        }
+        // Each property is named once, on the stream, and its first write follows its name
+        // there (a datagram could overtake the name).
+        assert_eq!(sent.frames.len(), 61);
+        assert!(sent.datagrams.is_empty());
+        let last = &sent.frames[60];
+        let ServerMessage::Updates { seq: 1, sets: got } =
+            synctree_proto::decode::<ServerMessage>(last, last.len()).unwrap()
+        else {
+            panic!("{last:?}")
+        };
         let want: Vec<Update> = (0..60u32)
             .map(|i| Update {
                 handle: i,
@@ -1352,9 +1398,27 @@ mod tests {
             })
             .collect();
         assert_eq!(got, want);
+        // Later writes share datagrams.
+        let mut sent = Sent::default();
+        out.send(&mut sent, (0..60).map(|i| set(i, 2)).collect())
+            .await
+            .unwrap();
+        assert!(sent.frames.is_empty());
+        let later = decoded(&sent);
+        assert!((1..=2).contains(&later.len()), "{} datagrams", later.len());
+        let mut got = Vec::new();
+        for (n, m) in later.into_iter().enumerate() {
+            let ServerMessage::Updates { seq, sets } = m else {
+                panic!("{m:?}")
+            };
+            assert_eq!(seq as usize, n + 2, "numbered in order");
+            got.extend(sets);
+        }
+        assert_eq!(got, want);
         // Known names go by handle only: one update is a few bytes of payload.
         let mut sent = Sent::default();
         out.send(&mut sent, vec![set(3, 5)]).await.unwrap();
+        assert_eq!(sent.datagrams.len(), 1);
         assert!(sent.frames.is_empty());
         assert!(sent.datagrams[0].len() <= 21, "{}", sent.datagrams[0].len());
         // A write stamped before the last one sent of its property is not sent; of two

@@ -120,9 +120,10 @@ impl OwnWrites {
 
     /// Whether another's write, as its server sent it, is the latest here.
     fn admits(&self, set: &EventualSet) -> bool {
+        // Numbers wrap: `mine` is at or before `set.seq`.
         self.last
             .get(&(set.path.clone(), set.property.clone()))
-            .is_none_or(|mine| *mine <= set.seq)
+            .is_none_or(|mine| (set.seq.wrapping_sub(*mine) as i32) >= 0)
     }
 }
 
@@ -183,7 +184,6 @@ impl GameClient {
         let status = Arc::new(Mutex::new(ClientStatus::default()));
         let link = Link {
             own: OwnWrites::default(),
-            eventual_order: 0,
             applied: tx,
             requests: requests_rx,
             backlog: VecDeque::new(),
@@ -359,19 +359,21 @@ struct Link {
     rpcs: std::sync::mpsc::Sender<PeerRpc>,
     eventual: std::sync::mpsc::Sender<EventualSet>,
     own: OwnWrites,
-    /// Counts the eventual writes handed to the live tree: their stamp there (servers send
-    /// them in the order they win, see [`ServerMessage::Updates`]).
-    eventual_order: u64,
 }
+
+/// Counts the eventual writes game clients hand to their live trees: their stamp there
+/// (servers send them in the order they win, see [`ServerMessage::Updates`]). One counter
+/// for the process, so a tree that gets a new client goes on from where it was.
+static EVENTUAL_ORDER: AtomicU64 = AtomicU64::new(1);
 
 impl Link {
     /// Hands on others' eventual writes that are the latest here (see [`OwnWrites`]), each
     /// stamped after the ones before: they arrive in the order they win.
-    fn eventual_arrived(&mut self, sets: Vec<EventualSet>) {
+    fn eventual_arrived(&self, sets: Vec<EventualSet>) {
         for mut set in sets {
             if self.own.admits(&set) {
-                self.eventual_order += 1;
-                set.stamp = Some(synctree_proto::Stamp::from_parts(self.eventual_order, 0));
+                let order = EVENTUAL_ORDER.fetch_add(1, Ordering::Relaxed);
+                set.stamp = Some(synctree_proto::Stamp::from_parts(order, 0));
                 let _ = self.eventual.send(set);
             }
         }
@@ -591,6 +593,42 @@ async fn read_datagram_messages(
 
 /// Requests written to the stream in one go, at most.
 const MAX_REQUESTS_PER_WRITE: usize = 256;
+/// The updates of message `seq` to apply: not older than what a later message already
+/// brought for the same property (in one message, later entries are later writes); those
+/// of properties not named yet wait in `early` (the newest of each, a bounded number).
+fn take_updates(
+    names: &HashMap<u32, (String, String)>,
+    updated: &mut HashMap<u32, u32>,
+    early: &mut HashMap<u32, (u32, synctree_proto::Update)>,
+    seq: u32,
+    sets: Vec<synctree_proto::Update>,
+) -> Vec<EventualSet> {
+    let mut fresh = Vec::with_capacity(sets.len());
+    let older = |last: &u32| (seq.wrapping_sub(*last) as i32) < 0;
+    for u in sets {
+        let Some((path, property)) = names.get(&u.handle) else {
+            let keep = early.get(&u.handle).is_none_or(|(last, _)| !older(last));
+            if keep && (early.len() < MAX_EVENTUAL_HANDLES || early.contains_key(&u.handle)) {
+                early.insert(u.handle, (seq, u));
+            }
+            continue;
+        };
+        if updated.get(&u.handle).is_some_and(older) {
+            continue;
+        }
+        updated.insert(u.handle, seq);
+        fresh.push(EventualSet {
+            from: 0,
+            path: path.clone(),
+            property: property.clone(),
+            value: u.value,
+            stamp: None,
+            seq: u.after,
+        });
+    }
+    fresh
+}
+
 /// Eventual writes packed in one datagram, up to about this many bytes.
 const EVENTUALS_PER_DATAGRAM_BYTES: usize = 1000;
 
@@ -731,6 +769,9 @@ async fn serve_session(
     // The server's names for eventual writes, and the last message that updated each.
     let mut server_handles: HashMap<u32, (String, String)> = HashMap::new();
     let mut updated: HashMap<u32, u32> = HashMap::new();
+    // Updates whose handle is not named yet (their datagram overtook the name on the
+    // stream): the newest of each, applied when the name arrives.
+    let mut early: HashMap<u32, (u32, synctree_proto::Update)> = HashMap::new();
     loop {
         let message = tokio::select! {
             m = messages.recv() => m.ok_or("connection reader stopped")??,
@@ -804,33 +845,15 @@ async fn serve_session(
                     ));
                 }
                 server_handles.insert(handle, (path, property));
+                if let Some((seq, u)) = early.remove(&handle) {
+                    let fresh =
+                        take_updates(&server_handles, &mut updated, &mut early, seq, vec![u]);
+                    link.eventual_arrived(fresh);
+                }
                 continue;
             }
             ServerMessage::Updates { seq, sets } => {
-                let mut fresh = Vec::with_capacity(sets.len());
-                for u in sets {
-                    // Not named yet (this datagram overtook the name), or older than what
-                    // an earlier-arriving later message brought: skipped (in one message,
-                    // later entries are later writes).
-                    let Some((path, property)) = server_handles.get(&u.handle) else {
-                        continue;
-                    };
-                    if updated
-                        .get(&u.handle)
-                        .is_some_and(|last| (seq.wrapping_sub(*last) as i32) < 0)
-                    {
-                        continue;
-                    }
-                    updated.insert(u.handle, seq);
-                    fresh.push(EventualSet {
-                        from: 0,
-                        path: path.clone(),
-                        property: property.clone(),
-                        value: u.value,
-                        stamp: None,
-                        seq: u.after,
-                    });
-                }
+                let fresh = take_updates(&server_handles, &mut updated, &mut early, seq, sets);
                 link.eventual_arrived(fresh);
                 continue;
             }

@@ -55,6 +55,10 @@ struct State {
     remote: HashMap<NodeId, (Vec<u64>, Instant)>,
     /// The union last pushed to clients.
     announced: Vec<u64>,
+    /// The stamp of the latest eventual write of each (path, property) handed to clients:
+    /// an older one arriving late (a relay sent again) is not handed on. At most
+    /// [`MAX_LATEST`] (forgotten all at once past it).
+    latest: HashMap<(String, String), Stamp>,
 }
 
 /// The peers of one server: its own clients, the others' (as last heard), and the rpcs for
@@ -190,6 +194,19 @@ impl Peers {
             // write handed on after another is stamped after it, which the writer's filter
             // below relies on.
             let mut s = self.state();
+            let key = (set.path.clone(), set.property.clone());
+            // A client's write that arrives after a later one of its own (a datagram and the
+            // stream raced) is older than what the client shows: dropped.
+            if set.stamp.is_none() && set.seq != 0 {
+                let behind = s
+                    .local
+                    .get(&set.from)
+                    .and_then(|l| l.own.get(&key))
+                    .is_some_and(|(last, _)| !newer(set.seq, *last));
+                if behind {
+                    return;
+                }
+            }
             let stamp = match set.stamp {
                 Some(stamp) => {
                     // A clock too far ahead is refused by the HLC (and logged where it was
@@ -200,7 +217,19 @@ impl Peers {
                 None => *set.stamp.insert(inner.clock.stamp()),
             };
             let _ = self.godot_eventual.send(set.clone());
-            let key = (set.path.clone(), set.property.clone());
+            if s.latest.get(&key).is_some_and(|l| *l >= stamp) {
+                // Older than one already handed on (clients would show it until the next).
+                set.seq = 0;
+                drop(s);
+                if relay {
+                    self.broadcast(Relayed::Eventual(set));
+                }
+                return;
+            }
+            if s.latest.len() >= MAX_LATEST && !s.latest.contains_key(&key) {
+                s.latest.clear();
+            }
+            s.latest.insert(key.clone(), stamp);
             for (peer, l) in s.local.iter_mut() {
                 if let Some(seq) = for_client(&mut l.own, *peer, &key, &set, stamp) {
                     let mut to = set.clone();
@@ -215,9 +244,6 @@ impl Peers {
         }
     }
 
-    /// Notes client `peer`'s eventual writes `(path, property, seq)` that were dropped (refused,
-    /// over its rate limit): the client numbered them and shows them, so others' writes must
-    /// reach it with a number at least theirs to apply there; they win nothing against others.
     /// Whether relay batch `seq` of server `from`'s run `session` is to be taken: not one
     /// taken already, nor one older than the last taken (it was given up and sent after).
     pub(crate) fn relay_is_new(&self, from: NodeId, session: u64, seq: u64) -> bool {
@@ -231,15 +257,27 @@ impl Peers {
         }
     }
 
+    /// Notes client `peer`'s eventual writes `(path, property, seq)` that were dropped (refused,
+    /// over its rate limit): the client numbered them and shows them, so others' writes must
+    /// reach it with a number at least theirs to apply there; they win nothing against others.
+    /// At most [`MAX_OWN`] properties are remembered per client (past that, only those
+    /// remembered already are updated).
     pub(crate) fn dropped_eventual(&self, peer: u64, writes: Vec<(String, String, u32)>) {
         let mut s = self.state();
         let Some(l) = s.local.get_mut(&peer) else {
             return;
         };
         for (path, property, seq) in writes {
-            let none = Stamp::from_parts(0, 0);
-            let e = l.own.entry((path, property)).or_insert((seq, none));
-            e.0 = seq;
+            let key = (path, property);
+            let room = l.own.len() < MAX_OWN;
+            match l.own.get_mut(&key) {
+                Some(e) if newer(seq, e.0) => e.0 = seq,
+                Some(_) => {}
+                None if room => {
+                    l.own.insert(key, (seq, Stamp::from_parts(0, 0)));
+                }
+                None => {}
+            }
         }
     }
 
@@ -361,7 +399,14 @@ fn for_client(
     stamp: Stamp,
 ) -> Option<u32> {
     if peer == set.from {
-        own.insert(key.clone(), (set.seq, stamp));
+        // Its own write taken here (a copy relayed back from another server carries no
+        // number and changes nothing).
+        if set.seq != 0 && (own.len() < MAX_OWN || own.contains_key(key)) {
+            let e = own.entry(key.clone()).or_insert((set.seq, stamp));
+            if newer(set.seq, e.0) || e.0 == set.seq {
+                *e = (set.seq, stamp);
+            }
+        }
         return None;
     }
     match own.get(key) {
@@ -369,6 +414,17 @@ fn for_client(
         Some((seq, _)) => Some(*seq),
         None => Some(0),
     }
+}
+
+/// Properties whose latest eventual write a server remembers, at most.
+const MAX_LATEST: usize = 1 << 16;
+
+/// Properties whose last write a server remembers per client, at most.
+const MAX_OWN: usize = synctree_proto::MAX_PROPERTY_HANDLES;
+
+/// Whether eventual write number `a` of a client came after number `b` (numbers wrap).
+fn newer(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
 }
 
 fn push(peer: u64, l: &Local, m: ServerMessage) {
