@@ -306,6 +306,12 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// Whether number `a` (of a client's eventual writes, or of a connection's
+/// [`ServerMessage::Updates`]) came after `b`: the numbers wrap around.
+pub fn seq_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
 /// Byte vectors as msgpack binary (not an array of integers).
 mod serde_bytes_compat {
     use serde::{Deserialize, Deserializer, Serializer};

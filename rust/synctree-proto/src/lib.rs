@@ -29,8 +29,8 @@ mod value;
 pub mod wire;
 
 pub use client::{
-    ClientCursor, ClientRequest, Delivery, EntryEffects, EventualName, EventualSet, HandleValue,
-    Hello, Outcome, PeerRpc, PropertyHandles, Request, Resume, ServerMessage, Update,
+    seq_after, ClientCursor, ClientRequest, Delivery, EntryEffects, EventualName, EventualSet,
+    HandleValue, Hello, Outcome, PeerRpc, PropertyHandles, Request, Resume, ServerMessage, Update,
     CLIENT_PROTOCOL_VERSION, MAX_EVENTUAL_HANDLES, MAX_HELLO_BYTES, MAX_PROPERTY_HANDLES,
     MAX_REQUEST_BYTES,
 };

@@ -729,7 +729,7 @@ async fn read_requests(
                     let Some((path, property)) = handles.named(u.handle).cloned() else {
                         let newer = early
                             .get(&u.handle)
-                            .is_none_or(|(last, _)| (seq.wrapping_sub(*last) as i32) > 0);
+                            .is_none_or(|(last, _)| synctree_proto::seq_after(seq, *last));
                         if newer
                             && (early.len() < synctree_proto::MAX_PROPERTY_HANDLES
                                 || early.contains_key(&u.handle))

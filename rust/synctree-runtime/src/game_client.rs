@@ -123,7 +123,7 @@ impl OwnWrites {
         // Numbers wrap: `mine` is at or before `set.seq`.
         self.last
             .get(&(set.path.clone(), set.property.clone()))
-            .is_none_or(|mine| (set.seq.wrapping_sub(*mine) as i32) >= 0)
+            .is_none_or(|mine| !synctree_proto::seq_after(*mine, set.seq))
     }
 }
 
@@ -604,7 +604,7 @@ fn take_updates(
     sets: Vec<synctree_proto::Update>,
 ) -> Vec<EventualSet> {
     let mut fresh = Vec::with_capacity(sets.len());
-    let older = |last: &u32| (seq.wrapping_sub(*last) as i32) < 0;
+    let older = |last: &u32| synctree_proto::seq_after(*last, seq);
     for u in sets {
         let Some((path, property)) = names.get(&u.handle) else {
             let keep = early.get(&u.handle).is_none_or(|(last, _)| !older(last));

@@ -202,7 +202,7 @@ impl Peers {
                     .local
                     .get(&set.from)
                     .and_then(|l| l.own.get(&key))
-                    .is_some_and(|(last, _)| !newer(set.seq, *last));
+                    .is_some_and(|(last, _)| !synctree_proto::seq_after(set.seq, *last));
                 if behind {
                     return;
                 }
@@ -271,7 +271,7 @@ impl Peers {
             let key = (path, property);
             let room = l.own.len() < MAX_OWN;
             match l.own.get_mut(&key) {
-                Some(e) if newer(seq, e.0) => e.0 = seq,
+                Some(e) if synctree_proto::seq_after(seq, e.0) => e.0 = seq,
                 Some(_) => {}
                 None if room => {
                     l.own.insert(key, (seq, Stamp::from_parts(0, 0)));
@@ -403,7 +403,7 @@ fn for_client(
         // number and changes nothing).
         if set.seq != 0 && (own.len() < MAX_OWN || own.contains_key(key)) {
             let e = own.entry(key.clone()).or_insert((set.seq, stamp));
-            if newer(set.seq, e.0) || e.0 == set.seq {
+            if synctree_proto::seq_after(set.seq, e.0) || e.0 == set.seq {
                 *e = (set.seq, stamp);
             }
         }
@@ -421,11 +421,6 @@ const MAX_LATEST: usize = 1 << 16;
 
 /// Properties whose last write a server remembers per client, at most.
 const MAX_OWN: usize = synctree_proto::MAX_PROPERTY_HANDLES;
-
-/// Whether eventual write number `a` of a client came after number `b` (numbers wrap).
-fn newer(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) > 0
-}
 
 fn push(peer: u64, l: &Local, m: ServerMessage) {
     if l.tx.try_send(m).is_err() {
