@@ -810,8 +810,10 @@ impl SyncedTree {
     }
 
     /// `{id, leader, is_leader, term, commit, applied, raft_applied, last_log, voters, learners,
-    /// nodes, running, apply_usec}`; `apply_usec` is the main-thread time spent applying committed
-    /// changes since start, in microseconds.
+    /// nodes, running, apply_usec, relay_datagrams, relay_eventual_reliably, ...}`; `apply_usec`
+    /// is the main-thread time spent applying committed changes since start, in microseconds;
+    /// the `relay_` counts are the eventual writes this server sent the others: datagrams, and
+    /// writes that went reliably instead.
     #[func]
     fn status(&self) -> VarDictionary {
         let s = &self.last_status;
@@ -842,6 +844,8 @@ impl SyncedTree {
         d.set("predicted_pending", self.predictions.pending() as i64);
         d.set("eventual_applied", self.eventual_applied as i64);
         d.set("reconciled", self.reconciled as i64);
+        d.set("relay_datagrams", s.relay_datagrams as i64);
+        d.set("relay_eventual_reliably", s.relay_eventual_reliably as i64);
         d
     }
 }

@@ -20,6 +20,13 @@ pub trait Handler: Send + Sync + 'static {
         from: NodeId,
         body: Vec<u8>,
     ) -> BoxFuture<'static, Result<Vec<u8>, HandlerError>>;
+
+    /// A datagram from `from` ([`Transport::send_datagram`](crate::Transport::send_datagram)):
+    /// no answer, and a malformed one costs only itself (the handler logs it). Called on the
+    /// connection's task, one at a time per peer: it must not block. Dropped by default.
+    fn datagram(&self, from: NodeId, body: Vec<u8>) {
+        let _ = (from, body);
+    }
 }
 
 /// A [`Handler`] made from an async closure; see [`handler_fn`].

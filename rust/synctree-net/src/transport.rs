@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 
 use crate::{NetError, NodeId};
 
-/// Request/response between servers.
+/// Request/response between servers, and unreliable datagrams beside them.
 ///
 /// Implementations are cheap to clone (an `Arc` inside) and the trait is object safe, so the
 /// runtime may hold a `Arc<dyn Transport>` and swap the QUIC transport for the in-memory one in
@@ -49,5 +49,25 @@ pub trait Transport: Send + Sync + 'static {
     fn warm_up(&self, target: NodeId) -> BoxFuture<'static, Result<(), NetError>> {
         let _ = target;
         Box::pin(async { Ok(()) })
+    }
+
+    /// The largest datagram [`send_datagram`](Self::send_datagram) can send `target` now:
+    /// `None` while no connection to it is open (a [`request`](Self::request) opens one) or if
+    /// this transport sends no datagrams.
+    fn datagram_room(&self, target: NodeId) -> Option<usize> {
+        let _ = target;
+        None
+    }
+
+    /// Sends `body` to `target` as one datagram, without waiting: unreliable (it may be lost,
+    /// and is not resent) and unordered, received by the peer's [`Handler::datagram`]
+    /// (crate::Handler::datagram). Fails at once, having sent nothing, when no connection to
+    /// `target` is open or `body` is larger than [`datagram_room`](Self::datagram_room).
+    fn send_datagram(&self, target: NodeId, body: Vec<u8>) -> Result<(), NetError> {
+        let _ = body;
+        Err(NetError::Unreachable {
+            peer: target,
+            reason: "this transport sends no datagrams".into(),
+        })
     }
 }

@@ -52,6 +52,28 @@ impl Handler for RpcHandler {
         }
         .boxed()
     }
+
+    /// Eventual writes another server relayed (unreliable: a lost one is superseded by the
+    /// next write of its property).
+    fn datagram(&self, from: NodeId, body: Vec<u8>) {
+        let Some(inner) = self.inner.get() else {
+            return;
+        };
+        if from == OPERATOR_ID {
+            return;
+        }
+        match crate::rpc::unpack_datagram(&body) {
+            Ok(sets) => {
+                for set in sets {
+                    inner.peers.eventual(set, false);
+                }
+            }
+            Err(e) => tracing::warn!(
+                node = inner.id,
+                "dropped a datagram from server {from}: {e}"
+            ),
+        }
+    }
 }
 
 async fn serve(inner: &Inner, from: NodeId, rpc: Rpc) -> RpcReply {

@@ -72,6 +72,11 @@ pub struct Status {
     pub learners: Vec<NodeId>,
     /// Why Raft stopped, if it stopped on a fatal error (storage failure, panic).
     pub fatal: Option<String>,
+    /// Datagrams of eventual writes sent to the other servers since start.
+    pub relay_datagrams: u64,
+    /// Eventual writes relayed to another server reliably instead (no connection open yet,
+    /// too large for a datagram), since start.
+    pub relay_eventual_reliably: u64,
 }
 
 /// One synctree Raft node with its transport, proposer and state machine, on the tokio
@@ -129,6 +134,8 @@ impl Inner {
                 .err()
                 .map(|e| e.to_string())
                 .or_else(|| self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+            relay_datagrams: self.peers.relay_datagrams.load(Ordering::Relaxed),
+            relay_eventual_reliably: self.peers.relay_eventual_reliably.load(Ordering::Relaxed),
         }
     }
 }

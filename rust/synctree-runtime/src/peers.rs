@@ -6,6 +6,9 @@
 //!                         ├─ to a client of server 1 ─▶ that client's stream
 //!                         └─ to anyone elsewhere ─────▶ Rpc::Relayed to the other servers,
 //!                                                       each hands it to its own clients
+//!   eventual writes: stamped by the writer's server, then to its Godot and clients, and as
+//!             datagrams to the other servers (reliably while no connection is open, or
+//!             for one too large for a datagram)
 //!   presence: each server sends its clients to the others (on change, and every second);
 //!             a list not refreshed for 3 s is dropped (its server is gone); the union is
 //!             the cluster's peers, pushed to every client when it changes.
@@ -15,6 +18,9 @@
 //! logic that a client triggers runs once, not once per server. Relays to each server go
 //! through one queue and one request at a time, so they arrive in the order they were made
 //! (Godot's reliable rpcs are ordered); what queued meanwhile goes in the next request.
+//! Eventual writes need no order (the latest stamp wins) nor delivery (a later write
+//! supersedes a lost one, as between a client and its server): they go one way, as QUIC
+//! datagrams, several to a datagram when they come together.
 //! Requests are numbered and sent again until answered: the receiver takes each number
 //! once, and none older than the last it took.
 
@@ -28,7 +34,7 @@ use synctree_raft::NodeId;
 use tokio::sync::{mpsc, Notify};
 
 use crate::node::Inner;
-use crate::rpc::{Relayed, Rpc};
+use crate::rpc::{pack_eventual, Relayed, Rpc, DATAGRAM_OVERHEAD};
 use synctree_net::Transport;
 
 /// Presence is re-sent this often ...
@@ -72,10 +78,14 @@ pub(crate) struct Peers {
     union_changed: Notify,
     godot: std::sync::mpsc::Sender<PeerRpc>,
     godot_eventual: std::sync::mpsc::Sender<EventualSet>,
-    /// Each other server's relay queue (see [`relay_to`]).
-    relays: Mutex<HashMap<NodeId, mpsc::Sender<Relayed>>>,
+    /// Each other server's relay queues (see [`relay_to`] and [`eventual_to`]).
+    relays: Mutex<HashMap<NodeId, Queues>>,
     /// Relays dropped because a server's queue was full (logged at 1, 2, 4, ...).
     relays_dropped: AtomicU64,
+    /// Datagrams of eventual writes sent to other servers.
+    pub(crate) relay_datagrams: Arc<AtomicU64>,
+    /// Eventual writes relayed reliably instead of by datagram.
+    pub(crate) relay_eventual_reliably: Arc<AtomicU64>,
     /// This run's relays are numbered under this id (a restarted sender numbers anew).
     session: u64,
     /// The last relay batch taken from each server: (its session, its number).
@@ -85,6 +95,12 @@ pub(crate) struct Peers {
 
 /// Relays waiting for one server, at most (a server that stops taking them loses the rest).
 const RELAY_QUEUE: usize = 4096;
+
+/// What waits to go to one other server: reliable relays, and eventual writes (datagrams).
+struct Queues {
+    reliable: mpsc::Sender<Relayed>,
+    eventual: mpsc::Sender<EventualSet>,
+}
 /// Relays sent to a server in one request, at most.
 const RELAY_BATCH: usize = 256;
 
@@ -107,6 +123,8 @@ impl Peers {
             godot_eventual,
             relays: Mutex::new(HashMap::new()),
             relays_dropped: AtomicU64::new(0),
+            relay_datagrams: Arc::default(),
+            relay_eventual_reliably: Arc::default(),
             session: rand::random(),
             relays_taken: Mutex::new(HashMap::new()),
             runtime: tokio::runtime::Handle::current(),
@@ -222,7 +240,7 @@ impl Peers {
                 set.seq = 0;
                 drop(s);
                 if relay {
-                    self.broadcast(Relayed::Eventual(set));
+                    self.relay_eventual(set);
                 }
                 return;
             }
@@ -240,7 +258,7 @@ impl Peers {
             set.seq = 0;
         }
         if relay {
-            self.broadcast(Relayed::Eventual(set));
+            self.relay_eventual(set);
         }
     }
 
@@ -308,6 +326,24 @@ impl Peers {
 
     /// Queues `item` for every other member, without waiting.
     fn broadcast(&self, item: Relayed) {
+        self.each_other(|id, queues| {
+            if queues.reliable.try_send(item.clone()).is_err() {
+                self.dropped(id);
+            }
+        });
+    }
+
+    /// Queues an eventual write for every other member, to go as a datagram.
+    fn relay_eventual(&self, set: EventualSet) {
+        self.each_other(|id, queues| {
+            if queues.eventual.try_send(set.clone()).is_err() {
+                self.dropped(id);
+            }
+        });
+    }
+
+    /// Calls `f` with every other member's relay queues (started on first use).
+    fn each_other(&self, mut f: impl FnMut(NodeId, &Queues)) {
         let Some(inner) = self.inner.get().and_then(Weak::upgrade) else {
             return;
         };
@@ -317,21 +353,82 @@ impl Peers {
             if *id == self.server {
                 continue;
             }
-            let queue = relays.entry(*id).or_insert_with(|| {
-                let (tx, rx) = mpsc::channel(RELAY_QUEUE);
+            let queues = relays.entry(*id).or_insert_with(|| {
+                let (reliable, rx) = mpsc::channel(RELAY_QUEUE);
+                let transport = inner.transport.clone();
                 self.runtime
-                    .spawn(relay_to(*id, self.session, inner.transport.clone(), rx));
-                tx
+                    .spawn(relay_to(*id, self.session, transport.clone(), rx));
+                let (eventual, rx) = mpsc::channel(RELAY_QUEUE);
+                let counts = (
+                    self.relay_datagrams.clone(),
+                    self.relay_eventual_reliably.clone(),
+                );
+                self.runtime
+                    .spawn(eventual_to(*id, transport, rx, reliable.clone(), counts));
+                Queues { reliable, eventual }
             });
-            if queue.try_send(item.clone()).is_err() {
-                let n = self.relays_dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                if n.is_power_of_two() {
-                    tracing::warn!(
-                        node = self.server,
-                        "server {id} is not taking relayed rpcs and eventual writes: one \
-                         dropped ({n} so far)"
-                    );
+            f(*id, queues);
+        }
+    }
+
+    fn dropped(&self, id: NodeId) {
+        let n = self.relays_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(
+                node = self.server,
+                "server {id} is not taking relayed rpcs and eventual writes: one dropped ({n} \
+                 so far)"
+            );
+        }
+    }
+}
+
+/// Sends server `id` the eventual writes queued for it as datagrams, with what queued while
+/// the last went out: unreliable (a lost write is superseded by the next of its property,
+/// as between a client and its server). A write too large for a datagram, or any while no
+/// connection to `id` is open (the reliable relay opens one), goes to the reliable queue.
+async fn eventual_to(
+    id: NodeId,
+    transport: Arc<dyn Transport>,
+    mut queue: mpsc::Receiver<EventualSet>,
+    reliable: mpsc::Sender<Relayed>,
+    (datagrams, reliably): (Arc<AtomicU64>, Arc<AtomicU64>),
+) {
+    let fallback = |set: EventualSet| {
+        reliably.fetch_add(1, Ordering::Relaxed);
+        let _ = reliable.try_send(Relayed::Eventual(set));
+    };
+    while let Some(first) = queue.recv().await {
+        let mut sets = vec![first];
+        while sets.len() < RELAY_BATCH {
+            match queue.try_recv() {
+                Ok(set) => sets.push(set),
+                Err(_) => break,
+            }
+        }
+        let Some(room) = transport.datagram_room(id) else {
+            sets.into_iter().for_each(fallback);
+            continue;
+        };
+        let mut fits = Vec::with_capacity(sets.len());
+        let mut encoded = Vec::with_capacity(sets.len());
+        for set in sets {
+            match rmp_serde::to_vec(&set) {
+                Ok(e) if e.len() + DATAGRAM_OVERHEAD <= room => {
+                    encoded.push(e);
+                    fits.push(Some(set));
                 }
+                _ => fallback(set),
+            }
+        }
+        for (body, carried) in pack_eventual(&encoded, room) {
+            if transport.send_datagram(id, body).is_ok() {
+                datagrams.fetch_add(1, Ordering::Relaxed);
+            } else {
+                fits[carried]
+                    .iter_mut()
+                    .filter_map(Option::take)
+                    .for_each(fallback);
             }
         }
     }

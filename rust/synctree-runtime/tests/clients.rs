@@ -586,6 +586,9 @@ fn eventual_writes_reach_every_replica_and_the_last_writer_wins() {
     // stream), eventual writes travel as QUIC datagrams, several to a datagram when they
     // come together (50 here, from one client's burst).
     let before = bob.status().datagrams;
+    let relay = |s: synctree_runtime::Status| (s.relay_datagrams, s.relay_eventual_reliably);
+    let alices_server = servers.iter().find(|s| s.id() == 2).unwrap();
+    let relayed_before = relay(alices_server.status());
     for i in 50..100 {
         la.send_eventual("A".into(), "x".into(), Value::Int(i));
     }
@@ -598,6 +601,16 @@ fn eventual_writes_reach_every_replica_and_the_last_writer_wins() {
         datagrams < 25,
         "50 writes took {datagrams} datagrams to reach bob"
     );
+    // Between the servers too: alice's server relayed them to the others as datagrams
+    // (once it has a connection to each: the first burst may have gone reliably, and opened
+    // them).
+    let relayed = relay(alices_server.status());
+    let (datagrams, reliably) = (relayed.0 - relayed_before.0, relayed.1 - relayed_before.1);
+    assert!(
+        datagrams > 0 && datagrams < 100,
+        "50 writes relayed in {datagrams} datagrams to two servers"
+    );
+    assert_eq!(reliably, 0, "relayed reliably");
 
     let mut alice_view = Lww::default();
     alice_view.drain(&la);

@@ -3,6 +3,7 @@
 //! ```text
 //!   MemTransport(1) ──request──▶ MemNetwork ──(link 1->2 up? delay, loss)──▶ handler of node 2
 //!   MemTransport(1) ◀─response── MemNetwork ◀─(link 2->1 up? delay, loss)──┘
+//!   MemTransport(1) ──datagram─▶ MemNetwork ──(same faults, no answer)──────▶ handler of node 2
 //!
 //!   faults: isolate(id) / heal(id), block(from, to) / unblock, set_delay, set_jitter,
 //!           set_drop_rate, set_duplicate_rate (the random ones seeded),
@@ -334,7 +335,48 @@ impl Transport for MemTransport {
     fn set_peer(&self, _id: NodeId, _addr: SocketAddr) {}
 
     fn remove_peer(&self, _id: NodeId) {}
+
+    fn datagram_room(&self, _target: NodeId) -> Option<usize> {
+        Some(MEM_DATAGRAM_ROOM)
+    }
+
+    /// Lost like a request over a cut link or to a node not running (silently), delayed and
+    /// duplicated like one; must be called inside a tokio runtime.
+    fn send_datagram(&self, target: NodeId, body: Vec<u8>) -> Result<(), NetError> {
+        if body.len() > MEM_DATAGRAM_ROOM {
+            return Err(NetError::Protocol {
+                peer: target,
+                reason: format!(
+                    "datagram of {} bytes exceeds {MEM_DATAGRAM_ROOM}",
+                    body.len()
+                ),
+            });
+        }
+        let Outbound::Deliver {
+            handler,
+            alive,
+            delay,
+            duplicate,
+        } = self.net.outbound(self.id, self.incarnation, target)?
+        else {
+            return Ok(());
+        };
+        let from = self.id;
+        for after in std::iter::once(delay).chain(duplicate.map(|d| delay + d)) {
+            let (handler, alive, body) = (handler.clone(), alive.clone(), body.clone());
+            tokio::spawn(async move {
+                sleep_if_any(after).await;
+                if *alive.borrow() {
+                    handler.datagram(from, body);
+                }
+            });
+        }
+        Ok(())
+    }
 }
+
+/// The largest datagram a [`MemTransport`] sends (a QUIC datagram on a 1280-byte path).
+pub const MEM_DATAGRAM_ROOM: usize = 1200;
 
 impl std::fmt::Debug for MemTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -121,6 +121,16 @@ impl Client {
         }
     }
 
+    /// The connection to `target` if one is open, without waiting.
+    pub(super) fn open_connection(&self, target: NodeId) -> Option<Connection> {
+        let slot = lock(&self.peers).get(&target).cloned()?;
+        let state = lock(&slot.state);
+        match &*state {
+            SlotState::Connected(conn) if conn.close_reason().is_none() => Some(conn.clone()),
+            _ => None,
+        }
+    }
+
     /// Opens a connection to `target` unless one is open.
     pub(super) async fn connect_to(&self, target: NodeId) -> Result<(), NetError> {
         self.connection(target).await.map(|_| ())

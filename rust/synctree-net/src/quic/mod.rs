@@ -10,7 +10,8 @@
 //!
 //! Connections are opened lazily, shared by all requests to a peer (concurrent callers share one
 //! connect attempt) and replaced when they die. Each request is one bidirectional stream carrying
-//! one request frame and one response frame ([`crate::frame`]). A peer that breaks the framing,
+//! one request frame and one response frame ([`crate::frame`]). Datagrams go on the connection
+//! a node opened to its peer, which reads them beside the streams. A peer that breaks the framing,
 //! or sends a request its handler calls malformed, loses that connection; everyone else is
 //! unaffected.
 
@@ -193,6 +194,29 @@ impl Transport for QuicTransport {
     fn warm_up(&self, target: NodeId) -> BoxFuture<'static, Result<(), NetError>> {
         let inner = self.inner.clone();
         async move { inner.client.connect_to(target).await }.boxed()
+    }
+
+    fn datagram_room(&self, target: NodeId) -> Option<usize> {
+        self.inner
+            .client
+            .open_connection(target)
+            .and_then(|c| c.max_datagram_size())
+    }
+
+    fn send_datagram(&self, target: NodeId, body: Vec<u8>) -> Result<(), NetError> {
+        let conn =
+            self.inner
+                .client
+                .open_connection(target)
+                .ok_or_else(|| NetError::Unreachable {
+                    peer: target,
+                    reason: "no connection open for a datagram".into(),
+                })?;
+        conn.send_datagram(body.into())
+            .map_err(|e| NetError::Unreachable {
+                peer: target,
+                reason: format!("datagram not sent: {e}"),
+            })
     }
 }
 

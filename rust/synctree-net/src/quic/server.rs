@@ -1,7 +1,7 @@
 //! Server side: accept connections, authenticate the peer, serve each stream on its own task.
 //!
 //! ```text
-//!   accept loop ─▶ connection task (peer id from client cert)
+//!   accept loop ─▶ connection task (peer id from client cert) ─▶ Handler::datagram
 //!                     └─▶ stream task: read frame ─▶ Handler::handle ─▶ write frame, finish
 //! ```
 //!
@@ -61,14 +61,30 @@ async fn serve_connection(server: Arc<Server>, incoming: Incoming) {
     };
     tracing::debug!(node = local, peer, %remote, "accepted connection");
     loop {
-        match conn.accept_bi().await {
-            Ok((send, recv)) => {
-                tokio::spawn(serve_stream(server.clone(), conn.clone(), peer, send, recv));
-            }
-            Err(e) => {
-                log_connection_end(local, peer, &e);
-                return;
-            }
+        let ended = tokio::select! {
+            stream = conn.accept_bi() => match stream {
+                Ok((send, recv)) => {
+                    tokio::spawn(serve_stream(server.clone(), conn.clone(), peer, send, recv));
+                    None
+                }
+                Err(e) => Some(e),
+            },
+            datagram = conn.read_datagram() => match datagram {
+                Ok(body) => {
+                    let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        server.handler.datagram(peer, body.to_vec())
+                    }));
+                    if handled.is_err() {
+                        tracing::error!(node = local, peer, "handler panicked on a datagram from node {peer}");
+                    }
+                    None
+                }
+                Err(e) => Some(e),
+            },
+        };
+        if let Some(e) = ended {
+            log_connection_end(local, peer, &e);
+            return;
         }
     }
 }

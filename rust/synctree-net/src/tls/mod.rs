@@ -25,8 +25,8 @@ pub use material::TlsMaterial;
 use crate::{NodeId, TlsError};
 
 /// ALPN protocol id of the synctree server-to-server protocol (3: relays between servers
-/// are numbered).
-pub const ALPN: &[u8] = b"synctree/3";
+/// are numbered; 4: eventual writes are relayed as datagrams).
+pub const ALPN: &[u8] = b"synctree/4";
 
 const NAME_PREFIX: &str = "node-";
 const NAME_SUFFIX: &str = ".synctree";

@@ -5,6 +5,7 @@
 mod common;
 
 mod certs;
+mod datagrams;
 mod mem_faults;
 mod quic_auth;
 mod quic_concurrency;

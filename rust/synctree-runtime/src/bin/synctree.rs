@@ -122,7 +122,8 @@ fn membership(certs: PathBuf, server: &str, action: Action) -> Result<()> {
         Action::Show => {
             let s = client.status()?;
             println!(
-                "server {}: leader {}, term {}, voters {:?}, learners {:?}, last log {}, commit {}, applied {}",
+                "server {}: leader {}, term {}, voters {:?}, learners {:?}, last log {}, commit {}, applied {}; \
+                 eventual writes relayed: {} datagrams, {} writes reliably",
                 s.id,
                 s.leader.map_or("none".to_owned(), |l| l.to_string()),
                 s.term,
@@ -130,7 +131,9 @@ fn membership(certs: PathBuf, server: &str, action: Action) -> Result<()> {
                 s.learners,
                 s.last_log_index,
                 s.commit_index,
-                s.applied_index
+                s.applied_index,
+                s.relay_datagrams,
+                s.relay_eventual_reliably
             );
             return Ok(());
         }
