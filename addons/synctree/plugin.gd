@@ -94,6 +94,15 @@ const SETTINGS := [
 		"hint_string": "1,64,1",
 	},
 	{
+		# Threads of a server's network and consensus runtime (beside Godot's main thread
+		# and the log writer). 1 was fastest where servers share few cores.
+		"name": "synctree/runtime/worker_threads",
+		"type": TYPE_INT,
+		"default": 1,
+		"hint": PROPERTY_HINT_RANGE,
+		"hint_string": "1,64,1",
+	},
+	{
 		# Servers: the UDP address game clients connect to (empty: no client port).
 		"name": "synctree/clients/listen",
 		"type": TYPE_STRING,

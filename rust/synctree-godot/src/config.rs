@@ -312,6 +312,23 @@ fn server_config(
     };
     let mut cfg = ServerConfig::new(id, peers, storage, transport);
     cfg.tuning = tuning(args, cfg.tuning)?;
+    if let Some(v) = args
+        .get("workers")
+        .cloned()
+        .or_else(|| setting("runtime/worker_threads"))
+    {
+        cfg.worker_threads = v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=64).contains(n))
+            .ok_or_else(|| {
+                format!(
+                    "invalid --synctree-workers / synctree/runtime/worker_threads '{v}': \
+                     expected a whole number from 1 to 64"
+                )
+            })?;
+    }
     cfg.clients = Some(clients_config(e, args, pick)?);
     cfg.join = match args
         .get("join")

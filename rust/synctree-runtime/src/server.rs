@@ -35,7 +35,7 @@ impl Server {
     /// Starts a server: a runtime, then [`Node::start`] on it.
     pub fn start(cfg: ServerConfig) -> Result<Server, StartError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(cfg.worker_threads.max(1))
             .thread_name(format!("synctree-{}", cfg.id))
             .enable_all()
             .build()
