@@ -94,8 +94,8 @@ const SETTINGS := [
 		"hint_string": "1,64,1",
 	},
 	{
-		# Threads of a server's network and consensus runtime (beside Godot's main thread
-		# and the log writer). 1 was fastest where servers share few cores.
+		# Threads of a server's network and consensus runtime (beside Godot's main thread).
+		# 1 was fastest where servers share few cores.
 		"name": "synctree/runtime/worker_threads",
 		"type": TYPE_INT,
 		"default": 1,

@@ -151,16 +151,27 @@ fn spawn_node(spawner: &Gd<MultiplayerSpawner>) -> Option<Gd<Node>> {
 
 /// Emits `signal` (`spawned` / `despawned`) with `node` on the spawners whose spawn node is
 /// `node`'s parent, as SceneMultiplayer does on the peers that receive a spawn.
+/// Nothing happens if game code (a handler of an earlier signal) freed `node` meanwhile.
 pub fn notify_spawner(signal: &str, node: &Gd<Node>) {
+    if !node.is_instance_valid() {
+        return;
+    }
     if let Some(parent) = node.get_parent() {
         notify_spawner_of(&parent, signal, node);
     }
 }
 
-/// [`notify_spawner`] for a node already taken out of `parent`.
+/// [`notify_spawner`] for a node already taken out of `parent`. Each spawner's handlers are
+/// game code: the next spawner is told only while `node` and `parent` still exist.
 pub fn notify_spawner_of(parent: &Gd<Node>, signal: &str, node: &Gd<Node>) {
+    if !parent.is_instance_valid() {
+        return;
+    }
     let ids = SPAWN_NODES.with(|s| s.borrow().get(&parent.instance_id()).cloned());
     for id in ids.into_iter().flatten() {
+        if !node.is_instance_valid() {
+            return;
+        }
         if let Ok(mut spawner) = Gd::<MultiplayerSpawner>::try_from_instance_id(id) {
             spawner.emit_signal(signal, &[node.to_variant()]);
         }
@@ -602,6 +613,8 @@ impl SyncedMultiplayerAPI {
                 "an rpc to this peer itself needs call_local".into(),
             ));
         }
+        // Read before the local call: game code may free the node.
+        let path = node.get_path().to_string();
         if reaches_me && config.call_local {
             self.call_as(&node, method, &args, me as i32);
         }
@@ -622,7 +635,7 @@ impl SyncedMultiplayerAPI {
         link.send(PeerRpc {
             from: 0,
             to: peer,
-            path: node.get_path().to_string(),
+            path,
             method: method.to_string(),
             args: bytes,
             delivery: config.delivery,
@@ -947,6 +960,11 @@ impl SyncedMultiplayerAPI {
                 s.last_watch = Some(now);
             }
             for (property, _, mode) in sync_properties(&sync) {
+                // Replicating runs game code (a predicted write calls the property's
+                // setter), which may free the node.
+                if !root.is_instance_valid() {
+                    break;
+                }
                 let value = live::Target::of(&property).get(&root);
                 let sent = s.sent.get(&property);
                 let changed = sent.is_none_or(|(v, _)| *v != value);

@@ -506,9 +506,11 @@ impl SyncedTree {
     /// the log, so it never waits for a quorum nor delays strong writes. The writer's server
     /// stamps it with its hybrid logical clock and every server and client applies it, the
     /// writer included; where writes cross, the latest stamp wins everywhere (last writer
-    /// wins), so replicas that received the same writes show the same value. Not durable:
-    /// a server or client that was not connected when it was sent never sees it, and it is
-    /// not in snapshots or dumps' guarantees. For high-rate cosmetic state (positions sent
+    /// wins), so replicas that received the same writes show the same value. Not durable
+    /// and not resent: it travels as unreliable datagrams (client to server, server to
+    /// server, server to client), so a replica may miss a write and show an older value
+    /// until the next write of the property; a server or client that was not connected when
+    /// it was sent never sees it, and it is not in snapshots or dumps' guarantees. For high-rate cosmetic state (positions sent
     /// every frame); do not mix with `set_synced` on the same property. A game client may
     /// write only nodes it owns (others' writes are dropped by its server, with a log
     /// line). Returns false, with the reason in the log, if the call itself is invalid.
@@ -654,6 +656,11 @@ impl SyncedTree {
             .is_empty();
         let (mut best_raw, mut best_apply) = (u128::MAX, u128::MAX);
         for _ in 0..rounds {
+            // A `property_applied` handler (game code) may have freed it.
+            if !node.is_instance_valid() {
+                godot_error!("measure_apply_cost: '{path}' was freed while measuring");
+                return d;
+            }
             let started = std::time::Instant::now();
             for i in 0..count {
                 node.set(&property, &i.to_variant());
@@ -746,7 +753,7 @@ impl SyncedTree {
             for effect in effects {
                 if let live::Applied::Spawned { key, node, .. } = self.live.apply(&mut root, effect)
                 {
-                    if spawn_listeners {
+                    if spawn_listeners && node.is_instance_valid() {
                         if let Some(path) = self.live.node_path(key) {
                             self.signals().node_spawned().emit(&path, &node);
                         }
@@ -1545,7 +1552,8 @@ impl SyncedTree {
                                 self.pending_scenes.remove(p);
                             }
                         }
-                        if spawn_listeners {
+                        // Its `_ready` (game code) may have freed it.
+                        if spawn_listeners && node.is_instance_valid() {
                             if let Some(path) = self.live.node_path(key) {
                                 self.signals().node_spawned().emit(&path, &node);
                             }

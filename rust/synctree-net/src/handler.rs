@@ -22,8 +22,10 @@ pub trait Handler: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Vec<u8>, HandlerError>>;
 
     /// A datagram from `from` ([`Transport::send_datagram`](crate::Transport::send_datagram)):
-    /// no answer, and a malformed one costs only itself (the handler logs it). Called on the
-    /// connection's task, one at a time per peer: it must not block. Dropped by default.
+    /// no answer, and a malformed one costs only itself (the handler logs it). It must not
+    /// block: QUIC calls it on the connection's task, one datagram at a time per connection;
+    /// the in-memory network on a task per datagram (they may overlap and come out of
+    /// order). Dropped by default.
     fn datagram(&self, from: NodeId, body: Vec<u8>) {
         let _ = (from, body);
     }

@@ -62,7 +62,10 @@ pub trait Transport: Send + Sync + 'static {
     /// Sends `body` to `target` as one datagram, without waiting: unreliable (it may be lost,
     /// and is not resent) and unordered, received by the peer's [`Handler::datagram`]
     /// (crate::Handler::datagram). Fails at once, having sent nothing, when no connection to
-    /// `target` is open or `body` is larger than [`datagram_room`](Self::datagram_room).
+    /// `target` is open or `body` is larger than [`datagram_room`](Self::datagram_room)
+    /// (QUIC says [`NetError::Unreachable`], the in-memory network [`NetError::Protocol`]).
+    /// Success means queued: a datagram may still be dropped before it leaves (QUIC drops
+    /// the oldest queued when its queue is full) or on the way.
     fn send_datagram(&self, target: NodeId, body: Vec<u8>) -> Result<(), NetError> {
         let _ = body;
         Err(NetError::Unreachable {

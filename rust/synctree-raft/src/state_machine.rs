@@ -299,16 +299,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.snapshot_count += 1;
-        SnapshotBuilder {
-            sm: StateMachine {
-                shared: self.shared.clone(),
-                storage: self.storage.clone(),
-                applied_tx: self.applied_tx.clone(),
-                clock: self.clock.clone(),
-                snapshot_count: self.snapshot_count,
-                feed: self.feed.clone(),
-            },
-        }
+        SnapshotBuilder { sm: self.handle() }
     }
 
     async fn begin_receiving_snapshot(
@@ -373,8 +364,28 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let sm = self.sm.handle();
+        off_the_runtime(move || sm.snapshot_now()).await
+    }
+}
+
+impl StateMachine {
+    /// Another handle on the same state and storage (for work done elsewhere).
+    fn handle(&self) -> StateMachine {
+        StateMachine {
+            shared: self.shared.clone(),
+            storage: self.storage.clone(),
+            applied_tx: self.applied_tx.clone(),
+            clock: self.clock.clone(),
+            snapshot_count: self.snapshot_count,
+            feed: self.feed.clone(),
+        }
+    }
+
+    /// Copies the tree at the last applied index, encodes it and stores it durably.
+    fn snapshot_now(&self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let (data, last_log_id, last_membership) = {
-            let s = self.sm.state();
+            let s = self.state();
             let data = SnapshotData {
                 tree: s.tree.clone(),
                 sessions: s.sessions.clone(),
@@ -383,8 +394,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             (encode(&data)?, s.last_applied, s.membership.clone())
         };
         let snapshot_id = match last_log_id {
-            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.sm.snapshot_count),
-            None => format!("empty-{}", self.sm.snapshot_count),
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.snapshot_count),
+            None => format!("empty-{}", self.snapshot_count),
         };
         let meta = SnapshotMeta {
             last_log_id,
@@ -395,11 +406,35 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             meta: meta.clone(),
             data,
         };
-        self.sm.store_snapshot(&stored)?;
+        self.store_snapshot(&stored)?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(stored.data)),
         })
+    }
+}
+
+/// Runs `work` (copying, encoding and storing a snapshot: long for a big tree) on tokio's
+/// blocking pool when the runtime has one, so that a server's runtime (one worker by
+/// default) keeps serving Raft, heartbeats included, meanwhile; inline on a current-thread
+/// runtime (the simulation, which must stay deterministic).
+async fn off_the_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StorageError<NodeId>> + Send + 'static,
+) -> Result<T, StorageError<NodeId>> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => {
+            tokio::task::spawn_blocking(work)
+                .await
+                .map_err(|e| -> StorageError<NodeId> {
+                    StorageIOError::write_snapshot(
+                        None,
+                        AnyError::error(format!("snapshot task: {e}")),
+                    )
+                    .into()
+                })?
+        }
+        _ => work(),
     }
 }
 

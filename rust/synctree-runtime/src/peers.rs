@@ -395,8 +395,11 @@ async fn eventual_to(
     (datagrams, reliably): (Arc<AtomicU64>, Arc<AtomicU64>),
 ) {
     let fallback = |set: EventualSet| {
-        reliably.fetch_add(1, Ordering::Relaxed);
-        let _ = reliable.try_send(Relayed::Eventual(set));
+        if reliable.try_send(Relayed::Eventual(set)).is_ok() {
+            reliably.fetch_add(1, Ordering::Relaxed);
+        } else {
+            tracing::debug!("peers: server {id} is not taking relays: an eventual write dropped");
+        }
     };
     while let Some(first) = queue.recv().await {
         let mut sets = vec![first];

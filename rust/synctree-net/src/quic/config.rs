@@ -95,8 +95,15 @@ fn transport_config(cfg: &QuicConfig) -> Result<TransportConfig, StartError> {
     ack.ack_eliciting_threshold(VarInt::from_u32(0))
         .max_ack_delay(Some(Duration::from_millis(1)));
     transport.ack_frequency_config(Some(ack));
+    // quinn sends queued datagrams before stream data: a small queue keeps a burst of them
+    // from holding up Raft's streams when the congestion window is full (the oldest queued
+    // are dropped instead; datagrams are unreliable anyway).
+    transport.datagram_send_buffer_size(DATAGRAM_SEND_BUFFER);
     Ok(transport)
 }
+
+/// Bytes of datagrams queued per connection, at most.
+const DATAGRAM_SEND_BUFFER: usize = 64 * 1024;
 
 /// The quinn pieces built from a [`QuicConfig`].
 pub(super) struct Built {

@@ -71,6 +71,9 @@ async fn serve_connection(server: Arc<Server>, incoming: Incoming) {
             },
             datagram = conn.read_datagram() => match datagram {
                 Ok(body) => {
+                    // quinn hands out buffered datagrams without yielding: let other tasks
+                    // (Raft's timers and streams) run between them.
+                    tokio::task::coop::consume_budget().await;
                     let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
                         server.handler.datagram(peer, body.to_vec())
                     }));

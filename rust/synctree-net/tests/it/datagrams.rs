@@ -86,11 +86,17 @@ async fn quic_datagrams_go_on_an_open_connection_and_a_bad_one_costs_only_itself
         "{too_big:?}"
     );
 
-    // The handler's panic on one datagram closed nothing.
+    // The handler's panic on one datagram closed nothing: the same connection still carries
+    // datagrams and requests.
+    assert!(one.datagram_room(2).is_some(), "the connection was closed");
+    assert_eq!(one.open_connections(), 1);
+    one.send_datagram(2, b"after".to_vec())?;
+    assert_eq!(wait_for(&keeper, 11).await.last().unwrap().1, b"after");
     assert_eq!(
         one.request(2, b"still".to_vec(), GENEROUS).await?,
         b"still from 1"
     );
+    assert_eq!(one.open_connections(), 1);
     Ok(())
 }
 
@@ -113,7 +119,13 @@ async fn mem_datagrams_follow_the_faults() -> TestResult {
     assert_eq!(got, vec![(1, b"a".to_vec()), (1, b"b".to_vec())]);
 
     assert!(one.send_datagram(2, vec![0; room + 1]).is_err());
-    // To a node that is not running: lost.
+    // To a node that is not running: lost, silently.
     one.send_datagram(9, b"nobody".to_vec())?;
+    // A crashed node's handler gets nothing more, even what was on its way.
+    net.set_delay(Duration::from_millis(20));
+    one.send_datagram(2, b"late".to_vec())?;
+    net.unregister(2);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(keeper.got.lock().unwrap().len(), 2);
     Ok(())
 }
