@@ -262,6 +262,8 @@ pub struct LiveTree {
     /// hash (one lookup per committed property event); names come from servers, which check
     /// them against the node's properties when they propose. Revisit when clients propose.
     prop_ids: FxHashMap<String, PropId>,
+    /// The property interned last.
+    last_prop: Option<PropId>,
     prop_names: Vec<(String, StringName, Target)>,
     /// Nodes the game placed itself, by the path their committed spawn will name.
     adopt: HashMap<String, Gd<Node>>,
@@ -359,7 +361,15 @@ impl LiveTree {
     }
 
     pub fn intern(&mut self, property: &str) -> PropId {
+        // Committed writes come in runs of one property (positions, health): the last one
+        // named is compared before any hashing.
+        if let Some(id) = self.last_prop {
+            if self.prop_names[id as usize].0 == property {
+                return id;
+            }
+        }
         if let Some(id) = self.prop_ids.get(property) {
+            self.last_prop = Some(*id);
             return *id;
         }
         let id = self.prop_names.len() as PropId;
