@@ -469,8 +469,9 @@ impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
     }
 
     fn get_unique_id(&self) -> i32 {
-        if let Some(link) = link() {
-            return link.unique_id() as i32;
+        // Games ask this all the time (`is_multiplayer_authority()`): no clone of the link.
+        if let Some(id) = LINK.with(|l| l.borrow().as_ref().map(|(link, _)| link.unique_id())) {
+            return id as i32;
         }
         match &self.peer {
             Some(peer) => peer.get_unique_id(),
@@ -861,10 +862,11 @@ impl SyncedMultiplayerAPI {
                 add_spawner(n.instance_id());
             }
             if !WATCHING.with(|w| w.replace(true)) {
+                // Runs for every node the game adds anywhere: one cast, no class-name string.
                 let added = Callable::from_fn("synctree_node_added", |args| {
                     if let Some(node) = args.first().and_then(|a| a.try_to::<Gd<Node>>().ok()) {
-                        if node.is_class("MultiplayerSpawner") {
-                            add_spawner(node.instance_id());
+                        if let Ok(spawner) = node.try_cast::<MultiplayerSpawner>() {
+                            add_spawner(spawner.instance_id());
                         }
                     }
                 });
