@@ -509,7 +509,8 @@ impl SyncedTree {
     /// wins), so replicas that received the same writes show the same value. Not durable
     /// and not resent: it travels as unreliable datagrams (client to server, server to
     /// server, server to client), so a replica may miss a write and show an older value
-    /// until the next write of the property; a server or client that was not connected when
+    /// until the next write of the property (between servers a property's last write is
+    /// sent again reliably once it has been quiet for 200 ms); a server or client that was not connected when
     /// it was sent never sees it, and it is not in snapshots or dumps' guarantees. For high-rate cosmetic state (positions sent
     /// every frame); do not mix with `set_synced` on the same property. A game client may
     /// write only nodes it owns (others' writes are dropped by its server, with a log
@@ -820,7 +821,8 @@ impl SyncedTree {
     /// nodes, running, apply_usec, relay_datagrams, relay_eventual_reliably, ...}`; `apply_usec`
     /// is the main-thread time spent applying committed changes since start, in microseconds;
     /// the `relay_` counts are the eventual writes this server sent the others: datagrams, and
-    /// writes that went reliably instead.
+    /// writes that went reliably (no connection yet, too large, or a quiet property's last
+    /// write sent again).
     #[func]
     fn status(&self) -> VarDictionary {
         let s = &self.last_status;

@@ -74,8 +74,8 @@ pub struct Status {
     pub fatal: Option<String>,
     /// Datagrams of eventual writes sent to the other servers since start.
     pub relay_datagrams: u64,
-    /// Eventual writes relayed to another server reliably instead (no connection open yet,
-    /// too large for a datagram), since start.
+    /// Eventual writes relayed to another server reliably (no connection open yet, too large
+    /// for a datagram, or a quiet property's last write sent again), since start.
     pub relay_eventual_reliably: u64,
 }
 

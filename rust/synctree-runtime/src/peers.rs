@@ -7,8 +7,8 @@
 //!                         └─ to anyone elsewhere ─────▶ Rpc::Relayed to the other servers,
 //!                                                       each hands it to its own clients
 //!   eventual writes: stamped by the writer's server, then to its Godot and clients, and as
-//!             datagrams to the other servers (reliably while no connection is open, or
-//!             for one too large for a datagram)
+//!             datagrams to the other servers (reliably while no connection is open, for
+//!             one too large for a datagram, and a property's last write once it is quiet)
 //!   presence: each server sends its clients to the others (on change, and every second);
 //!             a list not refreshed for 3 s is dropped (its server is gone); the union is
 //!             the cluster's peers, pushed to every client when it changes.
@@ -18,13 +18,14 @@
 //! logic that a client triggers runs once, not once per server. Relays to each server go
 //! through one queue and one request at a time, so they arrive in the order they were made
 //! (Godot's reliable rpcs are ordered); what queued meanwhile goes in the next request.
-//! Eventual writes need no order (the latest stamp wins) nor delivery (a later write
+//! Eventual writes need no order (the latest stamp wins) nor delivery of each (a later write
 //! supersedes a lost one, as between a client and its server): they go one way, as QUIC
-//! datagrams, several to a datagram when they come together.
+//! datagrams, several to a datagram when they come together; only a property's last write
+//! is sent again, reliably, once the property is quiet, so the servers end on one value.
 //! Requests are numbered and sent again until answered: the receiver takes each number
 //! once, and none older than the last it took.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -383,10 +384,72 @@ impl Peers {
     }
 }
 
+/// A property's last write relayed to a server by datagram is sent once more, reliably, when
+/// the property has had no newer write for this long (at most twice this long), so that a
+/// lost datagram cannot leave another server, and its clients, on an older value for good.
+const SETTLE: Duration = Duration::from_millis(200);
+/// Properties whose last write waits to settle, per server, at most (past it, writes of
+/// other properties go without a settling copy).
+const MAX_SETTLING: usize = 1 << 16;
+
+/// The last write of each property relayed to one server by datagram, until it settles.
+#[derive(Default)]
+struct Settling {
+    last: HashMap<(String, String), (EventualSet, tokio::time::Instant)>,
+    /// Each waiting property once, roughly in the order of its deadline (a property written
+    /// again waits on: see [`Settling::due`]).
+    order: VecDeque<(tokio::time::Instant, (String, String))>,
+}
+
+impl Settling {
+    fn key(set: &EventualSet) -> (String, String) {
+        (set.path.clone(), set.property.clone())
+    }
+
+    /// `set` went as a datagram at `now`.
+    fn sent(&mut self, set: &EventualSet, now: tokio::time::Instant) {
+        let due = now + SETTLE;
+        let key = Self::key(set);
+        if let Some(e) = self.last.get_mut(&key) {
+            *e = (set.clone(), due);
+        } else if self.last.len() < MAX_SETTLING {
+            self.order.push_back((due, key.clone()));
+            self.last.insert(key, (set.clone(), due));
+        }
+    }
+
+    /// `set` went reliably: nothing older of its property needs to settle.
+    fn forget(&mut self, set: &EventualSet) {
+        self.last.remove(&Self::key(set));
+    }
+
+    fn next(&self) -> Option<tokio::time::Instant> {
+        self.order.front().map(|(at, _)| *at)
+    }
+
+    /// The last writes of the properties quiet for [`SETTLE`] at `now`.
+    fn due(&mut self, now: tokio::time::Instant) -> Vec<EventualSet> {
+        let mut out = Vec::new();
+        while self.order.front().is_some_and(|(at, _)| *at <= now) {
+            let Some((_, key)) = self.order.pop_front() else {
+                break;
+            };
+            match self.last.get(&key).map(|(_, due)| *due) {
+                Some(due) if due > now => self.order.push_back((due, key)),
+                Some(_) => out.extend(self.last.remove(&key).map(|(set, _)| set)),
+                None => {} // it went reliably since
+            }
+        }
+        out
+    }
+}
+
 /// Sends server `id` the eventual writes queued for it as datagrams, with what queued while
 /// the last went out: unreliable (a lost write is superseded by the next of its property,
-/// as between a client and its server). A write too large for a datagram, or any while no
-/// connection to `id` is open (the reliable relay opens one), goes to the reliable queue.
+/// as between a client and its server), except that each property's last write is sent
+/// again reliably once the property is quiet (see [`SETTLE`]). A write too large for a
+/// datagram, or any while no connection to `id` is open (the reliable relay opens one),
+/// goes to the reliable queue.
 async fn eventual_to(
     id: NodeId,
     transport: Arc<dyn Transport>,
@@ -401,7 +464,24 @@ async fn eventual_to(
             tracing::debug!("peers: server {id} is not taking relays: an eventual write dropped");
         }
     };
-    while let Some(first) = queue.recv().await {
+    let mut settling = Settling::default();
+    loop {
+        let next = settling.next();
+        let first = tokio::select! {
+            set = queue.recv() => match set {
+                Some(set) => set,
+                None => return,
+            },
+            () = tokio::time::sleep_until(next.unwrap_or_else(tokio::time::Instant::now)),
+                if next.is_some() =>
+            {
+                settling
+                    .due(tokio::time::Instant::now())
+                    .into_iter()
+                    .for_each(fallback);
+                continue;
+            }
+        };
         let mut sets = vec![first];
         while sets.len() < RELAY_BATCH {
             match queue.try_recv() {
@@ -410,7 +490,10 @@ async fn eventual_to(
             }
         }
         let Some(room) = transport.datagram_room(id) else {
-            sets.into_iter().for_each(fallback);
+            for set in sets {
+                settling.forget(&set);
+                fallback(set);
+            }
             continue;
         };
         let mut fits = Vec::with_capacity(sets.len());
@@ -421,17 +504,24 @@ async fn eventual_to(
                     encoded.push(e);
                     fits.push(Some(set));
                 }
-                _ => fallback(set),
+                _ => {
+                    settling.forget(&set);
+                    fallback(set);
+                }
             }
         }
+        let now = tokio::time::Instant::now();
         for (body, carried) in pack_eventual(&encoded, room) {
             if transport.send_datagram(id, body).is_ok() {
                 datagrams.fetch_add(1, Ordering::Relaxed);
+                for set in fits[carried].iter().flatten() {
+                    settling.sent(set, now);
+                }
             } else {
-                fits[carried]
-                    .iter_mut()
-                    .filter_map(Option::take)
-                    .for_each(fallback);
+                for set in fits[carried].iter_mut().filter_map(Option::take) {
+                    settling.forget(&set);
+                    fallback(set);
+                }
             }
         }
     }
@@ -702,6 +792,33 @@ mod tests {
         );
         assert!(peers.relay_is_new(2, 8, 1), "server 2 restarted: a new run");
         assert!(!peers.relay_is_new(2, 8, 1));
+    }
+
+    #[test]
+    fn a_property_settles_once_quiet_with_its_last_write() {
+        let t0 = tokio::time::Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let write = |path: &str, v: i64| EventualSet {
+            path: path.into(),
+            value: Value::Int(v),
+            ..set(1, 0)
+        };
+        let mut s = Settling::default();
+        s.sent(&write("A", 1), ms(0));
+        s.sent(&write("B", 1), ms(10));
+        s.sent(&write("A", 2), ms(150));
+        assert_eq!(s.next(), Some(ms(200)));
+        assert!(s.due(ms(199)).is_empty());
+        // A was written again at 150: it waits on; B, quiet since 10, settles at 210.
+        assert!(s.due(ms(200)).is_empty());
+        assert_eq!(s.due(ms(210)), vec![write("B", 1)]);
+        assert_eq!(s.due(ms(350)), vec![write("A", 2)]);
+        assert_eq!(s.next(), None);
+        // A write that went reliably leaves nothing older to settle.
+        s.sent(&write("C", 1), ms(400));
+        s.forget(&write("C", 2));
+        assert!(s.due(ms(1000)).is_empty());
+        assert_eq!(s.next(), None);
     }
 
     #[test]

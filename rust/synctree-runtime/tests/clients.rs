@@ -610,7 +610,9 @@ fn eventual_writes_reach_every_replica_and_the_last_writer_wins() {
         datagrams > 0 && datagrams < 100,
         "50 writes relayed in {datagrams} datagrams to two servers"
     );
-    assert_eq!(reliably, 0, "relayed reliably");
+    // Only settling copies went reliably: one per quiet property and server (the first
+    // burst's may land in this window too).
+    assert!(reliably <= 4, "{reliably} relayed reliably");
 
     let mut alice_view = Lww::default();
     alice_view.drain(&la);
@@ -922,6 +924,50 @@ fn a_clients_writes_commit_in_the_order_it_made_them() {
         });
     }
     drop(alice);
+    for s in servers {
+        s.shutdown();
+    }
+}
+
+#[test]
+fn an_eventual_write_lost_between_servers_settles_once_its_property_is_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = synctree_runtime::MemNetwork::new();
+    let servers: Vec<Server> = (1..=3)
+        .map(|id| common::start_with(id, &net, dir.path(), 1))
+        .collect();
+    let all: Vec<&Server> = servers.iter().collect();
+    let leader = leader_of(&all);
+    let ls = servers.iter().find(|s| s.id() == leader).unwrap();
+    complete(ls, ls.submit(spawn("A"))).expect("spawn A");
+    wait_until("A everywhere", || {
+        servers
+            .iter()
+            .all(|s| s.inspect(|st| st.tree.owner_of("A")).is_some())
+    });
+    let links: Vec<_> = servers.iter().map(|s| s.peer_link()).collect();
+
+    // Every datagram between the servers is lost: what server 1 writes reaches the others
+    // only as its last write, sent again reliably once the property is quiet.
+    net.set_datagram_drop_rate(1.0);
+    for i in 0..20 {
+        links[0].send_eventual("A".into(), "x".into(), Value::Int(i));
+    }
+    let mut views: Vec<Lww> = (0..2).map(|_| Lww::default()).collect();
+    wait_until("server 1's last write on the others", || {
+        for (v, l) in views.iter_mut().zip(&links[1..]) {
+            v.drain(l);
+        }
+        views
+            .iter()
+            .all(|v| v.value("A", "x") == Some(&Value::Int(19)))
+    });
+    let status = servers[0].status();
+    assert!(status.relay_datagrams > 0, "{status:?}");
+    assert_eq!(
+        status.relay_eventual_reliably, 2,
+        "one settling copy per other server: {status:?}"
+    );
     for s in servers {
         s.shutdown();
     }

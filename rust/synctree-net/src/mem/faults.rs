@@ -23,6 +23,8 @@ pub(super) struct Faults {
     drop_rate: f64,
     /// Probability in `[0, 1]` that a request is delivered twice.
     duplicate_rate: f64,
+    /// Probability in `[0, 1]` that a datagram (only) is lost, on top of the above.
+    datagram_drop_rate: f64,
     /// How long a message to an unreachable node takes to fail.
     pub unreachable_after: Duration,
     rng: SplitMix64,
@@ -37,6 +39,7 @@ impl Faults {
             jitter: Duration::ZERO,
             drop_rate: 0.0,
             duplicate_rate: 0.0,
+            datagram_drop_rate: 0.0,
             unreachable_after: DEFAULT_UNREACHABLE_AFTER,
             rng: SplitMix64(seed),
         }
@@ -71,6 +74,15 @@ impl Faults {
 
     pub(super) fn set_duplicate_rate(&mut self, rate: f64) {
         self.duplicate_rate = probability(rate);
+    }
+
+    pub(super) fn set_datagram_drop_rate(&mut self, rate: f64) {
+        self.datagram_drop_rate = probability(rate);
+    }
+
+    /// Whether this datagram is lost on top of [`loss`](Self::loss).
+    pub(super) fn datagram_lost(&mut self) -> bool {
+        self.datagram_drop_rate > 0.0 && self.rng.next_f64() < self.datagram_drop_rate
     }
 
     /// The latency of one message: the fixed delay plus its share of jitter.

@@ -6,7 +6,7 @@
 //!   MemTransport(1) ──datagram─▶ MemNetwork ──(same faults, no answer)──────▶ handler of node 2
 //!
 //!   faults: isolate(id) / heal(id), block(from, to) / unblock, set_delay, set_jitter,
-//!           set_drop_rate, set_duplicate_rate (the random ones seeded),
+//!           set_drop_rate, set_datagram_drop_rate, set_duplicate_rate (the random ones seeded),
 //!           unregister(id) = crash (its in-flight handlers are cancelled), register again = restart
 //! ```
 //!
@@ -169,6 +169,12 @@ impl MemNetwork {
     /// dropped), as a network that retransmits or duplicates packets would.
     pub fn set_duplicate_rate(&self, rate: f64) {
         self.lock().faults.set_duplicate_rate(rate);
+    }
+
+    /// Loses each datagram (not requests) with probability `rate` (clamped to `[0, 1]`), as a
+    /// lossy link loses UDP packets that a stream would resend; drawn from the seeded sequence.
+    pub fn set_datagram_drop_rate(&self, rate: f64) {
+        self.lock().faults.set_datagram_drop_rate(rate);
     }
 
     /// Loses each message with probability `rate` (clamped to `[0, 1]`), drawn from the seeded
@@ -361,6 +367,9 @@ impl Transport for MemTransport {
         else {
             return Ok(());
         };
+        if self.net.lock().faults.datagram_lost() {
+            return Ok(());
+        }
         let from = self.id;
         for after in std::iter::once(delay).chain(duplicate.map(|d| delay + d)) {
             let (handler, alive, body) = (handler.clone(), alive.clone(), body.clone());
