@@ -862,11 +862,10 @@ impl SyncedMultiplayerAPI {
                 add_spawner(n.instance_id());
             }
             if !WATCHING.with(|w| w.replace(true)) {
-                // Runs for every node the game adds anywhere: one cast, no class-name string.
                 let added = Callable::from_fn("synctree_node_added", |args| {
                     if let Some(node) = args.first().and_then(|a| a.try_to::<Gd<Node>>().ok()) {
-                        if let Ok(spawner) = node.try_cast::<MultiplayerSpawner>() {
-                            add_spawner(spawner.instance_id());
+                        if node.is_class("MultiplayerSpawner") {
+                            add_spawner(node.instance_id());
                         }
                     }
                 });

@@ -510,9 +510,10 @@ impl SyncedTree {
     /// and not resent: it travels as unreliable datagrams (client to server, server to
     /// server, server to client), so a replica may miss a write and show an older value
     /// until the next write of the property (between servers a property's last write is
-    /// sent again reliably once it has been quiet for 200 ms); a server or client that was not connected when
-    /// it was sent never sees it, and it is not in snapshots or dumps' guarantees. For high-rate cosmetic state (positions sent
-    /// every frame); do not mix with `set_synced` on the same property. A game client may
+    /// sent again reliably once it has been quiet for 200 ms); a server or client that was
+    /// not connected when it was sent never sees it, and it is not in snapshots or dumps'
+    /// guarantees. For high-rate cosmetic state (positions sent every frame); do not mix
+    /// with `set_synced` on the same property. A game client may
     /// write only nodes it owns (others' writes are dropped by its server, with a log
     /// line). Returns false, with the reason in the log, if the call itself is invalid.
     #[func]
@@ -820,9 +821,9 @@ impl SyncedTree {
     /// `{id, leader, is_leader, term, commit, applied, raft_applied, last_log, voters, learners,
     /// nodes, running, apply_usec, relay_datagrams, relay_eventual_reliably, ...}`; `apply_usec`
     /// is the main-thread time spent applying committed changes since start, in microseconds;
-    /// the `relay_` counts are the eventual writes this server sent the others: datagrams, and
-    /// writes that went reliably (no connection yet, too large, or a quiet property's last
-    /// write sent again).
+    /// the `relay_` counts are the eventual writes this server sent the others: datagrams,
+    /// writes that went reliably instead (no connection yet, too large), and quiet
+    /// properties' last writes sent again reliably (`relay_eventual_settled`).
     #[func]
     fn status(&self) -> VarDictionary {
         let s = &self.last_status;
@@ -855,6 +856,7 @@ impl SyncedTree {
         d.set("reconciled", self.reconciled as i64);
         d.set("relay_datagrams", s.relay_datagrams as i64);
         d.set("relay_eventual_reliably", s.relay_eventual_reliably as i64);
+        d.set("relay_eventual_settled", s.relay_eventual_settled as i64);
         d
     }
 }

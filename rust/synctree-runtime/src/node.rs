@@ -74,9 +74,12 @@ pub struct Status {
     pub fatal: Option<String>,
     /// Datagrams of eventual writes sent to the other servers since start.
     pub relay_datagrams: u64,
-    /// Eventual writes relayed to another server reliably (no connection open yet, too large
-    /// for a datagram, or a quiet property's last write sent again), since start.
+    /// Eventual writes relayed to another server reliably instead of by datagram (no
+    /// connection open yet, too large for a datagram), since start.
     pub relay_eventual_reliably: u64,
+    /// Quiet properties' last writes sent again, reliably, to another server (see
+    /// `peers::SETTLE`), since start.
+    pub relay_eventual_settled: u64,
 }
 
 /// One synctree Raft node with its transport, proposer and state machine, on the tokio
@@ -134,8 +137,9 @@ impl Inner {
                 .err()
                 .map(|e| e.to_string())
                 .or_else(|| self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone()),
-            relay_datagrams: self.peers.relay_datagrams.load(Ordering::Relaxed),
-            relay_eventual_reliably: self.peers.relay_eventual_reliably.load(Ordering::Relaxed),
+            relay_datagrams: self.peers.relay_counts.datagrams.load(Ordering::Relaxed),
+            relay_eventual_reliably: self.peers.relay_counts.reliably.load(Ordering::Relaxed),
+            relay_eventual_settled: self.peers.relay_counts.settled.load(Ordering::Relaxed),
         }
     }
 }

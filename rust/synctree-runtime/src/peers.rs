@@ -83,10 +83,9 @@ pub(crate) struct Peers {
     relays: Mutex<HashMap<NodeId, Queues>>,
     /// Relays dropped because a server's queue was full (logged at 1, 2, 4, ...).
     relays_dropped: AtomicU64,
-    /// Datagrams of eventual writes sent to other servers.
-    pub(crate) relay_datagrams: Arc<AtomicU64>,
-    /// Eventual writes relayed reliably instead of by datagram.
-    pub(crate) relay_eventual_reliably: Arc<AtomicU64>,
+    /// What the eventual relays to other servers sent (datagrams, writes reliably, settling
+    /// copies).
+    pub(crate) relay_counts: RelayCounts,
     /// This run's relays are numbered under this id (a restarted sender numbers anew).
     session: u64,
     /// The last relay batch taken from each server: (its session, its number).
@@ -124,8 +123,7 @@ impl Peers {
             godot_eventual,
             relays: Mutex::new(HashMap::new()),
             relays_dropped: AtomicU64::new(0),
-            relay_datagrams: Arc::default(),
-            relay_eventual_reliably: Arc::default(),
+            relay_counts: RelayCounts::default(),
             session: rand::random(),
             relays_taken: Mutex::new(HashMap::new()),
             runtime: tokio::runtime::Handle::current(),
@@ -360,10 +358,7 @@ impl Peers {
                 self.runtime
                     .spawn(relay_to(*id, self.session, transport.clone(), rx));
                 let (eventual, rx) = mpsc::channel(RELAY_QUEUE);
-                let counts = (
-                    self.relay_datagrams.clone(),
-                    self.relay_eventual_reliably.clone(),
-                );
+                let counts = self.relay_counts.clone();
                 self.runtime
                     .spawn(eventual_to(*id, transport, rx, reliable.clone(), counts));
                 Queues { reliable, eventual }
@@ -386,58 +381,85 @@ impl Peers {
 
 /// A property's last write relayed to a server by datagram is sent once more, reliably, when
 /// the property has had no newer write for this long (at most twice this long), so that a
-/// lost datagram cannot leave another server, and its clients, on an older value for good.
+/// lost datagram does not leave another server, and its clients, on an older value (unless
+/// that copy is lost too: the server unreachable for over 3 s, its relay queue full).
 const SETTLE: Duration = Duration::from_millis(200);
 /// Properties whose last write waits to settle, per server, at most (past it, writes of
 /// other properties go without a settling copy).
 const MAX_SETTLING: usize = 1 << 16;
+/// Settling copies wait while the reliable relay queue is fuller than this (rpcs and
+/// presence go first), and are tried again after [`SETTLE_RETRY`].
+const SETTLE_QUEUE_SHARE: usize = RELAY_QUEUE / 2;
+const SETTLE_RETRY: Duration = Duration::from_millis(20);
 
-/// The last write of each property relayed to one server by datagram, until it settles.
+type PropertyKey = (String, String);
+
+/// A property waiting to settle: its newest write relayed (`None` once one went reliably:
+/// nothing to settle, but older writes arriving late must not be tracked again) and when it
+/// settles.
+struct Pending {
+    set: Option<EventualSet>,
+    stamp: Option<Stamp>,
+    due: tokio::time::Instant,
+}
+
+/// The newest write of each property relayed to one server, until the property settles.
 #[derive(Default)]
 struct Settling {
-    last: HashMap<(String, String), (EventualSet, tokio::time::Instant)>,
-    /// Each waiting property once, roughly in the order of its deadline (a property written
-    /// again waits on: see [`Settling::due`]).
-    order: VecDeque<(tokio::time::Instant, (String, String))>,
+    last: HashMap<PropertyKey, Pending>,
+    /// Each property of `last` exactly once, roughly in the order of its deadline (one
+    /// written again waits on: see [`Settling::due`]).
+    order: VecDeque<(tokio::time::Instant, PropertyKey)>,
 }
 
 impl Settling {
-    fn key(set: &EventualSet) -> (String, String) {
-        (set.path.clone(), set.property.clone())
-    }
-
-    /// `set` went as a datagram at `now`.
-    fn sent(&mut self, set: &EventualSet, now: tokio::time::Instant) {
+    /// `set` went to the server at `now`, as a datagram (`reliably` false) or reliably.
+    /// Only a write newer than the one noted for its property counts.
+    fn went(&mut self, set: &EventualSet, reliably: bool, now: tokio::time::Instant) {
+        let key = (set.path.clone(), set.property.clone());
         let due = now + SETTLE;
-        let key = Self::key(set);
-        if let Some(e) = self.last.get_mut(&key) {
-            *e = (set.clone(), due);
-        } else if self.last.len() < MAX_SETTLING {
-            self.order.push_back((due, key.clone()));
-            self.last.insert(key, (set.clone(), due));
+        let to_settle = (!reliably).then(|| set.clone());
+        let room = self.last.len() < MAX_SETTLING;
+        match self.last.get_mut(&key) {
+            Some(p) if p.stamp < set.stamp => {
+                *p = Pending {
+                    set: to_settle,
+                    stamp: set.stamp,
+                    due,
+                }
+            }
+            Some(_) => {} // older than what went already
+            None if room => {
+                self.order.push_back((due, key.clone()));
+                self.last.insert(
+                    key,
+                    Pending {
+                        set: to_settle,
+                        stamp: set.stamp,
+                        due,
+                    },
+                );
+            }
+            None => {}
         }
-    }
-
-    /// `set` went reliably: nothing older of its property needs to settle.
-    fn forget(&mut self, set: &EventualSet) {
-        self.last.remove(&Self::key(set));
     }
 
     fn next(&self) -> Option<tokio::time::Instant> {
         self.order.front().map(|(at, _)| *at)
     }
 
-    /// The last writes of the properties quiet for [`SETTLE`] at `now`.
-    fn due(&mut self, now: tokio::time::Instant) -> Vec<EventualSet> {
+    /// At most `max` of the newest writes of the properties quiet for [`SETTLE`] at `now`
+    /// (the others stay, due).
+    fn due(&mut self, now: tokio::time::Instant, max: usize) -> Vec<EventualSet> {
         let mut out = Vec::new();
-        while self.order.front().is_some_and(|(at, _)| *at <= now) {
+        while out.len() < max && self.order.front().is_some_and(|(at, _)| *at <= now) {
             let Some((_, key)) = self.order.pop_front() else {
                 break;
             };
-            match self.last.get(&key).map(|(_, due)| *due) {
+            match self.last.get(&key).map(|p| p.due) {
                 Some(due) if due > now => self.order.push_back((due, key)),
-                Some(_) => out.extend(self.last.remove(&key).map(|(set, _)| set)),
-                None => {} // it went reliably since
+                Some(_) => out.extend(self.last.remove(&key).and_then(|p| p.set)),
+                None => {}
             }
         }
         out
@@ -455,76 +477,96 @@ async fn eventual_to(
     transport: Arc<dyn Transport>,
     mut queue: mpsc::Receiver<EventualSet>,
     reliable: mpsc::Sender<Relayed>,
-    (datagrams, reliably): (Arc<AtomicU64>, Arc<AtomicU64>),
+    counts: RelayCounts,
 ) {
-    let fallback = |set: EventualSet| {
+    let relay = |set: EventualSet, count: &AtomicU64| {
         if reliable.try_send(Relayed::Eventual(set)).is_ok() {
-            reliably.fetch_add(1, Ordering::Relaxed);
+            count.fetch_add(1, Ordering::Relaxed);
         } else {
             tracing::debug!("peers: server {id} is not taking relays: an eventual write dropped");
         }
     };
     let mut settling = Settling::default();
+    let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
-        let next = settling.next();
+        let wake = match (settling.next(), retry_at) {
+            (Some(at), Some(retry)) => Some(at.max(retry)),
+            (at, _) => at,
+        };
         let first = tokio::select! {
+            biased;
             set = queue.recv() => match set {
-                Some(set) => set,
+                Some(set) => Some(set),
                 None => return,
             },
-            () = tokio::time::sleep_until(next.unwrap_or_else(tokio::time::Instant::now)),
-                if next.is_some() =>
-            {
-                settling
-                    .due(tokio::time::Instant::now())
-                    .into_iter()
-                    .for_each(fallback);
+            () = tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)),
+                if wake.is_some() => None,
+        };
+        if let Some(first) = first {
+            let mut sets = vec![first];
+            while sets.len() < RELAY_BATCH {
+                match queue.try_recv() {
+                    Ok(set) => sets.push(set),
+                    Err(_) => break,
+                }
+            }
+            let now = tokio::time::Instant::now();
+            let fallback = |set: EventualSet, settling: &mut Settling| {
+                settling.went(&set, true, now);
+                relay(set, &counts.reliably);
+            };
+            let Some(room) = transport.datagram_room(id) else {
+                sets.into_iter()
+                    .for_each(|set| fallback(set, &mut settling));
                 continue;
-            }
-        };
-        let mut sets = vec![first];
-        while sets.len() < RELAY_BATCH {
-            match queue.try_recv() {
-                Ok(set) => sets.push(set),
-                Err(_) => break,
-            }
-        }
-        let Some(room) = transport.datagram_room(id) else {
+            };
+            let mut fits = Vec::with_capacity(sets.len());
+            let mut encoded = Vec::with_capacity(sets.len());
             for set in sets {
-                settling.forget(&set);
-                fallback(set);
-            }
-            continue;
-        };
-        let mut fits = Vec::with_capacity(sets.len());
-        let mut encoded = Vec::with_capacity(sets.len());
-        for set in sets {
-            match rmp_serde::to_vec(&set) {
-                Ok(e) if e.len() + DATAGRAM_OVERHEAD <= room => {
-                    encoded.push(e);
-                    fits.push(Some(set));
+                match rmp_serde::to_vec(&set) {
+                    Ok(e) if e.len() + DATAGRAM_OVERHEAD <= room => {
+                        encoded.push(e);
+                        fits.push(Some(set));
+                    }
+                    _ => fallback(set, &mut settling),
                 }
-                _ => {
-                    settling.forget(&set);
-                    fallback(set);
+            }
+            for (body, carried) in pack_eventual(&encoded, room) {
+                if transport.send_datagram(id, body).is_ok() {
+                    counts.datagrams.fetch_add(1, Ordering::Relaxed);
+                    for set in fits[carried].iter().flatten() {
+                        settling.went(set, false, now);
+                    }
+                } else {
+                    for set in fits[carried].iter_mut().filter_map(Option::take) {
+                        fallback(set, &mut settling);
+                    }
                 }
             }
         }
+        // Then what has settled, as far as the reliable queue has room beside rpcs.
         let now = tokio::time::Instant::now();
-        for (body, carried) in pack_eventual(&encoded, room) {
-            if transport.send_datagram(id, body).is_ok() {
-                datagrams.fetch_add(1, Ordering::Relaxed);
-                for set in fits[carried].iter().flatten() {
-                    settling.sent(set, now);
-                }
-            } else {
-                for set in fits[carried].iter_mut().filter_map(Option::take) {
-                    settling.forget(&set);
-                    fallback(set);
-                }
-            }
+        if retry_at.is_some_and(|r| r > now) {
+            continue;
+        }
+        let room = reliable
+            .capacity()
+            .saturating_sub(RELAY_QUEUE - SETTLE_QUEUE_SHARE);
+        let settled = settling.due(now, room);
+        retry_at = (settled.len() == room && settling.next().is_some_and(|at| at <= now))
+            .then(|| now + SETTLE_RETRY);
+        for set in settled {
+            relay(set, &counts.settled);
         }
     }
+}
+
+/// What a server's eventual relays count (see [`crate::Status`]).
+#[derive(Clone, Default)]
+pub(crate) struct RelayCounts {
+    pub(crate) datagrams: Arc<AtomicU64>,
+    pub(crate) reliably: Arc<AtomicU64>,
+    pub(crate) settled: Arc<AtomicU64>,
 }
 
 /// Sends server `id` what is queued for it, in order: one numbered request at a time, with
@@ -795,30 +837,51 @@ mod tests {
     }
 
     #[test]
-    fn a_property_settles_once_quiet_with_its_last_write() {
+    fn a_property_settles_once_quiet_with_its_newest_write() {
         let t0 = tokio::time::Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
         let write = |path: &str, v: i64| EventualSet {
             path: path.into(),
             value: Value::Int(v),
+            stamp: Some(Stamp::from_parts(v as u64, 1)),
             ..set(1, 0)
         };
+        let all = usize::MAX;
         let mut s = Settling::default();
-        s.sent(&write("A", 1), ms(0));
-        s.sent(&write("B", 1), ms(10));
-        s.sent(&write("A", 2), ms(150));
+        s.went(&write("A", 1), false, ms(0));
+        s.went(&write("B", 1), false, ms(10));
+        s.went(&write("A", 2), false, ms(150));
         assert_eq!(s.next(), Some(ms(200)));
-        assert!(s.due(ms(199)).is_empty());
+        assert!(s.due(ms(199), all).is_empty());
         // A was written again at 150: it waits on; B, quiet since 10, settles at 210.
-        assert!(s.due(ms(200)).is_empty());
-        assert_eq!(s.due(ms(210)), vec![write("B", 1)]);
-        assert_eq!(s.due(ms(350)), vec![write("A", 2)]);
+        assert!(s.due(ms(200), all).is_empty());
+        assert_eq!(s.due(ms(210), all), vec![write("B", 1)]);
+        assert_eq!(s.due(ms(350), all), vec![write("A", 2)]);
         assert_eq!(s.next(), None);
-        // A write that went reliably leaves nothing older to settle.
-        s.sent(&write("C", 1), ms(400));
-        s.forget(&write("C", 2));
-        assert!(s.due(ms(1000)).is_empty());
-        assert_eq!(s.next(), None);
+
+        // An older write arriving late does not replace a newer one.
+        s.went(&write("C", 5), false, ms(400));
+        s.went(&write("C", 4), false, ms(450));
+        assert_eq!(s.due(ms(700), all), vec![write("C", 5)]);
+
+        // A newer write that went reliably leaves nothing to settle, and no older write
+        // is tracked again after it; a property flapping between the two ways keeps one
+        // place in the queue.
+        for i in 0..100 {
+            s.went(&write("D", 10 + 2 * i), false, ms(800 + i as u64));
+            s.went(&write("D", 11 + 2 * i), true, ms(800 + i as u64));
+        }
+        s.went(&write("D", 3), false, ms(900));
+        assert_eq!(s.order.len(), 1);
+        assert!(s.due(ms(2000), all).is_empty());
+        assert_eq!((s.next(), s.last.len()), (None, 0));
+
+        // At most `max` at a time; the rest stay due.
+        for p in ["E", "F", "G"] {
+            s.went(&write(p, 1), false, ms(3000));
+        }
+        assert_eq!(s.due(ms(3200), 2).len(), 2);
+        assert_eq!(s.due(ms(3200), 2), vec![write("G", 1)]);
     }
 
     #[test]

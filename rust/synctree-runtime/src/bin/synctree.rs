@@ -123,7 +123,7 @@ fn membership(certs: PathBuf, server: &str, action: Action) -> Result<()> {
             let s = client.status()?;
             println!(
                 "server {}: leader {}, term {}, voters {:?}, learners {:?}, last log {}, commit {}, applied {}; \
-                 eventual writes relayed: {} datagrams, {} writes reliably",
+                 eventual writes relayed: {} datagrams, {} writes reliably, {} settling copies",
                 s.id,
                 s.leader.map_or("none".to_owned(), |l| l.to_string()),
                 s.term,
@@ -133,7 +133,8 @@ fn membership(certs: PathBuf, server: &str, action: Action) -> Result<()> {
                 s.commit_index,
                 s.applied_index,
                 s.relay_datagrams,
-                s.relay_eventual_reliably
+                s.relay_eventual_reliably,
+                s.relay_eventual_settled
             );
             return Ok(());
         }
