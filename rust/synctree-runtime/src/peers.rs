@@ -21,7 +21,8 @@
 //! Eventual writes need no order (the latest stamp wins) nor delivery of each (a later write
 //! supersedes a lost one, as between a client and its server): they go one way, as QUIC
 //! datagrams, several to a datagram when they come together; only a property's last write
-//! is sent again, reliably, once the property is quiet, so the servers end on one value.
+//! is sent again, reliably, once the property is quiet, so a lost datagram does not leave a
+//! server on an older value (unless that copy is lost too).
 //! Requests are numbered and sent again until answered: the receiver takes each number
 //! once, and none older than the last it took.
 
@@ -95,14 +96,14 @@ pub(crate) struct Peers {
 
 /// Relays waiting for one server, at most (a server that stops taking them loses the rest).
 const RELAY_QUEUE: usize = 4096;
+/// Relays sent to a server in one request, at most.
+const RELAY_BATCH: usize = 256;
 
 /// What waits to go to one other server: reliable relays, and eventual writes (datagrams).
 struct Queues {
     reliable: mpsc::Sender<Relayed>,
     eventual: mpsc::Sender<EventualSet>,
 }
-/// Relays sent to a server in one request, at most.
-const RELAY_BATCH: usize = 256;
 
 impl Peers {
     /// Made on the server's runtime; `godot` receives the rpcs this server's Godot runs,
