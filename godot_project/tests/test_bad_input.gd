@@ -76,11 +76,31 @@ func test_a_synced_node_freed_by_game_code_is_reported_not_fatal() -> void:
 		return
 	req = await done(tree.spawn(^".", &"Keeper", "Node2D", {}))
 	check_ok(req, "spawn Keeper")
+	# A first write, so the live tree has seen Doomed alive (it then skips the ObjectDB
+	# lookup until some node leaves the scene tree).
+	req = await done(tree.set_synced(^"Doomed", &"position", Vector2(1, 1)))
+	check_ok(req, "a first write to Doomed")
+	check_eq(tree.get_node(^"Doomed").position, Vector2(1, 1), "Doomed.position applied")
 	# Game code frees a node synctree owns: the committed write to it cannot be carried out
-	# on this server, which says so; later writes to other nodes still apply.
+	# on this server, which says so; the writes after it, in the same frame, still apply.
 	tree.get_node(^"Doomed").free()
-	req = await done(tree.set_synced(^"Doomed", &"position", Vector2(5, 5)))
-	check_ok(req, "the write commits (the replicated state still has the node)")
-	req = await done(tree.set_synced(^"Keeper", &"position", Vector2(7, 7)))
-	check_ok(req, "a write to another node after it")
+	var lost = tree.set_synced(^"Doomed", &"position", Vector2(5, 5))
+	var kept = tree.set_synced(^"Keeper", &"position", Vector2(7, 7))
+	await all_done([lost, kept])
+	check_ok(lost, "the write commits (the replicated state still has the node)")
+	check_ok(kept, "a write to another node after it")
 	check_eq(tree.get_node(^"Keeper").position, Vector2(7, 7), "Keeper.position applied")
+	# A node taken out of the tree, written while out (it is still alive), then freed.
+	req = await done(tree.spawn(^".", &"Detached", "Node2D", {}))
+	check_ok(req, "spawn Detached")
+	var detached: Node2D = tree.get_node(^"Detached")
+	tree.remove_child(detached)
+	req = await done(tree.set_synced(^"Detached", &"position", Vector2(2, 2)))
+	check_ok(req, "a write to a node out of the tree")
+	check_eq(detached.position, Vector2(2, 2), "applied to the node out of the tree")
+	detached.free()
+	lost = tree.set_synced(^"Detached", &"position", Vector2(3, 3))
+	kept = tree.set_synced(^"Keeper", &"position", Vector2(8, 8))
+	await all_done([lost, kept])
+	check_ok(kept, "a write to another node after the freed one")
+	check_eq(tree.get_node(^"Keeper").position, Vector2(8, 8), "Keeper.position applied again")

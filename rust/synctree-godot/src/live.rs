@@ -2,11 +2,14 @@
 //! knows which Godot node each synced node is, and dumps the live tree canonically.
 
 use crate::variant::{from_value, to_value};
-use godot::classes::{ClassDb, Node, PackedScene, ResourceLoader};
+use godot::classes::{ClassDb, Node, PackedScene, ResourceLoader, SceneTree};
 use godot::prelude::*;
 use rustc_hash::FxHashMap;
 use std::collections::{HashMap, HashSet};
-use synctree_proto::{write_node_header, write_property, Effect, NodeKey, ROOT_KEY, SERVER_PEER};
+use std::sync::atomic::{AtomicU64, Ordering};
+use synctree_proto::{
+    write_node_header, write_property, Effect, NodeKey, Value, ROOT_KEY, SERVER_PEER,
+};
 
 /// Scenes and their property names, loaded once.
 #[derive(Default)]
@@ -232,10 +235,33 @@ fn alive(id: InstanceId) -> bool {
     !ptr.is_null()
 }
 
+/// How many nodes have left the SceneTree in this process (its `node_removed` signal),
+/// once [`watch_detaches`] has connected it; `u64::MAX` until then. Godot removes a node
+/// from the tree before it frees it (and before freeing its children), so a node seen alive
+/// and inside the tree while this count stood at `n` is still alive as long as it stands at
+/// `n`: a committed event then needs no ObjectDB lookup (gdext's per-call checks, which made
+/// one, are off in release builds).
+static DETACHES: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Connects SceneTree's `node_removed` to [`DETACHES`] (once per process; the handler is
+/// one atomic increment, so every removal of the game pays ~nothing).
+pub fn watch_detaches(tree: &mut Gd<SceneTree>) {
+    if DETACHES.load(Ordering::Relaxed) != u64::MAX {
+        return;
+    }
+    let removed = Callable::from_fn("synctree_node_removed", |_| {
+        DETACHES.fetch_add(1, Ordering::Relaxed);
+    });
+    tree.connect("node_removed", &removed);
+    DETACHES.store(0, Ordering::Relaxed);
+}
+
 /// One synced node as the live tree knows it.
 struct LiveNode {
     node: Gd<Node>,
     id: InstanceId,
+    /// The [`DETACHES`] count when the node was last seen alive inside the tree.
+    seen: u64,
     parent: NodeKey,
     path: String,
     /// Made on first use (see [`LazyPath`]).
@@ -246,6 +272,38 @@ struct LiveNode {
     children: Vec<NodeKey>,
     /// Its synced properties (set at spawn or since), in first-set order.
     synced: Vec<PropId>,
+}
+
+#[cold]
+fn missing_for_property(property: &str, key: NodeKey) {
+    godot_error!(
+        "synctree: committed property '{property}' of node #{key}, which is missing from the live tree"
+    );
+}
+
+#[cold]
+fn freed_for_property(property: &str, path: &str) {
+    godot_error!(
+        "synctree: committed property '{property}' of '{path}', which was freed outside synctree"
+    );
+}
+
+impl LiveNode {
+    /// True if the Godot node still exists: no lookup while no node has left the tree since
+    /// it was last seen inside it (see [`DETACHES`]).
+    fn still_alive(&mut self) -> bool {
+        let detaches = DETACHES.load(Ordering::Relaxed);
+        if self.seen == detaches && detaches != u64::MAX {
+            return true;
+        }
+        if !alive(self.id) {
+            return false;
+        }
+        if self.node.is_inside_tree() {
+            self.seen = detaches;
+        }
+        true
+    }
 }
 
 /// The live synced subtree under one SyncedTree node: the Godot nodes by [`NodeKey`], so a
@@ -508,33 +566,38 @@ impl LiveTree {
                 node: key,
                 property,
                 value,
-            } => {
-                if property == SPAWN_DATA {
-                    return Applied::Nothing; // only ever passed to a spawn function
-                }
-                let id = self.intern(&property);
-                let Some(n) = self.nodes.get_mut(&key) else {
-                    godot_error!("synctree: committed property '{property}' of node #{key}, which is missing from the live tree");
-                    return Applied::Nothing;
-                };
-                if !alive(n.id) {
-                    godot_error!("synctree: committed property '{property}' of '{}', which was freed outside synctree", n.path);
-                    return Applied::Nothing;
-                }
-                if !n.synced.contains(&id) {
-                    n.synced.push(id);
-                }
-                let value = from_value(&value);
-                self.prop_names[id as usize].2.set(&mut n.node, &value);
-                Applied::Set {
-                    node: key,
-                    property: id,
-                    value,
-                }
-            }
+            } => self.set_property(key, &property, &value),
         }
     }
 
+    /// A committed property event: the hot path (one per replicated write), kept small.
+    #[inline]
+    fn set_property(&mut self, key: NodeKey, property: &str, value: &Value) -> Applied {
+        if property == SPAWN_DATA {
+            return Applied::Nothing; // only ever passed to a spawn function
+        }
+        let id = self.intern(property);
+        let Some(n) = self.nodes.get_mut(&key) else {
+            missing_for_property(property, key);
+            return Applied::Nothing;
+        };
+        if !n.still_alive() {
+            freed_for_property(property, &n.path);
+            return Applied::Nothing;
+        }
+        if !n.synced.contains(&id) {
+            n.synced.push(id);
+        }
+        let value = from_value(value);
+        self.prop_names[id as usize].2.set(&mut n.node, &value);
+        Applied::Set {
+            node: key,
+            property: id,
+            value,
+        }
+    }
+
+    #[inline(never)]
     fn spawn(
         &mut self,
         root: &Gd<Node>,
@@ -647,6 +710,7 @@ impl LiveTree {
             key,
             LiveNode {
                 id: node.instance_id(),
+                seen: u64::MAX,
                 node: node.clone(),
                 parent,
                 path,
@@ -664,6 +728,7 @@ impl LiveTree {
         }
     }
 
+    #[inline(never)]
     fn despawn(&mut self, key: NodeKey) -> Applied {
         let Some(top) = self.nodes.get(&key) else {
             godot_error!(

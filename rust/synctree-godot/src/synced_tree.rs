@@ -203,6 +203,7 @@ impl INode for SyncedTree {
         if !tree.is_connected("process_frame", &pump) {
             tree.connect("process_frame", &pump);
         }
+        live::watch_detaches(&mut tree);
     }
 
     fn ready(&mut self) {
