@@ -2,7 +2,8 @@
 //! state machine that applies committed batches to the shadow tree.
 //!
 //! ```text
-//!  client_write(Batch) ─► openraft ─► LogStore (redb: logs, vote, committed; fsync per append)
+//!  client_write(Batch) ─► openraft ─► LogStore (redb: logs, vote, committed; fsync per append
+//!                                  │             through the journal, see `journal`)
 //!                                  └► StateMachine::apply ─► ShadowTree::apply per event
 //!                                        │                        │
 //!                                        ▼                        ▼
@@ -16,6 +17,7 @@
 #![allow(clippy::result_large_err)]
 
 mod feed;
+pub mod journal;
 mod log_store;
 mod runtime;
 mod state_machine;

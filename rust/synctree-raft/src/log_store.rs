@@ -2,9 +2,11 @@
 //!
 //! Every mutating call is one redb write transaction committed with the store's durability
 //! (fsync by default) before openraft is told the IO completed; calls are serialised by
-//! openraft, as its storage contract asks.
+//! openraft, as its storage contract asks. With fsync on, an append is the exception: its
+//! transaction is not synced, its entries are synced to the journal instead (see
+//! [`crate::journal`]); every other synced commit starts the journal's next generation.
 
-use crate::store::{Storage, KEY_COMMITTED, KEY_PURGED, KEY_VOTE, LOGS, META};
+use crate::store::{Storage, KEY_COMMITTED, KEY_JOURNAL_GEN, KEY_PURGED, KEY_VOTE, LOGS, META};
 use crate::types::{NodeId, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
@@ -218,11 +220,19 @@ impl LogStore {
         self.committed.clone()
     }
 
+    /// One transaction committed with the store's durability. With a journal, it also
+    /// records the journal's next generation, which appends use once it is on disk.
     fn write<T>(
         &self,
         err: fn(AnyError) -> StorageIOError<NodeId>,
         body: impl FnOnce(&redb::WriteTransaction) -> Result<T, redb::Error>,
     ) -> Result<T, StorageError<NodeId>> {
+        let mut journal = self
+            .storage
+            .journal
+            .as_ref()
+            .map(|j| j.lock().unwrap_or_else(|p| p.into_inner()));
+        let next = journal.as_ref().map(|j| j.generation() + 1);
         let run = || -> Result<T, AnyError> {
             let mut txn = self
                 .storage
@@ -232,10 +242,66 @@ impl LogStore {
             txn.set_durability(self.storage.durability)
                 .map_err(|e| AnyError::new(&e))?;
             let out = body(&txn).map_err(|e| AnyError::new(&e))?;
+            if let Some(next) = next {
+                txn.open_table(META)
+                    .map_err(|e| AnyError::new(&e))?
+                    .insert(KEY_JOURNAL_GEN, next.to_be_bytes().as_slice())
+                    .map_err(|e| AnyError::new(&e))?;
+            }
             txn.commit().map_err(|e| AnyError::new(&e))?;
             Ok(out)
         };
-        run().map_err(|e| err(e).into())
+        let out = run().map_err(err)?;
+        if let (Some(journal), Some(next)) = (journal.as_mut(), next) {
+            journal.restart(next);
+        }
+        Ok(out)
+    }
+
+    /// Appends `encoded` with fsync on: synced to the journal, then committed to the
+    /// database without a sync. An append larger than what is left of the journal is
+    /// committed with a sync instead (which starts the journal again).
+    fn append_journaled(
+        &self,
+        encoded: &[(u64, Vec<u8>)],
+    ) -> Option<Result<(), StorageError<NodeId>>> {
+        let journal = self.storage.journal.as_ref()?;
+        let mut journal = journal.lock().unwrap_or_else(|p| p.into_inner());
+        let io_err = |e: AnyError| -> StorageError<NodeId> { StorageIOError::write_logs(e).into() };
+        match journal.append(encoded.iter().map(|(i, b)| (*i, b.as_slice()))) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                return Some(Err(io_err(AnyError::error(format!(
+                    "writing the journal '{}': {e}",
+                    journal.path().display()
+                )))))
+            }
+        }
+        let result = self.write_unsynced(|txn| {
+            let mut table = txn.open_table(LOGS)?;
+            for (index, bytes) in encoded {
+                table.insert(*index, bytes.as_slice())?;
+            }
+            Ok(())
+        });
+        Some(result.map_err(io_err))
+    }
+
+    /// One transaction committed without a sync: on disk with the next synced commit.
+    fn write_unsynced(
+        &self,
+        body: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), AnyError> {
+        let mut txn = self
+            .storage
+            .db
+            .begin_write()
+            .map_err(|e| AnyError::new(&e))?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| AnyError::new(&e))?;
+        body(&txn).map_err(|e| AnyError::new(&e))?;
+        txn.commit().map_err(|e| AnyError::new(&e))
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError<NodeId>> {
@@ -353,7 +419,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     /// The committed index is a hint (openraft can always learn it again), so it is written
-    /// without its own fsync: it becomes durable with the next synced append.
+    /// without its own fsync: it becomes durable with the next synced commit.
     async fn save_committed(
         &mut self,
         committed: Option<LogId<NodeId>>,
@@ -361,21 +427,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.committed
             .fetch_max(committed.map(|c| c.index).unwrap_or(0), Ordering::Relaxed);
         let bytes = encode(&committed)?;
-        let run = || -> Result<(), AnyError> {
-            let mut txn = self
-                .storage
-                .db
-                .begin_write()
-                .map_err(|e| AnyError::new(&e))?;
-            txn.set_durability(redb::Durability::None)
-                .map_err(|e| AnyError::new(&e))?;
-            txn.open_table(META)
-                .map_err(|e| AnyError::new(&e))?
-                .insert(KEY_COMMITTED, bytes.as_slice())
-                .map_err(|e| AnyError::new(&e))?;
-            txn.commit().map_err(|e| AnyError::new(&e))
-        };
-        run().map_err(|e| StorageIOError::write(e).into())
+        self.write_unsynced(|txn| {
+            txn.open_table(META)?
+                .insert(KEY_COMMITTED, bytes.as_slice())?;
+            Ok(())
+        })
+        .map_err(|e| StorageIOError::write(e).into())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
@@ -401,13 +458,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .iter()
             .map(|e| Ok((e.log_id.index, encode(e)?)))
             .collect::<Result<Vec<_>, StorageError<NodeId>>>()?;
-        let result = self.write(StorageIOError::write_logs, |txn| {
-            let mut table = txn.open_table(LOGS)?;
-            for (index, bytes) in &encoded {
-                table.insert(*index, bytes.as_slice())?;
-            }
-            Ok(())
-        });
+        let result = match self.append_journaled(&encoded) {
+            Some(result) => result,
+            None => self.write(StorageIOError::write_logs, |txn| {
+                let mut table = txn.open_table(LOGS)?;
+                for (index, bytes) in &encoded {
+                    table.insert(*index, bytes.as_slice())?;
+                }
+                Ok(())
+            }),
+        };
         match &result {
             Ok(()) => {
                 if let Some(o) = &self.observer {

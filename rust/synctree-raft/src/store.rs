@@ -3,11 +3,15 @@
 //! redb (pure Rust, ACID, copy-on-write B-trees with checksums, one fsync per commit) is
 //! chosen over sled (unmaintained, no stable format) and RocksDB (a C++ build, much
 //! heavier) because Raft needs small, ordered, atomic, durable writes and nothing more.
+//! With fsync on, appended log entries reach the disk first through a journal beside it
+//! (`raft.journal`, see [`crate::journal`]): one place written per sync instead of a commit's
+//! scattered pages.
 
+use crate::journal::{Journal, JOURNAL_BYTES};
 use redb::backends::InMemoryBackend;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Log entries by index, each an rmp-encoded `openraft::Entry`.
 pub(crate) const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
@@ -22,6 +26,8 @@ pub(crate) const KEY_SNAPSHOT: &str = "snapshot";
 pub(crate) const KEY_CLUSTER: &str = "cluster";
 /// The encoding of what the database holds (log entries, snapshots), as [`FORMAT`].
 pub(crate) const KEY_FORMAT: &str = "format";
+/// The generation of the journal's records the database may lack (see [`crate::journal`]).
+pub(crate) const KEY_JOURNAL_GEN: &str = "journal_generation";
 
 /// The storage format this build writes and reads. A database without the record but with
 /// data is format 1 (before the record existed).
@@ -29,7 +35,10 @@ pub(crate) const KEY_FORMAT: &str = "format";
 /// - 1: ops and values with their full serde variant names.
 /// - 2: ops with one-letter tags, values as msgpack scalars or `[type, payload]` (smaller log
 ///   entries, snapshots and client updates).
-pub const FORMAT: u32 = 2;
+/// - 3: as 2, with the log's journal (`raft.journal`), which can hold acknowledged entries the
+///   database lacks: a build that does not read it must not open the data. Format 2 data is
+///   taken up as it is (it has no journal yet).
+pub const FORMAT: u32 = 3;
 
 /// How writes reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +76,19 @@ pub enum StoreError {
     },
     #[error("cannot initialise the Raft database '{path}': {source}")]
     Init { path: PathBuf, source: redb::Error },
+    #[error("cannot use the Raft log's journal '{path}': {source}")]
+    Journal {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the Raft log's journal '{path}' is {found}, but its database has used it: it may hold \
+         acknowledged log entries the database lacks, so the data was not opened. Restore the \
+         data directory from a backup; or remove this server from the cluster, empty its data \
+         directory, start it with --synctree-join and add it again (it catches up from the \
+         others)"
+    )]
+    JournalLost { path: PathBuf, found: String },
     #[error(
         "the Raft database '{path}' belongs to cluster {stored}, but this server is configured \
          for cluster {configured} (other certificates): refusing to join with another \
@@ -97,6 +119,8 @@ pub struct Storage {
     pub(crate) durability: redb::Durability,
     /// Where the database lives; `None` for an in-memory store.
     pub path: Option<PathBuf>,
+    /// With fsync on: where appended entries are made durable (see [`crate::journal`]).
+    pub(crate) journal: Option<Arc<Mutex<Journal>>>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -183,6 +207,10 @@ impl Storage {
                 || !meta.is_empty().map_err(|e| fail(e.into()))?;
             match stored {
                 Some(FORMAT) => {}
+                Some(2) => {
+                    meta.insert(KEY_FORMAT, FORMAT.to_be_bytes().as_slice())
+                        .map_err(|e| fail(e.into()))?;
+                }
                 None if !has_data => {
                     meta.insert(KEY_FORMAT, FORMAT.to_be_bytes().as_slice())
                         .map_err(|e| fail(e.into()))?;
@@ -201,6 +229,7 @@ impl Storage {
             db: Arc::new(db),
             durability,
             path,
+            journal: None,
         })
     }
 }
@@ -213,15 +242,20 @@ pub fn open(data_dir: &Path, durability: Durability) -> Result<Storage, StoreErr
     })?;
     let path = data_dir.join("raft.redb");
     let shown = path.display().to_string();
+    let warned = std::sync::atomic::AtomicBool::new(false);
     // Every open verifies the checksum of every committed page: a file damaged on disk is
     // refused with an error (a plain open may trust it, or panic on it). A commit torn by a
     // crash (never fsync'd, so never acknowledged) is rolled back, loudly.
     let db = Database::builder()
         .set_check_integrity_on_open(true)
         .set_repair_callback(move |_| {
+            // Called as the repair progresses: say it once.
+            if warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
             tracing::warn!(
-                "{shown}: the last commit was interrupted (crash or power loss); rolling back to \
-                 the last complete commit"
+                "{shown} was not closed (a crash, a kill or a power loss): back to its last \
+                 synced commit; the journal then restores what was acknowledged since"
             )
         })
         .create(&path)
@@ -238,11 +272,83 @@ pub fn open(data_dir: &Path, durability: Durability) -> Result<Storage, StoreErr
                 source,
             },
         })?;
+    let fsync = durability == Durability::Fsync;
     let durability = match durability {
         Durability::Fsync => redb::Durability::Immediate,
         Durability::NoFsync => redb::Durability::None,
     };
-    Storage::init(db, durability, Some(path))
+    let mut storage = Storage::init(db, durability, Some(path.clone()))?;
+    // Without fsync the journal is not used, but one left by a run with fsync is read.
+    let journal = recover(&storage, &data_dir.join("raft.journal"), fsync)?;
+    storage.journal = journal.filter(|_| fsync).map(|j| Arc::new(Mutex::new(j)));
+    Ok(storage)
+}
+
+/// Opens the journal, puts its records of the current generation back into the database
+/// and commits that (synced) with the next generation, which appends then use. Without
+/// `make`, a journal that was never used is not made (`None`).
+fn recover(storage: &Storage, path: &Path, make: bool) -> Result<Option<Journal>, StoreError> {
+    let journal_err = |source: std::io::Error| StoreError::Journal {
+        path: path.to_owned(),
+        source,
+    };
+    let init_err = |source: redb::Error| StoreError::Init {
+        path: storage.path.clone().unwrap_or_default(),
+        source,
+    };
+    let txn = storage.db.begin_write().map_err(|e| init_err(e.into()))?;
+    let stored = txn
+        .open_table(META)
+        .map_err(|e| init_err(e.into()))?
+        .get(KEY_JOURNAL_GEN)
+        .map_err(|e| init_err(e.into()))?
+        .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+        .map(u64::from_be_bytes);
+    // Only a journal that was never used may be missing or short (a crash while it was
+    // first written): one in use may hold acknowledged entries.
+    if stored.is_some() {
+        let found = match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("missing".to_owned()),
+            Err(e) => return Err(journal_err(e)),
+            Ok(m) if m.len() < JOURNAL_BYTES => Some(format!(
+                "{} bytes where {JOURNAL_BYTES} were written",
+                m.len()
+            )),
+            Ok(_) => None,
+        };
+        if let Some(found) = found {
+            return Err(StoreError::JournalLost {
+                path: path.to_owned(),
+                found,
+            });
+        }
+    }
+    if !make && stored.is_none() && !path.exists() {
+        return Ok(None);
+    }
+    let mut journal = Journal::open(path, JOURNAL_BYTES).map_err(journal_err)?;
+    let generation = stored.unwrap_or(0);
+    txn.open_table(META)
+        .map_err(|e| init_err(e.into()))?
+        .insert(KEY_JOURNAL_GEN, (generation + 1).to_be_bytes().as_slice())
+        .map_err(|e| init_err(e.into()))?;
+    let records = journal.records(generation).map_err(journal_err)?;
+    {
+        let mut logs = txn.open_table(LOGS).map_err(|e| init_err(e.into()))?;
+        for (index, bytes) in &records {
+            logs.insert(*index, bytes.as_slice())
+                .map_err(|e| init_err(e.into()))?;
+        }
+    }
+    txn.commit().map_err(|e| init_err(e.into()))?;
+    if let (Some((first, _)), Some((last, _))) = (records.first(), records.last()) {
+        tracing::info!(
+            "{}: log entries {first}..={last} restored from the journal",
+            path.display()
+        );
+    }
+    journal.restart(generation + 1);
+    Ok(Some(journal))
 }
 
 #[cfg(test)]
@@ -268,7 +374,7 @@ mod tests {
         let err = open(dir.path(), Durability::Fsync).expect_err("format 1");
         let text = err.to_string();
         assert!(
-            text.contains("raft.redb") && text.contains("format 1") && text.contains("format 2"),
+            text.contains("raft.redb") && text.contains("format 1") && text.contains("format 3"),
             "{text}"
         );
     }
