@@ -20,7 +20,7 @@ extends RefCounted
 ##   {"cmd":"spawn_load","prefix":X,"count":N,"scene":S}  N spawns in one frame -> {"start_usec":..}
 ##   {"cmd":"add_child_baseline","count":N,"scene":S} plain instantiate + add_child of N, timed
 ##   {"cmd":"apply_cost","path":P,"property":Q,"count":N,"rounds":R}  SyncedTree.measure_apply_cost
-##   {"cmd":"spawn_cost","scene":S,"count":N,"rounds":R}  SyncedTree.measure_spawn_cost
+##   {"cmd":"spawn_cost","scene":S,"count":N,"rounds":R,"parent":P}  SyncedTree.measure_spawn_cost
 
 var _world
 var _tree: SceneTree
@@ -86,7 +86,8 @@ func handle(request: Dictionary) -> Dictionary:
 			return d
 		"spawn_cost":
 			var c: Dictionary = _world.measure_spawn_cost(str(request.get("scene")),
-					int(request.get("count", 1000)), int(request.get("rounds", 5)))
+					int(request.get("count", 1000)), int(request.get("rounds", 5)),
+					str(request.get("parent", "")))
 			c["ok"] = not c.is_empty()
 			return c
 	return {"ok": false, "error": "unknown bench cmd %s" % JSON.stringify(request.get("cmd"))}

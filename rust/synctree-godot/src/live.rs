@@ -227,7 +227,7 @@ impl Target {
 /// True if the object `id` still exists. One ObjectDB lookup: the same check gdext makes
 /// before each engine call, without the utility-function call of `is_instance_valid`, so
 /// the per-event liveness check stays off the profile.
-fn alive(id: InstanceId) -> bool {
+pub(crate) fn alive(id: InstanceId) -> bool {
     let lookup = godot::sys::interface_fn!(object_get_instance_from_id);
     // SAFETY: Godot looks the id up in its ObjectDB and returns null when it is gone; the
     // extension interface is initialised before any node exists.
@@ -572,7 +572,7 @@ impl LiveTree {
 
     /// A committed property event: the hot path (one per replicated write), kept small.
     #[inline]
-    fn set_property(&mut self, key: NodeKey, property: &str, value: &Value) -> Applied {
+    pub fn set_property(&mut self, key: NodeKey, property: &str, value: &Value) -> Applied {
         if property == SPAWN_DATA {
             return Applied::Nothing; // only ever passed to a spawn function
         }

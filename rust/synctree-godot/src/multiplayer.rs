@@ -152,8 +152,8 @@ fn spawn_node(spawner: &Gd<MultiplayerSpawner>) -> Option<Gd<Node>> {
 /// Emits `signal` (`spawned` / `despawned`) with `node` on the spawners whose spawn node is
 /// `node`'s parent, as SceneMultiplayer does on the peers that receive a spawn.
 /// Nothing happens if game code (a handler of an earlier signal) freed `node` meanwhile.
-pub fn notify_spawner(signal: &str, node: &Gd<Node>) {
-    if !node.is_instance_valid() {
+pub fn notify_spawner(signal: SpawnerSignal, node: &Gd<Node>) {
+    if !crate::live::alive(node.instance_id()) {
         return;
     }
     if let Some(parent) = node.get_parent() {
@@ -161,19 +161,38 @@ pub fn notify_spawner(signal: &str, node: &Gd<Node>) {
     }
 }
 
+/// The two signals synctree emits on a MultiplayerSpawner.
+#[derive(Clone, Copy)]
+pub enum SpawnerSignal {
+    Spawned,
+    Despawned,
+}
+
+thread_local! {
+    /// Their names, made once (a name from a `&str` is hashed and looked up in Godot's
+    /// table at every emission).
+    static SPAWNER_SIGNALS: [StringName; 2] =
+        [StringName::from("spawned"), StringName::from("despawned")];
+}
+
 /// [`notify_spawner`] for a node already taken out of `parent`. Each spawner's handlers are
 /// game code: the next spawner is told only while `node` and `parent` still exist.
-pub fn notify_spawner_of(parent: &Gd<Node>, signal: &str, node: &Gd<Node>) {
-    if !parent.is_instance_valid() {
+pub fn notify_spawner_of(parent: &Gd<Node>, signal: SpawnerSignal, node: &Gd<Node>) {
+    if !crate::live::alive(parent.instance_id()) {
         return;
     }
     let ids = SPAWN_NODES.with(|s| s.borrow().get(&parent.instance_id()).cloned());
-    for id in ids.into_iter().flatten() {
-        if !node.is_instance_valid() {
+    let Some(ids) = ids else {
+        return;
+    };
+    let name = SPAWNER_SIGNALS.with(|n| n[signal as usize].clone());
+    let arg = node.to_variant();
+    for id in ids {
+        if !crate::live::alive(node.instance_id()) {
             return;
         }
         if let Ok(mut spawner) = Gd::<MultiplayerSpawner>::try_from_instance_id(id) {
-            spawner.emit_signal(signal, &[node.to_variant()]);
+            spawner.emit_signal(&name, std::slice::from_ref(&arg));
         }
     }
 }

@@ -94,6 +94,7 @@ impl<V: Clone + PartialEq> Predictions<V> {
 
     /// A committed value was applied to a node; returns the value to show instead, while
     /// writes of this client are pending.
+    #[inline]
     pub fn committed(&mut self, node: NodeKey, property: PropId, value: &V) -> Option<V> {
         if self.targets.is_empty() {
             return None;

@@ -3,6 +3,7 @@
 use crate::backend::Backend;
 use crate::config::{self, Exported, Mode};
 use crate::live::{self, LiveTree};
+use crate::multiplayer::SpawnerSignal;
 use crate::prediction::{Predictions, Settled};
 use crate::sync_request::{Failure, SyncRequest};
 use crate::variant::{from_value, to_value};
@@ -189,6 +190,14 @@ fn rel_path(path: &NodePath) -> Result<String, String> {
     }
     validate_path(s).map_err(|e| e.to_string())?;
     Ok(s.to_owned())
+}
+
+/// Who is told of applied effects, read once per frame (see `SyncedTree::apply_one`).
+struct Listening {
+    property: bool,
+    spawn: bool,
+    despawn: bool,
+    synchronizers: bool,
 }
 
 #[godot_api]
@@ -653,10 +662,8 @@ impl SyncedTree {
         let count = count.max(1);
         let rounds = rounds.max(1);
         let prop = CompactString::from(property.to_string());
-        let listeners = !self
-            .base()
-            .get_signal_connection_list("property_applied")
-            .is_empty();
+        let on = self.listening();
+        let mut touched = Vec::new();
         let (mut best_raw, mut best_apply) = (u128::MAX, u128::MAX);
         for _ in 0..rounds {
             // A `property_applied` handler (game code) may have freed it.
@@ -679,17 +686,9 @@ impl SyncedTree {
                 .collect();
             let started = std::time::Instant::now();
             for effect in effects {
-                if let live::Applied::Set {
-                    node,
-                    property,
-                    value,
-                } = self.live.apply(&mut root, effect)
-                {
-                    if listeners {
-                        self.emit_property_applied(node, property, &value);
-                    }
-                }
+                self.apply_one(&mut root, effect, &on, &mut touched);
             }
+            self.notify_synchronized(&mut touched);
             best_apply = best_apply.min(started.elapsed().as_micros());
         }
         d.set("count", count);
@@ -703,14 +702,18 @@ impl SyncedTree {
     /// same code path as committed effects, signals included when connected) beside a plain
     /// instantiate + name + `add_child` of as many instances, in `rounds` alternating rounds.
     /// Returns `{count, rounds, apply_usec, add_child_usec}`: the fastest round of each, in
-    /// microseconds. The spawned nodes are despawned again outside the log (not timed): use it
-    /// on a server whose tree is not being compared.
+    /// microseconds. The spawns go under the synced node `parent` (the SyncedTree itself
+    /// when empty), whose MultiplayerSpawners, if any, are told of them, running their
+    /// handlers (game code) in the timed part: name a parent no spawner watches to time
+    /// synctree alone, as the plain `add_child` runs none. The spawned nodes are despawned
+    /// again outside the log (not timed): use it on a server whose tree is not being compared.
     #[func]
     fn measure_spawn_cost(
         &mut self,
         scene: GString,
         count: i64,
         #[opt(default = 5)] rounds: i64,
+        #[opt(default = "")] parent: GString,
     ) -> VarDictionary {
         let mut d = VarDictionary::new();
         let scene = scene.to_string();
@@ -718,13 +721,23 @@ impl SyncedTree {
             godot_error!("measure_spawn_cost: {e}");
             return d;
         }
+        let parent_key = if parent.is_empty() {
+            synctree_proto::ROOT_KEY
+        } else {
+            let parent = parent.to_string();
+            match self.live.key_of(&parent) {
+                Some(key) => key,
+                None => {
+                    godot_error!("measure_spawn_cost: '{parent}' is not a synced node");
+                    return d;
+                }
+            }
+        };
         let mut root = self.to_gd().upcast::<Node>();
         let count = count.max(1) as u64;
         let rounds = rounds.max(1);
-        let spawn_listeners = !self
-            .base()
-            .get_signal_connection_list("node_spawned")
-            .is_empty();
+        let on = self.listening();
+        let mut touched = Vec::new();
         // Keys far above any the state machine hands out.
         let base_key = u64::MAX / 2;
         let (mut best_plain, mut best_apply) = (u128::MAX, u128::MAX);
@@ -745,7 +758,7 @@ impl SyncedTree {
             let effects: Vec<Effect> = (0..count)
                 .map(|i| Effect::Spawned {
                     node: base_key + i,
-                    parent: synctree_proto::ROOT_KEY,
+                    parent: parent_key,
                     name: format!("SpawnCost{round}_{i}"),
                     scene: scene.clone(),
                     props: Vec::new(),
@@ -754,14 +767,7 @@ impl SyncedTree {
                 .collect();
             let started = std::time::Instant::now();
             for effect in effects {
-                if let live::Applied::Spawned { key, node, .. } = self.live.apply(&mut root, effect)
-                {
-                    if spawn_listeners && node.is_instance_valid() {
-                        if let Some(path) = self.live.node_path(key) {
-                            self.signals().node_spawned().emit(&path, &node);
-                        }
-                    }
-                }
+                self.apply_one(&mut root, effect, &on, &mut touched);
             }
             best_apply = best_apply.min(started.elapsed().as_micros());
             for i in 0..count {
@@ -1501,12 +1507,8 @@ impl SyncedTree {
     fn apply_effects(&mut self) {
         let mut budget = self.max_effects_per_frame.max(1) as usize;
         let mut root = self.to_gd().upcast::<Node>();
-        let listening = |signal: &str| !self.base().get_signal_connection_list(signal).is_empty();
-        let listeners = listening("property_applied");
-        let spawn_listeners = listening("node_spawned");
-        let despawn_listeners = listening("node_despawned");
-        let synchronizers = crate::multiplayer::has_synchronizers();
-        let mut synchronized: Vec<InstanceId> = Vec::new();
+        let on = self.listening();
+        let mut touched: Vec<NodeKey> = Vec::new();
         while budget > 0 {
             if self.current.is_none() {
                 let next = self.backend.as_ref().and_then(|s| s.try_recv_applied());
@@ -1525,7 +1527,7 @@ impl SyncedTree {
                         self.reorder = order.map(|o| (index, o));
                         for r in removed {
                             if let live::Applied::Despawned { path, .. } = r {
-                                if despawn_listeners {
+                                if on.despawn {
                                     self.signals().node_despawned().emit(&path.get());
                                 }
                             }
@@ -1542,68 +1544,7 @@ impl SyncedTree {
                     break;
                 };
                 budget -= 1;
-                // A spawner's spawn_function is game code that may call this SyncedTree.
-                let made = self
-                    .live
-                    .custom_spawn(&root, &effect)
-                    .map(|(spawner, data)| {
-                        let _reentrant = self.base_mut();
-                        crate::multiplayer::custom_instance(&spawner, &data)
-                    });
-                match self.live.apply_made(&mut root, effect, made) {
-                    live::Applied::Spawned { key, node, adopted } => {
-                        if !self.pending_scenes.is_empty() {
-                            if let Some(p) = self.live.path_of(key) {
-                                self.pending_scenes.remove(p);
-                            }
-                        }
-                        // Its `_ready` (game code) may have freed it.
-                        if spawn_listeners && node.is_instance_valid() {
-                            if let Some(path) = self.live.node_path(key) {
-                                self.signals().node_spawned().emit(&path, &node);
-                            }
-                        }
-                        if !adopted && crate::multiplayer::has_spawners() {
-                            let _reentrant = self.base_mut();
-                            crate::multiplayer::notify_spawner("spawned", &node);
-                        }
-                    }
-                    live::Applied::Despawned { path, removed } => {
-                        if despawn_listeners {
-                            self.signals().node_despawned().emit(&path.get());
-                        }
-                        if let Some((node, parent)) =
-                            removed.filter(|_| crate::multiplayer::has_spawners())
-                        {
-                            let _reentrant = self.base_mut();
-                            crate::multiplayer::notify_spawner_of(&parent, "despawned", &node);
-                        }
-                    }
-                    live::Applied::Set {
-                        node,
-                        property,
-                        value,
-                    } => {
-                        if let Some(show) = self.predictions.committed(node, property, &value) {
-                            if show != value {
-                                if let Some(mut n) = self.live.node_of(node) {
-                                    self.live.target(property).set(&mut n, &show);
-                                }
-                            }
-                        }
-                        if listeners {
-                            self.emit_property_applied(node, property, &value);
-                        }
-                        if synchronizers {
-                            if let Some(n) = self.live.node_of(node) {
-                                if !synchronized.contains(&n.instance_id()) {
-                                    synchronized.push(n.instance_id());
-                                }
-                            }
-                        }
-                    }
-                    _ => {}
-                }
+                self.apply_one(&mut root, effect, &on, &mut touched);
             }
             if self.current.as_ref().is_some_and(|(_, e)| e.is_empty()) {
                 self.live_index = index;
@@ -1613,10 +1554,134 @@ impl SyncedTree {
                 }
             }
         }
-        if !synchronized.is_empty() {
+        self.notify_synchronized(&mut touched);
+    }
+
+    /// What applying an effect must tell, read once per frame.
+    fn listening(&self) -> Listening {
+        let connected = |signal: &str| !self.base().get_signal_connection_list(signal).is_empty();
+        Listening {
+            property: connected("property_applied"),
+            spawn: connected("node_spawned"),
+            despawn: connected("node_despawned"),
+            synchronizers: crate::multiplayer::has_synchronizers(),
+        }
+    }
+
+    /// Applies one committed effect to the live tree, with what follows from it: signals,
+    /// spawners told, predictions reconciled. A written node goes into `touched` (its
+    /// synchronizers are told once per frame, see [`SyncedTree::notify_synchronized`]).
+    fn apply_one(
+        &mut self,
+        root: &mut Gd<Node>,
+        effect: Effect,
+        on: &Listening,
+        touched: &mut Vec<NodeKey>,
+    ) {
+        // Property events are most of them: applied in place, the effect not moved.
+        if let Effect::PropertySet {
+            node,
+            property,
+            value,
+        } = &effect
+        {
+            if let live::Applied::Set {
+                node,
+                property,
+                value,
+            } = self.live.set_property(*node, property, value)
+            {
+                self.after_set(node, property, value, on, touched);
+            }
+            return;
+        }
+        // A spawner's spawn_function is game code that may call this SyncedTree.
+        let made = self
+            .live
+            .custom_spawn(root, &effect)
+            .map(|(spawner, data)| {
+                let _reentrant = self.base_mut();
+                crate::multiplayer::custom_instance(&spawner, &data)
+            });
+        match self.live.apply_made(root, effect, made) {
+            live::Applied::Spawned { key, node, adopted } => {
+                if !self.pending_scenes.is_empty() {
+                    if let Some(p) = self.live.path_of(key) {
+                        self.pending_scenes.remove(p);
+                    }
+                }
+                // Its `_ready` (game code) may have freed it.
+                if on.spawn && node.is_instance_valid() {
+                    if let Some(path) = self.live.node_path(key) {
+                        self.signals().node_spawned().emit(&path, &node);
+                    }
+                }
+                if !adopted && crate::multiplayer::has_spawners() {
+                    let _reentrant = self.base_mut();
+                    crate::multiplayer::notify_spawner(SpawnerSignal::Spawned, &node);
+                }
+            }
+            live::Applied::Despawned { path, removed } => {
+                if on.despawn {
+                    self.signals().node_despawned().emit(&path.get());
+                }
+                if let Some((node, parent)) = removed.filter(|_| crate::multiplayer::has_spawners())
+                {
+                    let _reentrant = self.base_mut();
+                    crate::multiplayer::notify_spawner_of(&parent, SpawnerSignal::Despawned, &node);
+                }
+            }
+            live::Applied::Set {
+                node,
+                property,
+                value,
+            } => self.after_set(node, property, value, on, touched),
+            live::Applied::Nothing => {}
+        }
+    }
+
+    /// What follows a committed property applied: a prediction reconciled, the signal, the
+    /// node's synchronizers told (at the end of the frame).
+    #[inline]
+    fn after_set(
+        &mut self,
+        node: NodeKey,
+        property: live::PropId,
+        value: Variant,
+        on: &Listening,
+        touched: &mut Vec<NodeKey>,
+    ) {
+        if let Some(show) = self.predictions.committed(node, property, &value) {
+            if show != value {
+                if let Some(mut n) = self.live.node_of(node) {
+                    self.live.target(property).set(&mut n, &show);
+                }
+            }
+        }
+        if on.property {
+            self.emit_property_applied(node, property, &value);
+        }
+        if on.synchronizers {
+            touched.push(node);
+        }
+    }
+
+    /// Emits `synchronized` on the synchronizers of the nodes written this frame.
+    fn notify_synchronized(&mut self, touched: &mut Vec<NodeKey>) {
+        if touched.is_empty() {
+            return;
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        let roots: Vec<InstanceId> = touched
+            .drain(..)
+            .filter_map(|key| self.live.node_of(key))
+            .map(|n| n.instance_id())
+            .collect();
+        if !roots.is_empty() {
             let me = self.peer_id() as i32;
             let _reentrant = self.base_mut();
-            crate::multiplayer::notify_synchronized(&synchronized, me);
+            crate::multiplayer::notify_synchronized(&roots, me);
         }
     }
 
