@@ -186,6 +186,7 @@ impl Target {
         }
     }
 
+    #[inline]
     pub fn set(&self, node: &mut Gd<Node>, value: &Variant) {
         match self {
             Target::Invalid => {}
@@ -418,6 +419,7 @@ impl LiveTree {
             .map(|n| n.node.clone())
     }
 
+    #[inline]
     pub fn intern(&mut self, property: &str) -> PropId {
         // Committed writes come in runs of one property (positions, health): the last one
         // named is compared before any hashing.
@@ -426,6 +428,11 @@ impl LiveTree {
                 return id;
             }
         }
+        self.intern_slow(property)
+    }
+
+    #[inline(never)]
+    fn intern_slow(&mut self, property: &str) -> PropId {
         if let Some(id) = self.prop_ids.get(property) {
             self.last_prop = Some(*id);
             return *id;

@@ -1571,6 +1571,7 @@ impl SyncedTree {
     /// Applies one committed effect to the live tree, with what follows from it: signals,
     /// spawners told, predictions reconciled. A written node goes into `touched` (its
     /// synchronizers are told once per frame, see [`SyncedTree::notify_synchronized`]).
+    #[inline(always)]
     fn apply_one(
         &mut self,
         root: &mut Gd<Node>,
@@ -1595,6 +1596,18 @@ impl SyncedTree {
             }
             return;
         }
+        self.apply_structural(root, effect, on, touched);
+    }
+
+    /// [`SyncedTree::apply_one`] for a spawn or a despawn.
+    #[inline(never)]
+    fn apply_structural(
+        &mut self,
+        root: &mut Gd<Node>,
+        effect: Effect,
+        on: &Listening,
+        touched: &mut Vec<NodeKey>,
+    ) {
         // A spawner's spawn_function is game code that may call this SyncedTree.
         let made = self
             .live
@@ -1642,7 +1655,7 @@ impl SyncedTree {
 
     /// What follows a committed property applied: a prediction reconciled, the signal, the
     /// node's synchronizers told (at the end of the frame).
-    #[inline]
+    #[inline(always)]
     fn after_set(
         &mut self,
         node: NodeKey,

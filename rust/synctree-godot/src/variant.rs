@@ -137,7 +137,19 @@ fn type_name(t: VariantType) -> String {
 }
 
 /// Converts a committed value back to a Variant.
+#[inline]
 pub fn from_value(v: &Value) -> Variant {
+    // The scalars games write most, without a call.
+    match v {
+        Value::Int(i) => i.to_variant(),
+        Value::Float(f) => f.to_variant(),
+        Value::Bool(b) => b.to_variant(),
+        _ => from_other_value(v),
+    }
+}
+
+#[inline(never)]
+fn from_other_value(v: &Value) -> Variant {
     match v {
         Value::Nil => Variant::nil(),
         Value::Bool(b) => b.to_variant(),
