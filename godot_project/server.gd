@@ -70,6 +70,9 @@ const WS_CONNECT_ARG := "--demo-ws-connect="
 ## Keep Godot's own SceneMultiplayer instead of installing SyncedMultiplayerAPI: the same game
 ## code on the built-in, for the tests that compare the two.
 const SCENE_MULTIPLAYER_ARG := "--demo-scene-multiplayer"
+## Benchmarks: no GDScript handlers recording the multiplayer signals (the tests read them;
+## the SceneMultiplayer baseline scene has none).
+const NO_EVENT_LOG_ARG := "--demo-no-event-log"
 ## A request line longer than this closes the connection.
 const MAX_LINE_BYTES := 64 * 1024 * 1024
 ## A request of a batch that has not completed after this long is reported as failed.
@@ -110,16 +113,8 @@ const BENCH_COMMANDS := ["watch_property", "watch_result", "set_load", "watch_sp
 		"spawn_cost"]
 
 
-func _ready() -> void:
-	_started_msec = Time.get_ticks_msec()
-	if world == null or not world.has_method("dump"):
-		_fail_startup("the World node is not a SyncedTree: is the synctree extension built and loaded? (run `cargo xtask build`)")
-		return
-	world.leader_changed.connect(_on_leader_changed)
-	# Multiplayer through the cluster: rpcs reach peers on any server (see rpc_probe.gd).
-	_scene_multiplayer = OS.get_cmdline_user_args().has(SCENE_MULTIPLAYER_ARG)
-	if not _scene_multiplayer:
-		get_tree().set_multiplayer(ClassDB.instantiate("SyncedMultiplayerAPI"))
+## Records the multiplayer API's and spawners' signals in `_mp_events` (for the tests).
+func _log_multiplayer_events() -> void:
 	for signal_name in ["connected_to_server", "connection_failed", "server_disconnected"]:
 		multiplayer.connect(signal_name, func() -> void: _mp_events.append(signal_name))
 	multiplayer.peer_connected.connect(func(id: int) -> void: _mp_events.append("peer_connected %d" % id))
@@ -133,6 +128,20 @@ func _ready() -> void:
 	for spawner in [$PlayerSpawner, $BulletSpawner]:
 		for signal_name in ["spawned", "despawned"]:
 			spawner.connect(signal_name, func(node: Node) -> void: _mp_events.append("%s %s" % [signal_name, node.name]))
+
+
+func _ready() -> void:
+	_started_msec = Time.get_ticks_msec()
+	if world == null or not world.has_method("dump"):
+		_fail_startup("the World node is not a SyncedTree: is the synctree extension built and loaded? (run `cargo xtask build`)")
+		return
+	world.leader_changed.connect(_on_leader_changed)
+	# Multiplayer through the cluster: rpcs reach peers on any server (see rpc_probe.gd).
+	_scene_multiplayer = OS.get_cmdline_user_args().has(SCENE_MULTIPLAYER_ARG)
+	if not _scene_multiplayer:
+		get_tree().set_multiplayer(ClassDB.instantiate("SyncedMultiplayerAPI"))
+	if not OS.get_cmdline_user_args().has(NO_EVENT_LOG_ARG):
+		_log_multiplayer_events()
 	for arg in OS.get_cmdline_user_args():
 		if arg.begins_with(GUEST_ARG):
 			var prefix := arg.substr(GUEST_ARG.length())

@@ -470,6 +470,15 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
     Ok(true)
 }
 
+/// The demo scene without the GDScript handlers that record multiplayer signals for the
+/// tests (a handler per spawn and per spawner; the SceneMultiplayer baseline has none).
+fn bench_config() -> ClusterConfig {
+    ClusterConfig {
+        all_args: vec!["--demo-no-event-log".into()],
+        ..ClusterConfig::default()
+    }
+}
+
 fn run_cluster(fsync: bool, args: &BenchArgs) -> Result<String> {
     let quick = args.quick;
     let part = |p: Part| args.only.is_empty() || args.only.contains(&p);
@@ -483,7 +492,7 @@ fn run_cluster(fsync: bool, args: &BenchArgs) -> Result<String> {
                     .collect()
             })
             .unwrap_or_default(),
-        ..ClusterConfig::default()
+        ..bench_config()
     })?;
     let leader = cluster.wait_leader(Duration::from_secs(30))?;
     let follower = cluster
@@ -669,7 +678,7 @@ fn two_clients_config() -> ClusterConfig {
         clients: vec![2, 3],
         spawnable: vec![SCENE.into()],
         server_args: synctree_e2e::client_limits(3, 1_000_000, 1_000_000),
-        ..ClusterConfig::default()
+        ..bench_config()
     }
 }
 
@@ -775,7 +784,7 @@ fn run_load(args: &BenchArgs) -> Result<String> {
     let cluster = Cluster::start(ClusterConfig {
         extra_tokens: tokens.clone(),
         spawnable: vec![SCENE.into()],
-        ..ClusterConfig::default()
+        ..bench_config()
     })?;
     cluster.wait_leader(Duration::from_secs(30))?;
     let ca = cluster.dir().join("certs").join("ca.pem");
