@@ -46,3 +46,34 @@ func test_the_addon_autoload_installs_it_when_the_setting_is_on() -> void:
 	on.queue_free()
 	ProjectSettings.set_setting(key, had)
 	scene_tree.set_multiplayer(previous)
+
+
+func test_a_spawned_node_freed_by_game_code_is_not_announced_and_the_frame_goes_on() -> void:
+	var scene_tree: SceneTree = runner
+	var previous := scene_tree.get_multiplayer()
+	var api = ClassDB.instantiate("SyncedMultiplayerAPI")
+	scene_tree.set_multiplayer(api)
+	# A MultiplayerSpawner watching the SyncedTree: committed spawns are announced on it.
+	var spawner := MultiplayerSpawner.new()
+	scene_tree.root.add_child(spawner)
+	spawner.spawn_path = spawner.get_path_to(tree)
+	await scene_tree.process_frame
+	await scene_tree.process_frame
+	var heard: Array = []
+	spawner.spawned.connect(func(node: Node) -> void: heard.append(String(node.name)))
+	# Game code frees one node as it is spawned, before the spawner is told of it.
+	var free_doomed := func(_path: NodePath, node: Node) -> void:
+		if node.name == &"Doomed":
+			node.free()
+	tree.node_spawned.connect(free_doomed)
+	var doomed = tree.spawn(^".", &"Doomed", "Node2D", {})
+	var kept = tree.spawn(^".", &"Kept", "Node2D", {})
+	await all_done([doomed, kept])
+	check_ok(doomed, "the spawn of Doomed commits")
+	check_ok(kept, "the spawn of Kept, in the same frame, commits")
+	check(tree.get_node_or_null(^"Kept") != null, "Kept was applied")
+	check(tree.get_node_or_null(^"Doomed") == null, "Doomed is gone")
+	check_eq(heard, ["Kept"], "the spawner heard of the live node only")
+	tree.node_spawned.disconnect(free_doomed)
+	spawner.queue_free()
+	scene_tree.set_multiplayer(previous)

@@ -153,7 +153,9 @@ fn spawn_node(spawner: &Gd<MultiplayerSpawner>) -> Option<Gd<Node>> {
 /// `node`'s parent, as SceneMultiplayer does on the peers that receive a spawn.
 /// Nothing happens if game code (a handler of an earlier signal) freed `node` meanwhile.
 pub fn notify_spawner(signal: SpawnerSignal, node: &Gd<Node>) {
-    if !crate::live::alive(node.instance_id()) {
+    // Game code may have freed it (a `_ready`, a `node_spawned` handler): its id, unchecked
+    // (`instance_id()` panics on a freed object), is looked up first.
+    if !crate::live::alive(node.instance_id_unchecked()) {
         return;
     }
     if let Some(parent) = node.get_parent() {
@@ -178,17 +180,18 @@ thread_local! {
 /// [`notify_spawner`] for a node already taken out of `parent`. Each spawner's handlers are
 /// game code: the next spawner is told only while `node` and `parent` still exist.
 pub fn notify_spawner_of(parent: &Gd<Node>, signal: SpawnerSignal, node: &Gd<Node>) {
-    if !crate::live::alive(parent.instance_id()) {
+    let (parent_id, node_id) = (parent.instance_id_unchecked(), node.instance_id_unchecked());
+    if !crate::live::alive(parent_id) || !crate::live::alive(node_id) {
         return;
     }
-    let ids = SPAWN_NODES.with(|s| s.borrow().get(&parent.instance_id()).cloned());
+    let ids = SPAWN_NODES.with(|s| s.borrow().get(&parent_id).cloned());
     let Some(ids) = ids else {
         return;
     };
     let name = SPAWNER_SIGNALS.with(|n| n[signal as usize].clone());
     let arg = node.to_variant();
     for id in ids {
-        if !crate::live::alive(node.instance_id()) {
+        if !crate::live::alive(node_id) || !crate::live::alive(parent_id) {
             return;
         }
         if let Ok(mut spawner) = Gd::<MultiplayerSpawner>::try_from_instance_id(id) {
