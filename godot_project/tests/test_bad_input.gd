@@ -104,3 +104,20 @@ func test_a_synced_node_freed_by_game_code_is_reported_not_fatal() -> void:
 	await all_done([lost, kept])
 	check_ok(kept, "a write to another node after the freed one")
 	check_eq(tree.get_node(^"Keeper").position, Vector2(8, 8), "Keeper.position applied again")
+	# Game code disconnects every handler of SceneTree.node_removed (synctree's among them),
+	# then frees a node synctree has seen: the next frame connects synctree's again and no
+	# longer trusts what it had seen.
+	req = await done(tree.spawn(^".", &"Unwatched", "Node2D", {}))
+	check_ok(req, "spawn Unwatched")
+	req = await done(tree.set_synced(^"Unwatched", &"position", Vector2(4, 4)))
+	check_ok(req, "a first write to Unwatched")
+	var scene_tree: SceneTree = runner
+	for c in scene_tree.get_signal_connection_list("node_removed"):
+		scene_tree.node_removed.disconnect(c["callable"])
+	tree.get_node(^"Unwatched").free()
+	lost = tree.set_synced(^"Unwatched", &"position", Vector2(6, 6))
+	kept = tree.set_synced(^"Keeper", &"position", Vector2(9, 9))
+	await all_done([lost, kept])
+	check_ok(kept, "a write to another node after the freed, unwatched one")
+	check_eq(tree.get_node(^"Keeper").position, Vector2(9, 9), "Keeper.position applied once more")
+	check(scene_tree.get_signal_connection_list("node_removed").size() > 0, "synctree watches removals again")

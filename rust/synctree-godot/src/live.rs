@@ -5,6 +5,7 @@ use crate::variant::{from_value, to_value};
 use godot::classes::{ClassDb, Node, PackedScene, ResourceLoader, SceneTree};
 use godot::prelude::*;
 use rustc_hash::FxHashMap;
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use synctree_proto::{
@@ -244,6 +245,11 @@ pub(crate) fn alive(id: InstanceId) -> bool {
 /// one, are off in release builds).
 static DETACHES: AtomicU64 = AtomicU64::new(u64::MAX);
 
+thread_local! {
+    /// The `node_removed` handler, once connected.
+    static DETACH_HANDLER: RefCell<Option<Callable>> = const { RefCell::new(None) };
+}
+
 /// Connects SceneTree's `node_removed` to [`DETACHES`] (once per process; the handler is
 /// one atomic increment, so every removal of the game pays ~nothing).
 pub fn watch_detaches(tree: &mut Gd<SceneTree>) {
@@ -254,7 +260,22 @@ pub fn watch_detaches(tree: &mut Gd<SceneTree>) {
         DETACHES.fetch_add(1, Ordering::Relaxed);
     });
     tree.connect("node_removed", &removed);
+    DETACH_HANDLER.with(|h| *h.borrow_mut() = Some(removed));
     DETACHES.store(0, Ordering::Relaxed);
+}
+
+/// Once per frame, before committed effects are applied: a handler that game code
+/// disconnected is connected again, and the count moves on, so no node seen before counts
+/// as seen since. (Game code that blocks the SceneTree's signals, frees a synced node and
+/// unblocks them between two frames is not caught: the frame itself needs them unblocked.)
+pub fn check_detach_watch(tree: &mut Gd<SceneTree>) {
+    let Some(handler) = DETACH_HANDLER.with(|h| h.borrow().clone()) else {
+        return;
+    };
+    if !tree.is_connected("node_removed", &handler) {
+        tree.connect("node_removed", &handler);
+        DETACHES.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// One synced node as the live tree knows it.
@@ -504,11 +525,6 @@ impl LiveTree {
         )
     }
 
-    /// Carries out one committed effect on the scene tree.
-    pub fn apply(&mut self, root: &mut Gd<Node>, effect: Effect) -> Applied {
-        self.apply_made(root, effect, None)
-    }
-
     /// A committed custom spawn this replica makes itself rather than adopts: the path of
     /// the spawner whose `spawn_function` makes the node, and the data to call it with. The
     /// caller runs the function where game code may call back into the SyncedTree, then
@@ -558,7 +574,8 @@ impl LiveTree {
         Some((spawner.to_owned(), data))
     }
 
-    /// [`LiveTree::apply`], with the node a custom spawn's function `made` (see
+    /// Carries out one committed effect on the scene tree, with the node a custom spawn's
+    /// function `made`, if any (see
     /// [`LiveTree::custom_spawn`]); without it, the function is called from here.
     pub fn apply_made(
         &mut self,

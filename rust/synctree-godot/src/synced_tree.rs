@@ -620,6 +620,7 @@ impl SyncedTree {
     /// SceneTree's `process_frame` while this node is in the tree). Do not call.
     #[func]
     fn _synctree_frame(&mut self) {
+        live::check_detach_watch(&mut self.base().get_tree());
         self.pump();
     }
 
@@ -639,7 +640,8 @@ impl SyncedTree {
     /// of `count` of each, so both see the same machine, and returns
     /// `{count, rounds, apply_usec, raw_set_usec}`: the fastest round of each, in
     /// microseconds. It changes this server's live tree outside the log (the property ends
-    /// at `count - 1` here only): use it on a scratch node.
+    /// at `count - 1` here only, and a predicted write of it pending here would be
+    /// reconciled against these values): use it on a scratch node.
     #[func]
     fn measure_apply_cost(
         &mut self,
@@ -721,16 +723,18 @@ impl SyncedTree {
             godot_error!("measure_spawn_cost: {e}");
             return d;
         }
-        let parent_key = if parent.is_empty() {
-            synctree_proto::ROOT_KEY
-        } else {
-            let parent = parent.to_string();
-            match self.live.key_of(&parent) {
+        let parent_key = match rel_path(&NodePath::from(&parent)) {
+            Ok(p) if p.is_empty() => synctree_proto::ROOT_KEY,
+            Ok(p) => match self.live.key_of(&p) {
                 Some(key) => key,
                 None => {
-                    godot_error!("measure_spawn_cost: '{parent}' is not a synced node");
+                    godot_error!("measure_spawn_cost: '{p}' is not a synced node");
                     return d;
                 }
+            },
+            Err(e) => {
+                godot_error!("measure_spawn_cost: {e}");
+                return d;
             }
         };
         let mut root = self.to_gd().upcast::<Node>();
@@ -770,9 +774,10 @@ impl SyncedTree {
                 self.apply_one(&mut root, effect, &on, &mut touched);
             }
             best_apply = best_apply.min(started.elapsed().as_micros());
+            // Despawned the same way, so whoever heard of the spawns hears of these.
             for i in 0..count {
-                self.live
-                    .apply(&mut root, Effect::Despawned { node: base_key + i });
+                let despawn = Effect::Despawned { node: base_key + i };
+                self.apply_one(&mut root, despawn, &on, &mut touched);
             }
         }
         d.set("count", count as i64);

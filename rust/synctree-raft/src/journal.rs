@@ -17,10 +17,15 @@
 //! record of generation `G` with a good checksum, in order, and stops at the first other: a
 //! write torn by the crash, the zeros of a fresh file or an older generation's leftovers.
 //! Those records go back into the database, which is then committed (synced) with `G + 1`.
+//! A damaged record followed by a good one of the same generation is not a torn write (each
+//! record is synced before the next is written) but damage on disk: opening fails then.
+//! Records also carry a random id of their database (in its meta table), so a journal left
+//! beside another database (a fresh one, a restored copy of another server's) is never read
+//! into it.
 //!
-//! Record: `[payload length u32][crc32 u32][generation u64][payload]`, little-endian, the
-//! checksum over length, generation and payload; payload: `[index u64][length u32][entry]`
-//! repeated, each entry as the log table holds it.
+//! Record: `[payload length u32][crc32 u32][generation u64][database id u64][payload]`,
+//! little-endian, the checksum over length, generation, id and payload; payload:
+//! `[index u64][length u32][entry]` repeated, each entry as the log table holds it.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -31,13 +36,15 @@ use std::path::{Path, PathBuf};
 /// benchmark (256 updates each) take ~3.5 KiB: a synced database commit every ~2 400.
 pub const JOURNAL_BYTES: u64 = 8 << 20;
 
-const HEADER: usize = 16;
+const HEADER: usize = 24;
 
 /// The journal of one store (see the module documentation).
 pub struct Journal {
     file: File,
     path: PathBuf,
     capacity: u64,
+    /// The id of the database its records belong to.
+    id: u64,
     generation: u64,
     /// Where the next record goes.
     offset: u64,
@@ -45,10 +52,10 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Opens the journal at `path`, making it (`capacity` bytes of zeros, synced, its
-    /// directory too) if it is missing or shorter. Appends go nowhere until
+    /// Opens the journal of database `id` at `path`, making it (`capacity` bytes of zeros,
+    /// synced, its directory too) if it is missing or shorter. Appends go nowhere until
     /// [`Journal::restart`] names their generation.
-    pub fn open(path: &Path, capacity: u64) -> io::Result<Journal> {
+    pub fn open(path: &Path, capacity: u64, id: u64) -> io::Result<Journal> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -75,6 +82,7 @@ impl Journal {
             file,
             path: path.to_owned(),
             capacity: capacity.max(len),
+            id,
             generation: 0,
             offset: 0,
             buf: Vec::new(),
@@ -92,30 +100,60 @@ impl Journal {
     }
 
     /// The entries of every intact record of `generation`, from the beginning, in order.
+    /// An error if a damaged record of it is followed by an intact one (damage on disk, not a
+    /// write torn by a crash): entries after it were acknowledged.
     pub fn records(&self, generation: u64) -> io::Result<Vec<(u64, Vec<u8>)>> {
         let mut out = Vec::new();
         let mut at = 0u64;
-        let mut header = [0u8; HEADER];
-        while at + HEADER as u64 <= self.capacity {
-            self.file.read_exact_at(&mut header, at)?;
-            let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as u64;
-            let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
-            let record_gen = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
-            if len == 0 || record_gen != generation || at + HEADER as u64 + len > self.capacity {
-                break;
+        loop {
+            match self.record_at(at, generation)? {
+                Record::Intact(entries, next) => {
+                    out.extend(entries);
+                    at = next;
+                }
+                Record::Damaged(next) => {
+                    if let Record::Intact(..) = self.record_at(next, generation)? {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "the record at offset {at} of generation {generation} is \
+                                 damaged, and intact records follow it: entries after it were \
+                                 acknowledged and cannot be read"
+                            ),
+                        ));
+                    }
+                    return Ok(out);
+                }
+                Record::None => return Ok(out),
             }
-            let mut payload = vec![0u8; len as usize];
-            self.file.read_exact_at(&mut payload, at + HEADER as u64)?;
-            if checksum(&header[0..4], &header[8..16], &payload) != crc {
-                break;
-            }
-            let Some(entries) = parse(&payload) else {
-                break;
-            };
-            out.extend(entries);
-            at += HEADER as u64 + len;
         }
-        Ok(out)
+    }
+
+    /// What starts at `at`: a record of this database and `generation`, whole or damaged
+    /// (with where the next would start), or none.
+    fn record_at(&self, at: u64, generation: u64) -> io::Result<Record> {
+        let mut header = [0u8; HEADER];
+        if at + HEADER as u64 > self.capacity {
+            return Ok(Record::None);
+        }
+        self.file.read_exact_at(&mut header, at)?;
+        let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as u64;
+        let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+        let record_gen = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+        let record_id = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
+        let next = at + HEADER as u64 + len;
+        if len == 0 || record_gen != generation || record_id != self.id || next > self.capacity {
+            return Ok(Record::None);
+        }
+        let mut payload = vec![0u8; len as usize];
+        self.file.read_exact_at(&mut payload, at + HEADER as u64)?;
+        if checksum(&header[0..4], &header[8..24], &payload) != crc {
+            return Ok(Record::Damaged(next));
+        }
+        Ok(match parse(&payload) {
+            Some(entries) => Record::Intact(entries, next),
+            None => Record::Damaged(next),
+        })
     }
 
     /// Appends from the beginning from now on, as `generation` (after a synced database
@@ -146,12 +184,11 @@ impl Journal {
         if len > u32::MAX as usize || self.offset + self.buf.len() as u64 > self.capacity {
             return Ok(false);
         }
-        let len_bytes = (len as u32).to_le_bytes();
-        let gen_bytes = self.generation.to_le_bytes();
-        let crc = checksum(&len_bytes, &gen_bytes, &self.buf[HEADER..]);
-        self.buf[0..4].copy_from_slice(&len_bytes);
+        self.buf[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+        self.buf[8..16].copy_from_slice(&self.generation.to_le_bytes());
+        self.buf[16..24].copy_from_slice(&self.id.to_le_bytes());
+        let crc = checksum(&self.buf[0..4], &self.buf[8..24], &self.buf[HEADER..]);
         self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
-        self.buf[8..16].copy_from_slice(&gen_bytes);
         self.file.write_all_at(&self.buf, self.offset)?;
         self.file.sync_data()?;
         self.offset += self.buf.len() as u64;
@@ -159,10 +196,21 @@ impl Journal {
     }
 }
 
-fn checksum(len: &[u8], generation: &[u8], payload: &[u8]) -> u32 {
+/// What a read found at an offset (see [`Journal::record_at`]).
+enum Record {
+    /// The entries, and where the next record starts.
+    Intact(Vec<(u64, Vec<u8>)>, u64),
+    /// A record of the generation whose checksum or contents are wrong; where the next
+    /// would start if its length is right.
+    Damaged(u64),
+    None,
+}
+
+/// CRC-32 of the length, the generation and database id, and the payload.
+fn checksum(len: &[u8], generation_and_id: &[u8], payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(len);
-    h.update(generation);
+    h.update(generation_and_id);
     h.update(payload);
     h.finalize()
 }
@@ -199,7 +247,7 @@ mod tests {
     fn records_of_the_generation_come_back_in_order_and_stop_at_the_first_other() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("j");
-        let mut j = Journal::open(&path, 4096).expect("open");
+        let mut j = Journal::open(&path, 4096, 42).expect("open");
         assert_eq!(std::fs::metadata(&path).expect("meta").len(), 4096);
         assert!(
             j.records(0).expect("read").is_empty(),
@@ -208,9 +256,14 @@ mod tests {
         j.restart(7);
         assert!(append(&mut j, &entries(1, 3)));
         assert!(append(&mut j, &entries(4, 2)));
-        let j = Journal::open(&path, 4096).expect("reopen");
+        let j = Journal::open(&path, 4096, 42).expect("reopen");
         assert_eq!(j.records(7).expect("read"), entries(1, 5));
         assert!(j.records(6).expect("read").is_empty(), "another generation");
+        let other = Journal::open(&path, 4096, 43).expect("reopen");
+        assert!(
+            other.records(7).expect("read").is_empty(),
+            "another database's records"
+        );
 
         // A new generation overwrites from the beginning: the older records after it are
         // not read back.
@@ -220,33 +273,51 @@ mod tests {
         assert_eq!(j.records(8).expect("read"), entries(10, 1));
     }
 
-    #[test]
-    fn a_torn_record_ends_what_is_read() {
+    /// Three records of generation 1; the one at `tear` (0, 1 or 2) loses a payload byte.
+    fn with_one_damaged(tear: usize) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("j");
-        let mut j = Journal::open(&path, 4096).expect("open");
+        let mut j = Journal::open(&path, 4096, 42).expect("open");
         j.restart(1);
-        assert!(append(&mut j, &entries(1, 2)));
-        let second_at = j.offset;
-        assert!(append(&mut j, &entries(3, 2)));
-        assert!(append(&mut j, &entries(5, 2)));
-        // One byte of the second record's payload is lost (a write torn by power loss).
+        let mut starts = Vec::new();
+        for from in [1, 3, 5] {
+            starts.push(j.offset);
+            assert!(append(&mut j, &entries(from, 2)));
+        }
         let file = OpenOptions::new().write(true).open(&path).expect("file");
-        file.write_all_at(&[0xff], second_at + HEADER as u64 + 3)
+        file.write_all_at(&[0xff], starts[tear] + HEADER as u64 + 3)
             .expect("tear");
-        let j = Journal::open(&path, 4096).expect("reopen");
-        assert_eq!(j.records(1).expect("read"), entries(1, 2));
+        (dir, path)
+    }
+
+    #[test]
+    fn a_torn_last_record_ends_what_is_read() {
+        let (_dir, path) = with_one_damaged(2);
+        let j = Journal::open(&path, 4096, 42).expect("reopen");
+        assert_eq!(j.records(1).expect("read"), entries(1, 4));
+    }
+
+    #[test]
+    fn a_damaged_record_with_intact_ones_after_it_is_an_error() {
+        let (_dir, path) = with_one_damaged(1);
+        let j = Journal::open(&path, 4096, 42).expect("reopen");
+        let err = j.records(1).expect_err("damage, not a torn write");
+        let text = err.to_string();
+        assert!(
+            text.contains("damaged") && text.contains("offset 62"),
+            "{text}"
+        );
     }
 
     #[test]
     fn a_record_that_does_not_fit_is_not_written() {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut j = Journal::open(&dir.path().join("j"), 64).expect("open");
+        let mut j = Journal::open(&dir.path().join("j"), 64, 42).expect("open");
         j.restart(1);
         assert!(append(&mut j, &[(1, vec![1u8; 20])]));
         assert!(
             !append(&mut j, &[(2, vec![2u8; 20])]),
-            "16 + 12 + 20 more is over 64"
+            "24 + 12 + 20 more is over 64"
         );
         assert_eq!(j.records(1).expect("read"), vec![(1, vec![1u8; 20])]);
         assert!(append(&mut j, &[]), "nothing to write");

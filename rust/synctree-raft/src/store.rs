@@ -28,6 +28,8 @@ pub(crate) const KEY_CLUSTER: &str = "cluster";
 pub(crate) const KEY_FORMAT: &str = "format";
 /// The generation of the journal's records the database may lack (see [`crate::journal`]).
 pub(crate) const KEY_JOURNAL_GEN: &str = "journal_generation";
+/// The random id of this database that its journal's records carry.
+pub(crate) const KEY_JOURNAL_ID: &str = "journal_id";
 
 /// The storage format this build writes and reads. A database without the record but with
 /// data is format 1 (before the record existed).
@@ -297,13 +299,28 @@ fn recover(storage: &Storage, path: &Path, make: bool) -> Result<Option<Journal>
         source,
     };
     let txn = storage.db.begin_write().map_err(|e| init_err(e.into()))?;
-    let stored = txn
-        .open_table(META)
-        .map_err(|e| init_err(e.into()))?
-        .get(KEY_JOURNAL_GEN)
-        .map_err(|e| init_err(e.into()))?
-        .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
-        .map(u64::from_be_bytes);
+    let read_u64 = |key: &str| -> Result<Option<u64>, StoreError> {
+        Ok(txn
+            .open_table(META)
+            .map_err(|e| init_err(e.into()))?
+            .get(key)
+            .map_err(|e| init_err(e.into()))?
+            .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+            .map(u64::from_be_bytes))
+    };
+    let stored = read_u64(KEY_JOURNAL_GEN)?;
+    // The database's own id, which its journal records carry: made at its first journal.
+    let id = match read_u64(KEY_JOURNAL_ID)? {
+        Some(id) => id,
+        None => {
+            let id = rand08::random::<u64>();
+            txn.open_table(META)
+                .map_err(|e| init_err(e.into()))?
+                .insert(KEY_JOURNAL_ID, id.to_be_bytes().as_slice())
+                .map_err(|e| init_err(e.into()))?;
+            id
+        }
+    };
     // Only a journal that was never used may be missing or short (a crash while it was
     // first written): one in use may hold acknowledged entries.
     if stored.is_some() {
@@ -326,7 +343,7 @@ fn recover(storage: &Storage, path: &Path, make: bool) -> Result<Option<Journal>
     if !make && stored.is_none() && !path.exists() {
         return Ok(None);
     }
-    let mut journal = Journal::open(path, JOURNAL_BYTES).map_err(journal_err)?;
+    let mut journal = Journal::open(path, JOURNAL_BYTES, id).map_err(journal_err)?;
     let generation = stored.unwrap_or(0);
     txn.open_table(META)
         .map_err(|e| init_err(e.into()))?

@@ -214,3 +214,41 @@ async fn appends_beyond_the_journal_size_survive_a_kill() {
         assert_eq!(*len, if i == 201 { 9 << 20 } else { 64 << 10 }, "entry {i}");
     }
 }
+
+#[tokio::test]
+async fn a_journal_left_beside_a_fresh_database_is_not_read_into_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut log = LogStore::new(open(dir.path(), Durability::Fsync).expect("open"));
+    for i in 1..=20 {
+        log.blocking_append(vec![entry(1, i, 60)])
+            .await
+            .expect("append");
+    }
+    drop(log);
+    // The database goes (emptied, restored from elsewhere); its journal stays.
+    let old = killed_copy(dir.path(), &["raft.journal"]);
+    let fresh = tempfile::tempdir().expect("tmp");
+    std::fs::copy(
+        old.path().join("raft.journal"),
+        fresh.path().join("raft.journal"),
+    )
+    .expect("copy");
+    let mut log = LogStore::new(open(fresh.path(), Durability::Fsync).expect("fresh"));
+    let state = log.get_log_state().await.expect("state");
+    assert_eq!(
+        state.last_log_id, None,
+        "nothing read from another database's journal"
+    );
+    // Its own records, of the same size and generation numbers as the old ones, and then a
+    // kill: only they come back.
+    for i in 1..=3 {
+        log.blocking_append(vec![entry(7, i, 60)])
+            .await
+            .expect("append");
+    }
+    let killed = killed_copy(fresh.path(), BOTH);
+    assert_eq!(
+        reopened(killed.path()).await,
+        (expected(7, 1..=3, 60), None)
+    );
+}
