@@ -1591,6 +1591,7 @@ impl SyncedTree {
             value,
         } = &effect
         {
+            let plain = !property.is_heap_allocated() && value.owns_no_heap();
             if let live::Applied::Set {
                 node,
                 property,
@@ -1598,6 +1599,10 @@ impl SyncedTree {
             } = self.live.set_property(*node, property, value)
             {
                 self.after_set(node, property, value, on, touched);
+            }
+            if plain {
+                // Nothing to free: skip the effect's out-of-line drop glue.
+                std::mem::forget(effect);
             }
             return;
         }

@@ -136,6 +136,47 @@ impl ValueKind {
 }
 
 impl Value {
+    /// True if dropping this value frees nothing: scalars and fixed-size math types, which
+    /// own no heap memory (so a caller may skip their drop on a hot path).
+    #[inline]
+    pub fn owns_no_heap(&self) -> bool {
+        use Value as V;
+        match self {
+            V::Nil
+            | V::Bool(_)
+            | V::Int(_)
+            | V::Float(_)
+            | V::Vector2(_)
+            | V::Vector2i(_)
+            | V::Vector3(_)
+            | V::Vector3i(_)
+            | V::Vector4(_)
+            | V::Vector4i(_)
+            | V::Rect2(_)
+            | V::Rect2i(_)
+            | V::Color(_)
+            | V::Quaternion(_)
+            | V::Basis(_)
+            | V::Transform2D(_)
+            | V::Transform3D(_) => true,
+            V::String(_)
+            | V::StringName(_)
+            | V::NodePath(_)
+            | V::Array(_)
+            | V::Dictionary(_)
+            | V::PackedByteArray(_)
+            | V::PackedInt32Array(_)
+            | V::PackedInt64Array(_)
+            | V::PackedFloat32Array(_)
+            | V::PackedFloat64Array(_)
+            | V::PackedStringArray(_)
+            | V::PackedVector2Array(_)
+            | V::PackedVector3Array(_)
+            | V::PackedVector4Array(_)
+            | V::PackedColorArray(_) => false,
+        }
+    }
+
     /// The Variant type of this value.
     pub fn kind(&self) -> ValueKind {
         use Value as V;
