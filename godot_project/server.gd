@@ -24,7 +24,8 @@ extends Node
 ##   {"cmd":"membership","action":"add_learner"|"promote"|"remove","id":N,"address":"HOST:PORT"}
 ##                     -> {"ok":..,"error":..,"result":{"index":..,"voters":[..],"learners":[..]}}
 ##       (SyncedTree.add_learner / promote_to_voter / remove_server; address for add_learner)
-##   {"cmd":"predict","path":"P","property":"position","value":"Vector2(1, 2)"}   (game client)
+##   {"cmd":"predict","path":"P","property":"position","value":"Vector2(1, 2)"}   (game client;
+##       or "values":[..]: that many predicted writes in one frame)
 ##                     -> {"ok":true,"written":..,"error":..,"shown_at_once":..,"final":..,
 ##                         "reconciled":[{..}]}
 ##       A predicted set_synced (SyncedTree.set_predicted): what the node showed right after
@@ -421,12 +422,22 @@ func _predict(request: Dictionary) -> Dictionary:
 	var on_reconciled := func(_p: NodePath, _prop: StringName, predicted, committed, reason: String) -> void:
 		events.append({"predicted": var_to_str(predicted), "committed": var_to_str(committed), "reason": reason})
 	world.prediction_reconciled.connect(on_reconciled)
-	var req = world.set_synced(path, property, value)
+	# "values": a burst of predicted writes in one frame (one log entry, most likely).
+	var values: Array = [value]
+	if request.has("values"):
+		values = (request.get("values") as Array).map(func(v): return str_to_var(str(v)))
+	var reqs: Array = values.map(func(v): return world.set_synced(path, property, v))
 	var shown := var_to_str(node.get(property))
-	if not req.done:
-		await req.completed
+	var written := true
+	var error := ""
+	for req in reqs:
+		if not req.done:
+			await req.completed
+		written = written and req.ok
+		if not req.ok:
+			error = req.error
 	world.prediction_reconciled.disconnect(on_reconciled)
-	return {"ok": true, "written": req.ok, "error": req.error, "shown_at_once": shown,
+	return {"ok": true, "written": written, "error": error, "shown_at_once": shown,
 			"final": var_to_str(node.get(property)), "reconciled": events}
 
 

@@ -118,6 +118,18 @@ fn two_godot_clients_on_different_servers_share_one_tree_with_authority() -> Res
                 .is_some_and(|x| x.contains("may not change")),
         "{r}"
     );
+    // A burst of client 1's own predicted moves in one frame commits in one entry: none is
+    // rolled back, whatever order their outcomes arrive in.
+    let burst: Vec<String> = (1..=6).map(|i| format!("Vector2({i}, 7)")).collect();
+    let r = a.request(&json!({"cmd": "predict", "path": "Arena/PlayerA",
+        "property": "position", "value": "null", "values": burst}))?;
+    ensure!(
+        r["written"] == true
+            && r["shown_at_once"] == "Vector2(6, 7)"
+            && r["final"] == "Vector2(6, 7)"
+            && r["reconciled"].as_array().is_some_and(Vec::is_empty),
+        "a burst of predicted writes: {r}"
+    );
     // A race: client 1 predicts a move while a server moves the same player. Whichever
     // commits last wins everywhere; if that is the server's, client 1 reports a rollback.
     let racer = {

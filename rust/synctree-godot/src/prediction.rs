@@ -104,8 +104,43 @@ impl<V: Clone + PartialEq> Predictions<V> {
         target.pending.back().map(|(_, v)| v.clone())
     }
 
-    /// Write `ticket` settled (committed and applied here, or refused); `None` if it was
-    /// not a predicted write.
+    /// Write `ticket` was committed and its log index applied here. A client's writes
+    /// commit in the order it made them or not at all (one server forwards them in order),
+    /// so the committed value now follows every earlier write of this client to the same
+    /// property too: those settle with it, silently (their outcomes may arrive later, or
+    /// earlier writes of one log entry after later ones). `None` if it was not a predicted
+    /// write or already settled.
+    pub fn settle_committed(&mut self, ticket: u64) -> Option<Settled<V>> {
+        let key = *self.tickets.get(&ticket)?;
+        let target = self.targets.get_mut(&key)?;
+        let pos = target.pending.iter().position(|(t, _)| *t == ticket)?;
+        for (earlier, _) in target.pending.drain(..pos) {
+            self.tickets.remove(&earlier);
+        }
+        self.settle(ticket)
+    }
+
+    /// Every pending write ends unsettled (the SyncedTree stopped): what to show on each
+    /// predicted property, its committed value.
+    pub fn clear(&mut self) -> Vec<Settled<V>> {
+        self.tickets.clear();
+        self.targets
+            .drain()
+            .filter_map(|((node, property), target)| {
+                let (_, predicted) = target.pending.back()?.clone();
+                Some(Settled {
+                    node,
+                    property,
+                    rolled_back: predicted != target.committed,
+                    show: target.committed,
+                    predicted,
+                })
+            })
+            .collect()
+    }
+
+    /// Write `ticket` settled without committing (refused, or its outcome unknown); `None`
+    /// if it was not a predicted write.
     pub fn settle(&mut self, ticket: u64) -> Option<Settled<V>> {
         let (node, property) = self.tickets.remove(&ticket)?;
         let target = self.targets.get_mut(&(node, property))?;
@@ -167,6 +202,49 @@ mod tests {
         let s = p.settle(2).unwrap();
         assert_eq!((s.show, s.predicted, s.rolled_back), (9, 6, true));
         assert_eq!(p.settle(2), None);
+    }
+
+    #[test]
+    fn writes_of_one_entry_settle_in_any_order_without_a_rollback() {
+        let mut p = Predictions::default();
+        p.predict(1, 7, 0, 0, 5);
+        p.predict(2, 7, 0, 0, 6);
+        // One log entry holds both: applied in order, then their outcomes arrive, the
+        // later write's first.
+        assert_eq!(p.committed(7, 0, &5), Some(6));
+        assert_eq!(p.committed(7, 0, &6), Some(6));
+        let s = p.settle_committed(2).unwrap();
+        assert_eq!((s.show, s.predicted, s.rolled_back), (6, 6, false));
+        assert_eq!(p.settle_committed(1), None, "settled with the later write");
+        assert_eq!(p.pending(), 0);
+        // In order, the same.
+        p.predict(3, 7, 0, 6, 7);
+        p.predict(4, 7, 0, 6, 8);
+        assert_eq!(p.committed(7, 0, &7), Some(8));
+        assert_eq!(p.committed(7, 0, &8), Some(8));
+        let s = p.settle_committed(3).unwrap();
+        assert_eq!((s.show, s.rolled_back), (8, false));
+        let s = p.settle_committed(4).unwrap();
+        assert_eq!((s.show, s.rolled_back), (8, false));
+        assert_eq!(p.pending(), 0);
+    }
+
+    #[test]
+    fn clearing_shows_the_committed_values() {
+        let mut p = Predictions::default();
+        p.predict(1, 7, 0, 3, 5);
+        p.predict(2, 7, 0, 3, 6);
+        p.predict(3, 8, 1, 4, 4);
+        let mut cleared = p.clear();
+        cleared.sort_by_key(|s| s.node);
+        let got: Vec<_> = cleared
+            .iter()
+            .map(|s| (s.node, s.show, s.predicted, s.rolled_back))
+            .collect();
+        assert_eq!(got, vec![(7, 3, 6, true), (8, 4, 4, false)]);
+        assert_eq!(p.pending(), 0);
+        assert_eq!(p.settle_committed(2), None);
+        assert_eq!(p.committed(7, 0, &9), None, "nothing predicted any more");
     }
 
     #[test]

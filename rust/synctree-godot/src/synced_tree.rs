@@ -357,7 +357,7 @@ impl SyncedTree {
             backend.shutdown();
         }
         let stopped = "the SyncedTree server stopped before the request completed";
-        let pending: Vec<_> = self
+        let mut pending: Vec<_> = self
             .requests
             .drain()
             .map(|(_, (r, what))| {
@@ -369,7 +369,24 @@ impl SyncedTree {
                 (r, Err(failure))
             })
             .collect();
+        // Committed, but this tree will not apply their entries now.
+        pending.extend(
+            std::mem::take(&mut self.waiting)
+                .into_values()
+                .flatten()
+                .map(|(r, _, _)| {
+                    let failure = Failure {
+                        message: format!("committed, but {stopped} here"),
+                        maybe_applied: true,
+                    };
+                    (r, Err(failure))
+                }),
+        );
         self.finish_all(pending);
+        // Predicted writes will not settle: show the committed values again.
+        for s in self.predictions.clear() {
+            self.show_settled(s, stopped);
+        }
     }
 
     #[func]
@@ -1713,7 +1730,7 @@ impl SyncedTree {
         let ready = std::mem::replace(&mut self.waiting, still);
         let mut done = Vec::new();
         for (req, value, ticket) in ready.into_values().flatten() {
-            if let Some(s) = self.predictions.settle(ticket) {
+            if let Some(s) = self.predictions.settle_committed(ticket) {
                 self.show_settled(s, "another write to it was committed after this one");
             }
             done.push((req, Ok(value)));
