@@ -5,7 +5,7 @@
 //!   client                                         server
 //!   Hello { token, resume: (cluster, index)? } ──▶ checks the token
 //!                          ◀── Welcome { server, cluster, peer } | Refused { reason }
-//!                          ◀── Reset { index, tree }        (unless it can resume)
+//!                          ◀── Reset { index, tree, filtered } (unless it can resume)
 //!                          ◀── Entries [ { index, effects } ... ]   in log order, forever
 //!   Request { id, Write(op) | Read } ──▶ proposed for the client's peer
 //!                          ◀── Outcome { id, Written { index } | Read | Failed { reason } }
@@ -37,7 +37,9 @@ use crate::{Op, Stamp, Value};
 /// Version 3: ops and values carry short variant tags too.
 /// Version 4: eventual writes name their property by a handle both ways
 /// ([`ClientRequest::Updates`], [`ServerMessage::Updates`]) and carry no stamps to clients.
-pub const CLIENT_PROTOCOL_VERSION: u32 = 4;
+/// Version 5: [`ServerMessage::Reset`] says whether subtrees hidden from the client were
+/// left out (a client does not resume from such a tree).
+pub const CLIENT_PROTOCOL_VERSION: u32 = 5;
 
 /// The largest hello a server reads (a token and a cursor fit easily).
 pub const MAX_HELLO_BYTES: usize = 16 * 1024;
@@ -388,9 +390,14 @@ pub enum ServerMessage {
     /// The hello was refused; the server closes the connection after this.
     #[serde(rename = "X")]
     Refused { reason: String },
-    /// Replace the whole synced tree by `tree`, which is the state at log index `index`.
+    /// Replace the whole synced tree by `tree`, which is the state at log index `index`,
+    /// without the subtrees hidden from this client if `filtered`.
     #[serde(rename = "Z")]
-    Reset { index: u64, tree: ShadowTree },
+    Reset {
+        index: u64,
+        tree: ShadowTree,
+        filtered: bool,
+    },
     /// Committed entries in log order (possibly some the client already has: skip those,
     /// after learning the names they define, see [`crate::wire`]).
     #[serde(rename = "E")]
@@ -461,11 +468,18 @@ pub struct ClientCursor {
     pub cluster: Option<String>,
     /// The last log index applied (0: nothing yet).
     pub index: u64,
+    /// The tree lacks subtrees its server hid from this client: it is not the state at
+    /// `index`, and another server (or this one, once it forgot the client) would resume it
+    /// as if it were, so the client asks for a whole tree instead.
+    pub filtered: bool,
 }
 
 impl ClientCursor {
     /// The resume point to send in a hello, if any.
     pub fn resume(&self) -> Option<Resume> {
+        if self.filtered {
+            return None;
+        }
         self.cluster.as_ref().map(|cluster| Resume {
             cluster: cluster.clone(),
             index: self.index,
@@ -493,10 +507,12 @@ impl ClientCursor {
         Ok(out)
     }
 
-    /// A reset to the state at `index` of `cluster`.
-    pub fn reset(&mut self, cluster: &str, index: u64) {
+    /// A reset to the state at `index` of `cluster` (`filtered`: without what the server
+    /// hid from this client).
+    pub fn reset(&mut self, cluster: &str, index: u64, filtered: bool) {
         self.cluster = Some(cluster.to_owned());
         self.index = index;
+        self.filtered = filtered;
     }
 }
 
@@ -559,7 +575,7 @@ mod tests {
     #[test]
     fn cursor_skips_what_it_has_and_refuses_gaps() {
         let mut c = ClientCursor::default();
-        c.reset("c1", 10);
+        c.reset("c1", 10, false);
         let got = c.take_new(entries(&[9, 10, 11, 12])).unwrap();
         assert_eq!(got.iter().map(|e| e.index).collect::<Vec<_>>(), [11, 12]);
         assert_eq!(c.index, 12);
@@ -573,6 +589,18 @@ mod tests {
             Some(Resume {
                 cluster: "c1".into(),
                 index: 12
+            })
+        );
+        // A tree its server filtered is not resumed from: the next server sends a whole one.
+        c.reset("c1", 20, true);
+        assert!(c.take_new(entries(&[21])).unwrap().len() == 1);
+        assert_eq!(c.resume(), None);
+        c.reset("c1", 30, false);
+        assert_eq!(
+            c.resume(),
+            Some(Resume {
+                cluster: "c1".into(),
+                index: 30
             })
         );
     }

@@ -1181,14 +1181,20 @@ async fn stream_feed(
         }
         match start {
             Start::Reset { index, tree } => {
-                let tree = if roots.is_empty() {
-                    tree
-                } else {
+                let filtered = !roots.is_empty();
+                let tree = if filtered {
                     let (tree, gone) = tree.without(&roots);
                     hidden = gone;
                     tree
+                } else {
+                    tree
                 };
-                send_message(send, &ServerMessage::Reset { index, tree }).await?;
+                let reset = ServerMessage::Reset {
+                    index,
+                    tree,
+                    filtered,
+                };
+                send_message(send, &reset).await?;
                 after = Some(index);
             }
             Start::History(chunks) => {

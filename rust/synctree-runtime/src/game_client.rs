@@ -762,6 +762,8 @@ async fn serve_session(
     let status = link.status.clone();
     let set = |f: &dyn Fn(&mut ClientStatus)| update(&status, f);
     let mut welcomed = false;
+    // The cluster this connection's server belongs to (what its resets are states of).
+    let mut cluster_of_server = String::new();
     let mut handles = PropertyHandles::default();
     // The last log index this connection carried (what a `Committed` counts back from).
     let mut received = 0u64;
@@ -806,6 +808,7 @@ async fn serve_session(
                     );
                 }
                 welcomed = true;
+                cluster_of_server.clone_from(&cluster);
                 // A new server has seen none of this client's writes: numbers start over.
                 link.own.last.clear();
                 set(&|s| {
@@ -902,10 +905,13 @@ async fn serve_session(
                 continue;
             }
             _ if !welcomed => return Err("the server sent data before its welcome".into()),
-            ServerMessage::Reset { index, tree } => {
+            ServerMessage::Reset {
+                index,
+                tree,
+                filtered,
+            } => {
                 received = index;
-                let cluster = cursor.cluster.clone().unwrap_or_default();
-                cursor.reset(&cluster, index);
+                cursor.reset(&cluster_of_server, index, filtered);
                 Applied::Reset { index, tree }
             }
             ServerMessage::Names(given) => {

@@ -76,21 +76,36 @@ fn write_all(servers: &[Option<Server>], from: i64, to: i64) {
     });
 }
 
-#[test]
-fn a_client_follows_the_tree_and_resumes_on_another_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
+/// Three servers (each with a client port admitting `tokens`), the address of server id's
+/// client port, and the certificates folder.
+fn servers_with_client_ports(
+    dir: &Path,
+    tokens: &[&str],
+) -> (
+    Vec<Option<Server>>,
+    impl Fn(u64) -> SocketAddr,
+    std::path::PathBuf,
+) {
+    let certs = dir.join("certs");
     dev_certs(&certs);
-    let cluster = QuicCluster::new(3, &certs, dir.path());
-    let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let client_addr = |id: u64| SocketAddr::from(([127, 0, 0, 1], client_ports[id as usize - 1]));
-    let mut servers: Vec<Option<Server>> = (1..=3)
+    let cluster = QuicCluster::new(3, &certs, dir);
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let addr = move |id: u64| SocketAddr::from(([127, 0, 0, 1], ports[id as usize - 1]));
+    let servers = (1..=3)
         .map(|id| {
             Some(cluster.start_tuned(id, false, |cfg| {
-                cfg.clients = Some(ClientsConfig::new(client_addr(id), vec![TOKEN.into()]))
+                let tokens = tokens.iter().map(|t| t.to_string()).collect();
+                cfg.clients = Some(ClientsConfig::new(addr(id), tokens))
             }))
         })
         .collect();
+    (servers, addr, certs)
+}
+
+#[test]
+fn a_client_follows_the_tree_and_resumes_on_another_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut servers, client_addr, certs) = servers_with_client_ports(dir.path(), &[TOKEN]);
     {
         let live: Vec<&Server> = servers.iter().flatten().collect();
         let leader = leader_of(&live);
@@ -871,6 +886,61 @@ fn a_client_is_not_sent_the_subtrees_hidden_from_it() {
     );
     drop(bob);
     for s in servers {
+        s.shutdown();
+    }
+}
+
+/// A tree its server filtered is not resumed from elsewhere: the next server, which hides
+/// nothing from the client, sends it the whole tree (the hidden subtree comes back).
+#[test]
+fn a_client_whose_tree_was_filtered_gets_a_whole_tree_on_another_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut servers, addr, certs) = servers_with_client_ports(dir.path(), &[BOB]);
+    let submit_on_leader = |servers: &[Option<Server>], op: Op| {
+        let live: Vec<&Server> = servers.iter().flatten().collect();
+        let leader = leader_of(&live);
+        let s = live.iter().find(|s| s.id() == leader).unwrap();
+        complete(s, s.submit(op)).expect("committed");
+    };
+    for op in [spawn("A"), spawn("C")] {
+        submit_on_leader(&servers, op);
+    }
+    let bob = GameClient::connect(GameClientConfig {
+        servers: vec![(2, addr(2)), (3, addr(3))],
+        ca: synctree_net::certs::ca_cert_path(&certs),
+        token: BOB.into(),
+    })
+    .expect("client starts");
+    let mut f = Follower::default();
+    wait_until("bob holds A and C", || {
+        f.drain(&bob);
+        f.tree.dump() == "A (Node)\nC (Node)\n"
+    });
+    let s2 = servers[1].as_ref().unwrap();
+    let a = s2.inspect(|st| st.tree.lookup("A")).expect("A");
+    s2.set_client_view(peer_id_of(BOB), [a].into_iter().collect());
+    wait_until("A leaves bob's tree", || {
+        f.drain(&bob);
+        f.tree.dump() == "C (Node)\n"
+    });
+    // Server 2 goes; bob moves to server 3, which hides nothing from him.
+    servers[1].take().expect("server 2").shutdown();
+    submit_on_leader(&servers, set("A", 5));
+    let s3 = servers[2].as_ref().unwrap();
+    wait_until(
+        "bob holds the whole tree again, A's change included",
+        || {
+            f.drain(&bob);
+            bob.status().server == Some(3) && f.tree.dump() == s3.inspect(|st| st.tree.dump())
+        },
+    );
+    assert!(
+        f.tree.dump().contains("A (Node)\n  .hp = 5"),
+        "{}",
+        f.tree.dump()
+    );
+    drop(bob);
+    for s in servers.iter_mut().filter_map(Option::take) {
         s.shutdown();
     }
 }
