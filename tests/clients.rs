@@ -7,7 +7,7 @@
 //! another and its tree matches everyone's. Rpcs, a MultiplayerSpawner/Synchronizer scene and
 //! eventual properties run between real Godot processes.
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use synctree_e2e::{client_limits, Cluster, ClusterConfig, Op, Who};
@@ -230,6 +230,58 @@ fn two_godot_clients_on_different_servers_share_one_tree_with_authority() -> Res
         "{dump}"
     );
     cluster.check_logs()?;
+    cluster.stop();
+    Ok(())
+}
+
+/// A client's server cut off from the other two (a partition between the servers; the
+/// client still reaches it) can neither commit its writes nor apply anyone's: it sends the
+/// client away, and the client goes on on another server.
+#[test]
+fn a_client_whose_server_loses_the_quorum_moves_to_another() -> Result<()> {
+    let mut cluster = Cluster::start(ClusterConfig {
+        relay: true,
+        clients: vec![3],
+        spawnable: vec!["Node2D".into()],
+        ..ClusterConfig::default()
+    })?;
+    let leader = cluster.wait_leader(Duration::from_secs(30))?;
+    let mut a = cluster.client_control(1)?;
+    let r = a.batch(&[Op::spawn("", "Before", "Node2D")])?;
+    ensure!(r.results[0].ok, "{:?}", r.results);
+    eprintln!(
+        "partition: [3] | [1, 2] (server 3 {} the leader)",
+        if leader == 3 { "was" } else { "was not" }
+    );
+    let relay = cluster.relay().context("relay")?;
+    relay.partition(&[3], &[1, 2]);
+    let cut = Instant::now();
+    let deadline = cut + Duration::from_secs(20);
+    loop {
+        let s = client_status(&cluster, 1)?;
+        if matches!(s["server"].as_u64(), Some(1 | 2)) {
+            eprintln!(
+                "the client moved to server {} after {:?}",
+                s["server"],
+                cut.elapsed()
+            );
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the client stayed on the cut-off server: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = a.batch(&[Op::spawn("", "Moved", "Node2D")])?;
+    ensure!(
+        r.results[0].ok,
+        "the client writes after moving: {:?}",
+        r.results
+    );
+    cluster.relay().context("relay")?.heal();
+    let dump = cluster.wait_all_converged(Duration::from_secs(30))?;
+    ensure!(dump.contains("Before") && dump.contains("Moved"), "{dump}");
     cluster.stop();
     Ok(())
 }

@@ -58,6 +58,8 @@ mod close {
     pub const SHUTDOWN: u32 = 0;
     pub const REFUSED: u32 = 1;
     pub const PROTOCOL: u32 = 2;
+    /// This server is out of touch with a quorum: the client should try another.
+    pub const NO_QUORUM: u32 = 3;
 }
 
 /// Where and whom this server serves as game clients.
@@ -217,6 +219,9 @@ pub(crate) struct Ctx {
     /// The SyncedTree's absolute path in the server's scene tree (rpcs name nodes by
     /// absolute path): see [`crate::Node::set_tree_path`].
     pub(crate) tree_path: RwLock<Option<String>>,
+    /// Why this server is out of touch with a quorum, while it is: its QUIC clients are
+    /// sent to other servers (see `quorum`).
+    pub(crate) cut_off: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 impl Ctx {
@@ -382,6 +387,12 @@ async fn serve(incoming: Incoming, ctx: Arc<Ctx>) {
         tracing::warn!(node = ctx.server, "client {remote} disconnected: {reason}");
         conn.close(VarInt::from_u32(code), reason.as_bytes());
     };
+    let away = ctx.cut_off.borrow().clone();
+    if let Some(reason) = away {
+        tracing::debug!(node = ctx.server, "client {remote} sent away: {reason}");
+        conn.close(VarInt::from_u32(close::NO_QUORUM), reason.as_bytes());
+        return;
+    }
     let stream = tokio::time::timeout(HELLO_TIMEOUT, async {
         let (send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
         let hello = read_hello(&mut recv).await?;
@@ -393,9 +404,25 @@ async fn serve(incoming: Incoming, ctx: Arc<Ctx>) {
         Ok(Err(reason)) => return refuse(&conn, close::PROTOCOL, &reason),
         Err(_) => return refuse(&conn, close::PROTOCOL, "no hello within 5 s"),
     };
+    // The session ends when the connection closes, or when this server loses touch with
+    // the quorum: then it closes the connection, saying why, and the client moves on.
     let closed = {
         let conn = conn.clone();
-        async move { conn.closed().await.to_string() }
+        let mut cut_off = ctx.cut_off.clone();
+        let server = ctx.server;
+        async move {
+            tokio::select! {
+                e = conn.closed() => e.to_string(),
+                r = cut_off.wait_for(Option::is_some) => {
+                    let reason = match r {
+                        Ok(r) => r.clone().unwrap_or_default(),
+                        Err(_) => format!("server {server} stopped"),
+                    };
+                    conn.close(VarInt::from_u32(close::NO_QUORUM), reason.as_bytes());
+                    reason
+                }
+            }
+        }
     };
     let who = remote.to_string();
     let (datagrams_tx, datagrams) = mpsc::channel(256);

@@ -76,6 +76,11 @@ impl LeaderContact {
         self.timer.set(self.origin);
     }
 
+    /// How long ago a leader last reached this server (since its start if none has).
+    pub(crate) fn since_leader(&self) -> Duration {
+        self.leader.get(self.origin).elapsed()
+    }
+
     /// Something else that postpones standing (a vote granted, a candidacy); returns a mark
     /// that [`restarted_since`](Self::restarted_since) compares with.
     pub(crate) fn restart_timer(&self) -> u64 {

@@ -27,6 +27,7 @@ mod node;
 mod peers;
 mod pipe;
 mod proposer;
+mod quorum;
 mod rpc;
 mod server;
 

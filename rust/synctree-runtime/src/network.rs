@@ -25,6 +25,8 @@ pub struct NetworkFactory {
     /// Longest wait between attempts: below the election timeout, so a peer that comes
     /// back hears from its leader before it would stand for election itself.
     pub(crate) backoff_max: Duration,
+    /// Where replies are recorded (whether a leader is in touch with a quorum).
+    pub(crate) answers: Arc<crate::quorum::PeerAnswers>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -39,6 +41,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             transport: self.transport.clone(),
             backoff: self.backoff,
             backoff_max: self.backoff_max,
+            answers: self.answers.clone(),
         }
     }
 }
@@ -49,6 +52,7 @@ pub struct PeerClient {
     transport: Arc<dyn Transport>,
     backoff: Duration,
     backoff_max: Duration,
+    answers: Arc<crate::quorum::PeerAnswers>,
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
@@ -75,6 +79,7 @@ impl PeerClient {
                 }
                 _ => RPCError::Network(NetworkError::new(&e)),
             })?;
+        self.answers.answered(self.target);
         rmp_serde::from_slice(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }
 

@@ -44,6 +44,10 @@ pub(crate) struct Inner {
     quic: Option<QuicTransport>,
     /// The client port, when this server serves game clients on QUIC.
     clients: Option<crate::clients::ClientListener>,
+    /// When peers last answered this server's Raft RPCs.
+    pub(crate) answers: Arc<crate::quorum::PeerAnswers>,
+    /// Why this server is out of touch with a quorum, while it is (see `quorum`).
+    pub(crate) cut_off: tokio::sync::watch::Sender<Option<String>>,
     /// What serving game clients needs, when this server serves them (on its QUIC port or
     /// through the game's transport).
     client_ctx: Option<Arc<crate::clients::Ctx>>,
@@ -97,6 +101,7 @@ pub struct Node {
     peer_watch: JoinHandle<()>,
     elector: JoinHandle<()>,
     presence: JoinHandle<()>,
+    quorum_watch: JoinHandle<()>,
     rpc_inbox: Mutex<Option<std::sync::mpsc::Receiver<synctree_proto::PeerRpc>>>,
     eventual_inbox: Mutex<Option<std::sync::mpsc::Receiver<synctree_proto::EventualSet>>>,
     /// The runtime it was started on (for work started from other threads).
@@ -244,6 +249,10 @@ impl Node {
             cfg.tuning.election_min,
             cfg.tuning.election_max,
         ));
+        let quorum_watch = tokio::spawn(crate::quorum::watch(
+            inner.clone(),
+            crate::quorum::cut_off_after(cfg.tuning.election_max),
+        ));
         Ok(Node {
             inner,
             submit_tx,
@@ -256,6 +265,7 @@ impl Node {
             peer_watch,
             elector,
             presence,
+            quorum_watch,
             rpc_inbox: Mutex::new(Some(rpc_inbox)),
             eventual_inbox: Mutex::new(Some(eventual_inbox)),
             runtime: tokio::runtime::Handle::current(),
@@ -361,6 +371,7 @@ impl Node {
         self.peer_watch.abort();
         self.elector.abort();
         self.presence.abort();
+        self.quorum_watch.abort();
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
@@ -453,6 +464,7 @@ impl Drop for Node {
         self.peer_watch.abort();
         self.elector.abort();
         self.presence.abort();
+        self.quorum_watch.abort();
     }
 }
 
@@ -512,6 +524,7 @@ async fn start_node(
     let (mut sm, shared) = StateMachine::open(storage.clone(), applied_tx, Some(clock.clone()))
         .await
         .map_err(|e| StartError::State(e.to_string()))?;
+    let cut_off = tokio::sync::watch::Sender::new(None);
     let mut client_ctx = None;
     if let Some(c) = &cfg.clients {
         // Without a client port, clients come only through the game's transport: entries
@@ -532,6 +545,7 @@ async fn start_node(
             peers: peers.clone(),
             views: Default::default(),
             tree_path: Default::default(),
+            cut_off: cut_off.subscribe(),
         }));
     }
     let clients = match (&client_ctx, &material) {
@@ -573,10 +587,12 @@ async fn start_node(
     for (id, addr) in &cfg.peers {
         transport.set_peer(*id, *addr);
     }
+    let answers = Arc::new(crate::quorum::PeerAnswers::default());
     let network = NetworkFactory {
         transport: transport.clone(),
         backoff: cfg.tuning.heartbeat,
         backoff_max: cfg.tuning.election_min / 2,
+        answers: answers.clone(),
     };
     let raft = Raft::new(cfg.id, raft_config(cfg)?, network, log_store, sm)
         .await
@@ -596,6 +612,8 @@ async fn start_node(
         committed,
         quic,
         clients,
+        answers,
+        cut_off,
         client_ctx,
         peers,
         auth,
