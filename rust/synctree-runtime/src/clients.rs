@@ -80,6 +80,9 @@ pub struct ClientsConfig {
     pub rate_per_second: u32,
     /// ... and at once after a quiet spell.
     pub burst: u32,
+    /// How long a write to a client's stream may wait for the client to read before its
+    /// session ends (a client that stops reading holds what waits to be sent to it).
+    pub stalled_after: Duration,
 }
 
 impl ClientsConfig {
@@ -105,6 +108,7 @@ impl ClientsConfig {
             spawnable: Vec::new(),
             rate_per_second: Self::DEFAULT_RATE,
             burst: Self::DEFAULT_BURST,
+            stalled_after: crate::pipe::CLIENT_STALLED,
         }
     }
 }
@@ -430,6 +434,7 @@ async fn serve(incoming: Incoming, ctx: Arc<Ctx>) {
     let mut out = crate::pipe::QuicOut {
         send,
         conn: conn.clone(),
+        stalled_after: ctx.cfg.stalled_after,
     };
     let client = ClientConn {
         who: &who,
@@ -445,7 +450,9 @@ async fn serve(incoming: Incoming, ctx: Arc<Ctx>) {
             refuse(&conn, close::REFUSED, &reason)
         }
         Ended::Violation(reason) => refuse(&conn, close::PROTOCOL, &reason),
-        Ended::Left => {}
+        // Gone, or the session failed (its stream stalled): the connection goes too (a
+        // task reading its datagrams would keep it open).
+        Ended::Left(why) => conn.close(VarInt::from_u32(close::SHUTDOWN), why.as_bytes()),
     }
 }
 
@@ -488,7 +495,7 @@ pub(crate) fn attach(ctx: Arc<Ctx>, who: String) -> crate::FramePipe {
             Ended::Refused(reason) | Ended::Violation(reason) => {
                 tracing::warn!(node = ctx.server, "client {who} disconnected: {reason}")
             }
-            Ended::Left => {}
+            Ended::Left(_) => {}
         }
     });
     pipe
@@ -520,8 +527,8 @@ enum Ended {
     Refused(String),
     /// It broke the protocol.
     Violation(String),
-    /// It went away, or this server is stopping (logged).
-    Left,
+    /// It went away, or its session failed (why, logged), or this server is stopping.
+    Left(String),
 }
 
 /// Serves one client from its hello on: admission, welcome, then the feed and its requests
@@ -580,8 +587,8 @@ async fn serve_client<W: FrameWrite, R: FrameRead>(
         cluster: ctx.cluster.clone(),
         peer,
     };
-    if send_message(send, &welcome).await.is_err() {
-        return Ended::Left;
+    if let Err(e) = send_message(send, &welcome).await {
+        return Ended::Left(e);
     }
     let after = hello
         .resume
@@ -623,10 +630,13 @@ async fn serve_client<W: FrameWrite, R: FrameRead>(
     if let Some(v) = violation {
         return Ended::Violation(v);
     }
-    if let Err(e) = ended {
-        tracing::info!(node = ctx.server, "client {who} (peer {peer}) left: {e}");
+    match ended {
+        Err(e) => {
+            tracing::info!(node = ctx.server, "client {who} (peer {peer}) left: {e}");
+            Ended::Left(e)
+        }
+        Ok(()) => Ended::Left("its session ended".into()),
     }
-    Ended::Left
 }
 
 /// Reads a client's request frames into `out` until the stream ends or fails (the error
@@ -643,6 +653,11 @@ async fn read_frames(mut recv: impl FrameRead, out: mpsc::Sender<Result<Vec<u8>,
 
 /// Outcomes, rpcs and presence waiting to be written to one client.
 const OUTCOMES_QUEUED: usize = 1024;
+
+/// Requests of one client awaiting their outcome at most; past it, its requests are not
+/// read until some finish (a client that stops reading its stream, and so its outcomes,
+/// would otherwise grow a task per request for as long as it stays connected).
+const REQUESTS_IN_FLIGHT: usize = 4096;
 
 /// Reads a client's requests until its connection ends (`Ok`) or it breaks the protocol
 /// (`Err` with the reason). Each request is proposed (or read) on its own; its outcome goes to
@@ -673,6 +688,11 @@ async fn read_requests(
     let mut ahead = None;
     loop {
         while in_flight.try_join_next().is_some() {}
+        if in_flight.len() >= REQUESTS_IN_FLIGHT {
+            ctx.submitter.send(std::mem::take(&mut batch));
+            in_flight.join_next().await;
+            continue;
+        }
         if ahead.is_none() && stream_open && batch.len() < MAX_BATCH_EVENTS {
             ahead = frames.try_recv().ok().map(Some);
         }

@@ -526,6 +526,7 @@ async fn session(
     let mut send = crate::pipe::QuicOut {
         send,
         conn: conn.clone(),
+        stalled_after: crate::pipe::CLIENT_STALLED,
     };
     let mut in_flight = HashSet::new();
     let ended = serve_session(

@@ -12,6 +12,7 @@
 //! ```
 
 use std::future::Future;
+use std::time::Duration;
 
 use quinn::{RecvStream, SendStream};
 use synctree_net::frame::{read_varint_frame, write_varint_frame, write_varint_frames, FrameError};
@@ -84,18 +85,37 @@ impl FrameWrite for SendStream {
 pub(crate) struct QuicOut {
     pub(crate) send: SendStream,
     pub(crate) conn: quinn::Connection,
+    /// How long a write may wait for the other side to read before it fails.
+    pub(crate) stalled_after: Duration,
+}
+
+/// How long a write to the other side's stream may wait for it to read (QUIC flow control)
+/// before the session ends, by default: a peer that stops reading would otherwise hold its
+/// session, and what waits to be sent to it, for as long as it stays connected.
+pub(crate) const CLIENT_STALLED: Duration = Duration::from_secs(15);
+
+impl QuicOut {
+    fn stalled(&self) -> impl Fn(tokio::time::error::Elapsed) -> String {
+        let after = self.stalled_after;
+        move |_| format!("the other side read nothing for {after:?} (its stream is full)")
+    }
 }
 
 impl FrameWrite for QuicOut {
-    fn write(&mut self, parts: &[&[u8]]) -> impl Future<Output = Result<(), String>> + Send {
-        FrameWrite::write(&mut self.send, parts)
+    async fn write(&mut self, parts: &[&[u8]]) -> Result<(), String> {
+        let stalled = self.stalled();
+        let write = FrameWrite::write(&mut self.send, parts);
+        tokio::time::timeout(self.stalled_after, write)
+            .await
+            .map_err(stalled)?
     }
 
-    fn write_frames(
-        &mut self,
-        frames: &[&[u8]],
-    ) -> impl Future<Output = Result<(), String>> + Send {
-        FrameWrite::write_frames(&mut self.send, frames)
+    async fn write_frames(&mut self, frames: &[&[u8]]) -> Result<(), String> {
+        let stalled = self.stalled();
+        let write = FrameWrite::write_frames(&mut self.send, frames);
+        tokio::time::timeout(self.stalled_after, write)
+            .await
+            .map_err(stalled)?
     }
 
     async fn send_datagram(&mut self, bytes: Vec<u8>) -> Result<(), String> {
@@ -110,7 +130,7 @@ impl FrameWrite for QuicOut {
                 .send_datagram(bytes.into())
                 .map_err(|e| e.to_string());
         }
-        FrameWrite::write(&mut self.send, &[&bytes]).await
+        self.write(&[&bytes]).await
     }
 }
 

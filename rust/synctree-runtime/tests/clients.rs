@@ -81,6 +81,7 @@ fn write_all(servers: &[Option<Server>], from: i64, to: i64) {
 fn servers_with_client_ports(
     dir: &Path,
     tokens: &[&str],
+    tune: impl Fn(&mut ClientsConfig),
 ) -> (
     Vec<Option<Server>>,
     impl Fn(u64) -> SocketAddr,
@@ -95,7 +96,9 @@ fn servers_with_client_ports(
         .map(|id| {
             Some(cluster.start_tuned(id, false, |cfg| {
                 let tokens = tokens.iter().map(|t| t.to_string()).collect();
-                cfg.clients = Some(ClientsConfig::new(addr(id), tokens))
+                let mut clients = ClientsConfig::new(addr(id), tokens);
+                tune(&mut clients);
+                cfg.clients = Some(clients)
             }))
         })
         .collect();
@@ -105,7 +108,7 @@ fn servers_with_client_ports(
 #[test]
 fn a_client_follows_the_tree_and_resumes_on_another_server() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut servers, client_addr, certs) = servers_with_client_ports(dir.path(), &[TOKEN]);
+    let (mut servers, client_addr, certs) = servers_with_client_ports(dir.path(), &[TOKEN], |_| {});
     {
         let live: Vec<&Server> = servers.iter().flatten().collect();
         let leader = leader_of(&live);
@@ -387,9 +390,13 @@ fn clients_command_what_they_own_and_nothing_else() {
     }
 }
 
-/// Says hello properly, then sends a frame that is not a request; returns why the server
-/// closed the connection.
-async fn garbage_client(certs: &Path, addr: SocketAddr) -> String {
+/// A raw client of server 1 at `addr` that said hello with `token` and read its welcome:
+/// its connection and stream.
+async fn raw_client(
+    certs: &Path,
+    addr: SocketAddr,
+    token: &str,
+) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
     use synctree_net::frame::{read_varint_frame as read_frame, write_varint_frame as write_frame};
     use synctree_proto::{encode, Hello, CLIENT_PROTOCOL_VERSION};
     let endpoint = synctree_net::clients::connector(&synctree_net::certs::ca_cert_path(certs))
@@ -402,20 +409,81 @@ async fn garbage_client(certs: &Path, addr: SocketAddr) -> String {
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
     let hello = encode(&Hello {
         version: CLIENT_PROTOCOL_VERSION,
-        token: TOKEN.into(),
+        token: token.into(),
         resume: None,
     })
     .unwrap();
     write_frame(&mut send, &[&hello]).await.unwrap();
     read_frame(&mut recv, 1 << 20).await.expect("welcome");
-    write_frame(&mut send, &[b"\xc1\xc1 not msgpack"])
-        .await
-        .unwrap();
+    (conn, send, recv)
+}
+
+/// Why the server closed `conn`.
+async fn close_reason(conn: &quinn::Connection) -> String {
     match conn.closed().await {
         quinn::ConnectionError::ApplicationClosed(c) => {
             String::from_utf8_lossy(&c.reason).into_owned()
         }
         other => other.to_string(),
+    }
+}
+
+/// Says hello properly, then sends a frame that is not a request; returns why the server
+/// closed the connection.
+async fn garbage_client(certs: &Path, addr: SocketAddr) -> String {
+    use synctree_net::frame::write_varint_frame as write_frame;
+    let (conn, mut send, _recv) = raw_client(certs, addr, TOKEN).await;
+    write_frame(&mut send, &[b"\xc1\xc1 not msgpack"])
+        .await
+        .unwrap();
+    close_reason(&conn).await
+}
+
+/// A client that stops reading its stream while entries keep coming is disconnected once a
+/// write to it has waited `stalled_after`, saying why; the server's other clients go on.
+#[test]
+fn a_client_that_stops_reading_is_disconnected_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut servers, addr, certs) = servers_with_client_ports(dir.path(), &[TOKEN, BOB], |c| {
+        c.stalled_after = std::time::Duration::from_secs(1)
+    });
+    let live: Vec<&Server> = servers.iter().flatten().collect();
+    let leader = leader_of(&live);
+    let ls = *live.iter().find(|s| s.id() == leader).unwrap();
+    let mut node = spawn("A");
+    if let Op::Spawn { owner, .. } = &mut node {
+        *owner = peer_id_of(TOKEN);
+    }
+    complete(ls, ls.submit(node)).expect("spawn A");
+    let alice = GameClient::connect(GameClientConfig {
+        servers: vec![(1, addr(1))],
+        ca: synctree_net::certs::ca_cert_path(&certs),
+        token: TOKEN.into(),
+    })
+    .expect("client starts");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (conn, _send, _recv) = rt.block_on(raw_client(&certs, addr(1), BOB));
+    // ~4 MB of entries: more than its stream's flow-control window, which it never opens.
+    let blob = Value::String("x".repeat(256 << 10));
+    for _ in 0..16 {
+        let op = Op::SetProperty {
+            path: "A".into(),
+            property: "blob".into(),
+            value: blob.clone(),
+        };
+        complete(ls, ls.submit(op)).expect("a large write");
+    }
+    let reason = rt
+        .block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(20), close_reason(&conn)).await
+        })
+        .expect("the silent client is disconnected");
+    assert!(reason.contains("read nothing"), "{reason}");
+    assert!(client_complete(&alice, alice.submit(set_hp("A", 7))).is_ok());
+    assert_eq!(alice.status().connections, 1, "{:?}", alice.status());
+    drop(alice);
+    for s in servers.iter_mut().filter_map(Option::take) {
+        s.shutdown();
     }
 }
 
@@ -895,7 +963,7 @@ fn a_client_is_not_sent_the_subtrees_hidden_from_it() {
 #[test]
 fn a_client_whose_tree_was_filtered_gets_a_whole_tree_on_another_server() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut servers, addr, certs) = servers_with_client_ports(dir.path(), &[BOB]);
+    let (mut servers, addr, certs) = servers_with_client_ports(dir.path(), &[BOB], |_| {});
     let submit_on_leader = |servers: &[Option<Server>], op: Op| {
         let live: Vec<&Server> = servers.iter().flatten().collect();
         let leader = leader_of(&live);
