@@ -97,13 +97,17 @@ pub struct GameClient {
     me: u64,
     rpc_inbox: Mutex<Option<std::sync::mpsc::Receiver<PeerRpc>>>,
     eventual_inbox: Mutex<Option<std::sync::mpsc::Receiver<EventualSet>>>,
+    /// Numbered where the game writes (its thread), checked where others' writes are applied.
+    own: Arc<Mutex<OwnWrites>>,
 }
 
 /// This client's own eventual writes: the number of the last one of each (path, property)
 /// sent on the current connection. Its server does not send a client's writes back (the
 /// client shows them at once); it sends another's write of the same property with the number
 /// of this client's last write it had stamped before it, and the write applies here only if
-/// this client has made none since ([`EventualSet::seq`]).
+/// this client has made none since ([`EventualSet::seq`]). Writes are numbered when the game
+/// makes them and others' writes checked again when the game takes them, so a write made
+/// after another's arrived (and before it was applied) wins here as it does everywhere.
 #[derive(Default)]
 struct OwnWrites {
     next: u32,
@@ -116,6 +120,18 @@ impl OwnWrites {
         set.seq = self.next;
         self.last
             .insert((set.path.clone(), set.property.clone()), self.next);
+    }
+
+    /// Write `set` goes out: after a new server's welcome cleared the record, the numbers of
+    /// writes made before it are known again (a later write's number stays).
+    fn note_sent(&mut self, set: &EventualSet) {
+        let key = (set.path.clone(), set.property.clone());
+        match self.last.get(&key) {
+            Some(mine) if !synctree_proto::seq_after(set.seq, *mine) => {}
+            _ => {
+                self.last.insert(key, set.seq);
+            }
+        }
     }
 
     /// Whether another's write, as its server sent it, is the latest here.
@@ -182,8 +198,9 @@ impl GameClient {
         let (rpcs, rpc_inbox) = std::sync::mpsc::channel();
         let (eventual, eventual_inbox) = std::sync::mpsc::channel();
         let status = Arc::new(Mutex::new(ClientStatus::default()));
+        let own = Arc::new(Mutex::new(OwnWrites::default()));
         let link = Link {
-            own: OwnWrites::default(),
+            own: own.clone(),
             applied: tx,
             requests: requests_rx,
             backlog: VecDeque::new(),
@@ -205,6 +222,7 @@ impl GameClient {
             me: crate::clients::peer_id_of(token),
             rpc_inbox: Mutex::new(Some(rpc_inbox)),
             eventual_inbox: Mutex::new(Some(eventual_inbox)),
+            own,
         };
         (client, link)
     }
@@ -220,6 +238,7 @@ impl GameClient {
         let eventual_requests = self.requests.clone();
         let status = self.status.clone();
         let refusal = self.status.clone();
+        let (numbering, admitting) = (self.own.clone(), self.own.clone());
         let untracked = |request| Pending {
             ticket: None,
             request,
@@ -241,10 +260,12 @@ impl GameClient {
             }),
             inbox,
             crate::peers::EventualLink {
-                send: Arc::new(move |set| {
+                send: Arc::new(move |mut set| {
+                    lock(&numbering).number(&mut set);
                     let _ = eventual_requests.send(untracked(ClientRequest::Eventual(set)));
                 }),
                 inbox: eventual_inbox,
+                admit: Some(Arc::new(move |set| lock(&admitting).admits(set))),
             },
         )
         .with_refusal(Arc::new(move || {
@@ -358,7 +379,7 @@ struct Link {
     status: Arc<Mutex<ClientStatus>>,
     rpcs: std::sync::mpsc::Sender<PeerRpc>,
     eventual: std::sync::mpsc::Sender<EventualSet>,
-    own: OwnWrites,
+    own: Arc<Mutex<OwnWrites>>,
 }
 
 /// Counts the eventual writes game clients hand to their live trees: their stamp there
@@ -371,7 +392,7 @@ impl Link {
     /// stamped after the ones before: they arrive in the order they win.
     fn eventual_arrived(&self, sets: Vec<EventualSet>) {
         for mut set in sets {
-            if self.own.admits(&set) {
+            if lock(&self.own).admits(&set) {
                 let order = EVENTUAL_ORDER.fetch_add(1, Ordering::Relaxed);
                 set.stamp = Some(synctree_proto::Stamp::from_parts(order, 0));
                 let _ = self.eventual.send(set);
@@ -486,6 +507,10 @@ async fn run_pipe(token: String, read: PipeRead, mut write: PipeWrite, mut link:
         }
     };
     link.fail_all(&reason);
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn update(status: &Mutex<ClientStatus>, f: &dyn Fn(&mut ClientStatus)) {
@@ -637,7 +662,7 @@ async fn send_request(
     send: &mut impl FrameWrite,
     p: &Pending,
     handles: &mut PropertyHandles,
-    own: &mut OwnWrites,
+    own: &Mutex<OwnWrites>,
 ) -> Result<(), String> {
     send_requests(send, std::slice::from_ref(p), handles, own).await
 }
@@ -648,7 +673,7 @@ async fn send_requests(
     send: &mut impl FrameWrite,
     batch: &[Pending],
     handles: &mut PropertyHandles,
-    own: &mut OwnWrites,
+    own: &Mutex<OwnWrites>,
 ) -> Result<(), String> {
     let encode = |id, request| encode(&Request { id, request }).map_err(|e| e.to_string());
     let mut frames = Vec::with_capacity(batch.len());
@@ -661,8 +686,8 @@ async fn send_requests(
     let mut declared = HashSet::new();
     for p in batch {
         if let ClientRequest::Eventual(set) = &p.request {
-            let mut set = set.clone();
-            own.number(&mut set);
+            let set = set.clone();
+            lock(own).note_sent(&set);
             let handle = match handles.eventual(&set.path, &set.property) {
                 EventualName::Known(handle) if !declared.contains(&handle) => handle,
                 EventualName::Known(_) | EventualName::ByName => {
@@ -789,7 +814,7 @@ async fn serve_session(
                     }
                 }
                 in_flight.extend(batch.iter().filter_map(|p| p.ticket));
-                send_requests(send, &batch, &mut handles, &mut link.own).await?;
+                send_requests(send, &batch, &mut handles, &link.own).await?;
                 continue;
             }
         };
@@ -811,7 +836,7 @@ async fn serve_session(
                 welcomed = true;
                 cluster_of_server.clone_from(&cluster);
                 // A new server has seen none of this client's writes: numbers start over.
-                link.own.last.clear();
+                lock(&link.own).last.clear();
                 set(&|s| {
                     s.server = Some(server);
                     s.peer = Some(peer);
@@ -824,7 +849,7 @@ async fn serve_session(
                 // What was asked while disconnected goes first, in order.
                 while let Some(p) = link.backlog.pop_front() {
                     in_flight.extend(p.ticket);
-                    send_request(send, &p, &mut handles, &mut link.own).await?;
+                    send_request(send, &p, &mut handles, &link.own).await?;
                 }
                 continue;
             }

@@ -402,6 +402,7 @@ impl Node {
             crate::peers::EventualLink {
                 send: std::sync::Arc::new(move |set| eventual.eventual(set, true)),
                 inbox: eventual_inbox,
+                admit: None,
             },
         )
     }

@@ -708,6 +708,7 @@ pub struct PeerLink {
     inbox: Arc<Mutex<std::sync::mpsc::Receiver<PeerRpc>>>,
     send_eventual: Arc<dyn Fn(EventualSet) + Send + Sync>,
     eventual_inbox: Arc<Mutex<std::sync::mpsc::Receiver<EventualSet>>>,
+    admit_eventual: Option<Admit>,
     refused: Arc<dyn Fn() -> Option<String> + Send + Sync>,
 }
 
@@ -715,7 +716,12 @@ pub struct PeerLink {
 pub(crate) struct EventualLink {
     pub(crate) send: Arc<dyn Fn(EventualSet) + Send + Sync>,
     pub(crate) inbox: std::sync::mpsc::Receiver<EventualSet>,
+    /// Whether a write taken from the inbox still applies (a game client's: not if it
+    /// wrote the property since the write arrived).
+    pub(crate) admit: Option<Admit>,
 }
+
+type Admit = Arc<dyn Fn(&EventualSet) -> bool + Send + Sync>;
 
 impl PeerLink {
     pub(crate) fn new(
@@ -732,6 +738,7 @@ impl PeerLink {
             inbox: Arc::new(Mutex::new(inbox)),
             send_eventual: eventual.send,
             eventual_inbox: Arc::new(Mutex::new(eventual.inbox)),
+            admit_eventual: eventual.admit,
             refused: Arc::new(|| None),
         }
     }
@@ -767,11 +774,16 @@ impl PeerLink {
     /// included); on a game client, others' writes that are the latest there (it shows its
     /// own at once, and its server does not send them back).
     pub fn try_recv_eventual(&self) -> Option<EventualSet> {
-        self.eventual_inbox
+        let inbox = self
+            .eventual_inbox
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .try_recv()
-            .ok()
+            .unwrap_or_else(|p| p.into_inner());
+        loop {
+            let set = inbox.try_recv().ok()?;
+            if self.admit_eventual.as_ref().is_none_or(|admit| admit(&set)) {
+                return Some(set);
+            }
+        }
     }
 
     /// This process's peer id: 1 on a server, the client's own on a game client.

@@ -721,6 +721,22 @@ fn eventual_writes_reach_every_replica_and_the_last_writer_wins() {
         converged(&mut views, &Value::Int(1000)),
         "bob's write got through"
     );
+    // A server's write reaches alice, but before her game takes it she writes the property
+    // herself: hers is stamped later and wins everywhere, so the server's, older, must not
+    // be applied over hers at her end.
+    links[0].send_eventual("A".into(), "x".into(), Value::Int(2000));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    la.send_eventual("A".into(), "x".into(), Value::Int(3000));
+    let mut late = Lww::default();
+    late.drain(&la);
+    assert_eq!(
+        late.value("A", "x"),
+        None,
+        "an older write was applied over alice's newer one"
+    );
+    wait_until("alice's newer write everywhere", || {
+        converged(&mut views, &Value::Int(3000))
+    });
     drop((alice, bob));
     for s in servers {
         s.shutdown();
