@@ -503,19 +503,49 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.forget_tail_on_error(result)
     }
 
+    /// Purges up to `log_id`, but never past the snapshot stored on disk: openraft purges
+    /// right after handing a received snapshot to the state machine, which stores it only
+    /// once decoded, and a crash in between must not leave the log purged past the stored
+    /// snapshot (the entries in between would be nowhere). What is left is purged later.
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        let bytes = encode(&Some(log_id))?;
-        self.tail().purge(log_id.index);
         let result = self.write(StorageIOError::write_logs, |txn| {
-            txn.open_table(META)?.insert(KEY_PURGED, bytes.as_slice())?;
+            let mut meta = txn.open_table(META)?;
+            let upto = match crate::state_machine::stored_snapshot_last(&meta)? {
+                Some(snap) if snap.index < log_id.index => snap,
+                Some(_) => log_id,
+                // No snapshot stored: only what openraft purges on its own (membership
+                // entries of an empty log) with nothing to lose.
+                None => log_id,
+            };
+            let purged: Option<LogId<NodeId>> = meta
+                .get(KEY_PURGED)?
+                .and_then(|b| rmp_serde::from_slice(b.value()).ok())
+                .flatten();
+            if purged.is_some_and(|p| p.index >= upto.index) {
+                return Ok(None);
+            }
+            let bytes = rmp_serde::to_vec(&Some(upto))
+                .map_err(|e| redb::Error::Corrupted(format!("encoding a log id: {e}")))?;
+            meta.insert(KEY_PURGED, bytes.as_slice())?;
+            drop(meta);
             let mut table = txn.open_table(LOGS)?;
-            table.retain_in(..=log_id.index, |_, _| false)?;
-            Ok(())
+            table.retain_in(..=upto.index, |_, _| false)?;
+            Ok(Some(upto))
         });
-        if let (Ok(()), Some(o)) = (&result, &self.observer) {
-            o.purged(log_id.index);
+        if let Ok(Some(upto)) = &result {
+            if upto.index < log_id.index {
+                tracing::debug!(
+                    "log purged up to {} of {}: the stored snapshot ends there",
+                    upto.index,
+                    log_id.index
+                );
+            }
+            self.tail().purge(upto.index);
+            if let Some(o) = &self.observer {
+                o.purged(upto.index);
+            }
         }
-        self.forget_tail_on_error(result)
+        self.forget_tail_on_error(result.map(|_| ()))
     }
 }
 

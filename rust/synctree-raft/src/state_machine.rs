@@ -72,6 +72,20 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+/// The last log id covered by the snapshot stored in `meta_table`, if any (its data is
+/// skipped, not decoded).
+pub(crate) fn stored_snapshot_last(
+    meta_table: &impl redb::ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Option<LogId<NodeId>>, redb::Error> {
+    let Some(bytes) = meta_table.get(KEY_SNAPSHOT)? else {
+        return Ok(None);
+    };
+    let (meta, _): (SnapshotMeta<NodeId, BasicNode>, serde::de::IgnoredAny) =
+        rmp_serde::from_slice(bytes.value())
+            .map_err(|e| redb::Error::Corrupted(format!("the stored snapshot's meta: {e}")))?;
+    Ok(meta.last_log_id)
+}
+
 /// The synctree state machine of one server.
 pub struct StateMachine {
     shared: Arc<RwLock<SharedState>>,
@@ -151,10 +165,22 @@ impl StateMachine {
         let mut txn = self.storage.db.begin_write().map_err(|e| fail(&e))?;
         txn.set_durability(self.storage.durability)
             .map_err(|e| fail(&e))?;
-        txn.open_table(META)
-            .map_err(|e| fail(&e))?
-            .insert(KEY_SNAPSHOT, bytes.as_slice())
-            .map_err(|e| fail(&e))?;
+        {
+            let mut table = txn.open_table(META).map_err(|e| fail(&e))?;
+            // A snapshot built from this server's tree can finish after a newer one from
+            // the leader was installed (the log is purged up to that one): keep the newer.
+            let stored = stored_snapshot_last(&table).map_err(|e| fail(&e))?;
+            if stored.is_some() && stored >= snap.meta.last_log_id {
+                tracing::debug!(
+                    "snapshot {} not stored: the stored one covers up to {stored:?}",
+                    snap.meta.snapshot_id
+                );
+                return Ok(());
+            }
+            table
+                .insert(KEY_SNAPSHOT, bytes.as_slice())
+                .map_err(|e| fail(&e))?;
+        }
         txn.commit().map_err(|e| fail(&e))
     }
 }
@@ -384,6 +410,8 @@ impl StateMachine {
 
     /// Copies the tree at the last applied index, encodes it and stores it durably.
     fn snapshot_now(&self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        // Only the copy holds the state's lock (applying waits for it); encoding a big tree
+        // takes longer and needs no lock.
         let (data, last_log_id, last_membership) = {
             let s = self.state();
             let data = SnapshotData {
@@ -391,8 +419,9 @@ impl StateMachine {
                 sessions: s.sessions.clone(),
                 max_stamp: s.max_stamp,
             };
-            (encode(&data)?, s.last_applied, s.membership.clone())
+            (data, s.last_applied, s.membership.clone())
         };
+        let data = encode(&data)?;
         let snapshot_id = match last_log_id {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.snapshot_count),
             None => format!("empty-{}", self.snapshot_count),
@@ -517,5 +546,66 @@ mod tests {
             }
         }
         assert_eq!(spawned, 3);
+    }
+
+    fn meta_at(index: u64) -> SnapshotMeta<NodeId, BasicNode> {
+        SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
+            last_membership: Default::default(),
+            snapshot_id: format!("s{index}"),
+        }
+    }
+
+    /// A snapshot built here can finish after a newer one was installed from the leader;
+    /// and openraft purges the log as soon as it hands a received snapshot over, before it
+    /// is stored: the stored snapshot and the log must still cover every entry.
+    #[tokio::test]
+    async fn the_log_is_never_purged_past_the_stored_snapshot() {
+        use crate::LogStore;
+        use openraft::storage::RaftLogStorage;
+        let dir = tempfile::tempdir().expect("tmp");
+        let storage = crate::open(dir.path(), crate::Durability::Fsync).expect("open");
+        let (tx, _rx) = mpsc::channel(64);
+        let (sm, _) = StateMachine::open(storage.clone(), tx, None)
+            .await
+            .expect("open");
+        let mut log = LogStore::new(storage.clone());
+        let entries: Vec<_> = (1..=60)
+            .map(|i| Entry::<TypeConfig> {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+                payload: EntryPayload::Blank,
+            })
+            .collect();
+        openraft::storage::RaftLogStorageExt::blocking_append(&mut log, entries)
+            .await
+            .expect("append");
+        let stored = |storage: &Storage| {
+            let txn = storage.db.begin_read().expect("read");
+            let table = txn.open_table(META).expect("meta");
+            stored_snapshot_last(&table).expect("meta").map(|l| l.index)
+        };
+        let snap = |index| StoredSnapshot {
+            meta: meta_at(index),
+            data: vec![1, 2, 3],
+        };
+        sm.store_snapshot(&snap(40)).expect("store 40");
+        // Snapshot 60 is received; the log is purged to 60 before it is stored: only up to
+        // the stored 40 goes.
+        log.purge(LogId::new(CommittedLeaderId::new(1, 1), 60))
+            .await
+            .expect("purge");
+        let state = log.get_log_state().await.expect("state");
+        assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(40));
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(60));
+        sm.store_snapshot(&snap(60)).expect("store 60");
+        // A build of 50, started before, ends now: 60 stays.
+        sm.store_snapshot(&snap(50)).expect("store 50");
+        assert_eq!(stored(&storage), Some(60));
+        // Now the purge goes through.
+        log.purge(LogId::new(CommittedLeaderId::new(1, 1), 60))
+            .await
+            .expect("purge");
+        let state = log.get_log_state().await.expect("state");
+        assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(60));
     }
 }

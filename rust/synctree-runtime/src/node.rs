@@ -219,6 +219,14 @@ fn raft_config(cfg: &ServerConfig) -> Result<Arc<Config>, StartError> {
         max_payload_entries: 32,
         // Followers stand for election by synctree's own timer (see `elector`).
         enable_elect: false,
+        // A snapshot travels in chunks, each within `install_snapshot_timeout`, and a chunk
+        // that times out starts the transfer over: openraft's 3 MiB in 200 ms cannot carry
+        // a big tree over a slower link, nor cover the follower's decode and fsync of the
+        // last chunk, so a follower behind the purged log would never catch up.
+        snapshot_max_chunk_size: 1 << 20,
+        install_snapshot_timeout: (t.election_max * 10)
+            .max(std::time::Duration::from_secs(3))
+            .as_millis() as u64,
         ..Default::default()
     };
     Ok(Arc::new(
