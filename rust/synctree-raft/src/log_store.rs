@@ -389,6 +389,35 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 }
 
+/// How long a purge waits for the snapshot it follows to be stored.
+const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl LogStore {
+    /// Waits while a stored snapshot is older than `upto` (one being installed), up to
+    /// [`SNAPSHOT_WAIT`].
+    async fn await_snapshot(&self, upto: LogId<NodeId>) {
+        let stored = || -> Option<LogId<NodeId>> {
+            let txn = self.storage.db.begin_read().ok()?;
+            let table = txn.open_table(META).ok()?;
+            crate::state_machine::stored_snapshot_last(&table)
+                .ok()
+                .flatten()
+        };
+        let deadline = tokio::time::Instant::now() + SNAPSHOT_WAIT;
+        while stored().is_some_and(|s| s.index < upto.index) {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    "purging the log up to {} although the stored snapshot ends before it \
+                     ({SNAPSHOT_WAIT:?} waited for the newer one)",
+                    upto.index
+                );
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+}
+
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
@@ -503,49 +532,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.forget_tail_on_error(result)
     }
 
-    /// Purges up to `log_id`, but never past the snapshot stored on disk: openraft purges
-    /// right after handing a received snapshot to the state machine, which stores it only
-    /// once decoded, and a crash in between must not leave the log purged past the stored
-    /// snapshot (the entries in between would be nowhere). What is left is purged later.
+    /// Purges up to `log_id`. openraft purges right after handing a received snapshot to
+    /// the state machine, which stores it only once decoded: a crash in between left the log
+    /// purged past the stored snapshot, the entries in between nowhere, and the server
+    /// unable to start. So while the stored snapshot is older than `log_id`, the purge (and
+    /// with it openraft's next log writes) waits for the newer one, up to
+    /// [`SNAPSHOT_WAIT`]. With no snapshot stored it purges at once (a fresh server's first
+    /// snapshot: openraft's storage suite purges so).
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.await_snapshot(log_id).await;
+        let bytes = encode(&Some(log_id))?;
+        self.tail().purge(log_id.index);
         let result = self.write(StorageIOError::write_logs, |txn| {
-            let mut meta = txn.open_table(META)?;
-            let upto = match crate::state_machine::stored_snapshot_last(&meta)? {
-                Some(snap) if snap.index < log_id.index => snap,
-                Some(_) => log_id,
-                // No snapshot stored: only what openraft purges on its own (membership
-                // entries of an empty log) with nothing to lose.
-                None => log_id,
-            };
-            let purged: Option<LogId<NodeId>> = meta
-                .get(KEY_PURGED)?
-                .and_then(|b| rmp_serde::from_slice(b.value()).ok())
-                .flatten();
-            if purged.is_some_and(|p| p.index >= upto.index) {
-                return Ok(None);
-            }
-            let bytes = rmp_serde::to_vec(&Some(upto))
-                .map_err(|e| redb::Error::Corrupted(format!("encoding a log id: {e}")))?;
-            meta.insert(KEY_PURGED, bytes.as_slice())?;
-            drop(meta);
+            txn.open_table(META)?.insert(KEY_PURGED, bytes.as_slice())?;
             let mut table = txn.open_table(LOGS)?;
-            table.retain_in(..=upto.index, |_, _| false)?;
-            Ok(Some(upto))
+            table.retain_in(..=log_id.index, |_, _| false)?;
+            Ok(())
         });
-        if let Ok(Some(upto)) = &result {
-            if upto.index < log_id.index {
-                tracing::debug!(
-                    "log purged up to {} of {}: the stored snapshot ends there",
-                    upto.index,
-                    log_id.index
-                );
-            }
-            self.tail().purge(upto.index);
-            if let Some(o) = &self.observer {
-                o.purged(upto.index);
-            }
+        if let (Ok(()), Some(o)) = (&result, &self.observer) {
+            o.purged(log_id.index);
         }
-        self.forget_tail_on_error(result.map(|_| ()))
+        self.forget_tail_on_error(result)
     }
 }
 

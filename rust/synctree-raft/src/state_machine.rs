@@ -4,7 +4,7 @@
 
 use crate::feed::Feed;
 use crate::log_store::{decode, encode};
-use crate::store::{Storage, KEY_SNAPSHOT, META};
+use crate::store::{Storage, KEY_SNAPSHOT, KEY_SNAPSHOT_LAST, META};
 use crate::types::{BatchResponse, NodeId, TypeConfig};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
@@ -72,17 +72,22 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
-/// The last log id covered by the snapshot stored in `meta_table`, if any (its data is
-/// skipped, not decoded).
+/// The last log id covered by the snapshot stored in `meta_table`, if any.
 pub(crate) fn stored_snapshot_last(
     meta_table: &impl redb::ReadableTable<&'static str, &'static [u8]>,
 ) -> Result<Option<LogId<NodeId>>, redb::Error> {
+    let corrupt = |e: rmp_serde::decode::Error| {
+        redb::Error::Corrupted(format!("the stored snapshot's last log id: {e}"))
+    };
+    if let Some(bytes) = meta_table.get(KEY_SNAPSHOT_LAST)? {
+        return rmp_serde::from_slice(bytes.value()).map_err(corrupt);
+    }
+    // Stored before that key existed: from the snapshot itself (its data skipped).
     let Some(bytes) = meta_table.get(KEY_SNAPSHOT)? else {
         return Ok(None);
     };
     let (meta, _): (SnapshotMeta<NodeId, BasicNode>, serde::de::IgnoredAny) =
-        rmp_serde::from_slice(bytes.value())
-            .map_err(|e| redb::Error::Corrupted(format!("the stored snapshot's meta: {e}")))?;
+        rmp_serde::from_slice(bytes.value()).map_err(corrupt)?;
     Ok(meta.last_log_id)
 }
 
@@ -179,6 +184,10 @@ impl StateMachine {
             }
             table
                 .insert(KEY_SNAPSHOT, bytes.as_slice())
+                .map_err(|e| fail(&e))?;
+            let last = encode(&snap.meta.last_log_id)?;
+            table
+                .insert(KEY_SNAPSHOT_LAST, last.as_slice())
                 .map_err(|e| fail(&e))?;
         }
         txn.commit().map_err(|e| fail(&e))
@@ -589,23 +598,30 @@ mod tests {
             data: vec![1, 2, 3],
         };
         sm.store_snapshot(&snap(40)).expect("store 40");
-        // Snapshot 60 is received; the log is purged to 60 before it is stored: only up to
-        // the stored 40 goes.
-        log.purge(LogId::new(CommittedLeaderId::new(1, 1), 60))
+        // Snapshot 60 is received and handed over; openraft purges to 60 at once: the purge
+        // waits until 60 is stored.
+        let purging = tokio::spawn(async move {
+            log.purge(LogId::new(CommittedLeaderId::new(1, 1), 60))
+                .await
+                .expect("purge");
+            log
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(
+            !purging.is_finished(),
+            "purged before the snapshot was stored"
+        );
+        let log_now = LogStore::new(storage.clone())
+            .get_log_state()
             .await
-            .expect("purge");
-        let state = log.get_log_state().await.expect("state");
-        assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(40));
-        assert_eq!(state.last_log_id.map(|l| l.index), Some(60));
+            .expect("state");
+        assert_eq!(log_now.last_purged_log_id, None, "nothing purged yet");
         sm.store_snapshot(&snap(60)).expect("store 60");
+        let mut log = purging.await.expect("purge ends");
+        let state = log.get_log_state().await.expect("state");
+        assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(60));
         // A build of 50, started before, ends now: 60 stays.
         sm.store_snapshot(&snap(50)).expect("store 50");
         assert_eq!(stored(&storage), Some(60));
-        // Now the purge goes through.
-        log.purge(LogId::new(CommittedLeaderId::new(1, 1), 60))
-            .await
-            .expect("purge");
-        let state = log.get_log_state().await.expect("state");
-        assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(60));
     }
 }

@@ -22,6 +22,8 @@ pub(crate) const KEY_VOTE: &str = "vote";
 pub(crate) const KEY_COMMITTED: &str = "committed";
 pub(crate) const KEY_PURGED: &str = "last_purged";
 pub(crate) const KEY_SNAPSHOT: &str = "snapshot";
+/// The last log id the stored snapshot covers (beside it, cheap to read).
+pub(crate) const KEY_SNAPSHOT_LAST: &str = "snapshot_last";
 /// Which cluster this data belongs to (see [`Storage::bind_cluster`]).
 pub(crate) const KEY_CLUSTER: &str = "cluster";
 /// The encoding of what the database holds (log entries, snapshots), as [`FORMAT`].
