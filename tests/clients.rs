@@ -224,6 +224,12 @@ fn two_godot_clients_on_different_servers_share_one_tree_with_authority() -> Res
         "client 1 writes after moving: {:?}",
         r.results
     );
+    // Moving to another server is not leaving the cluster: client 1's game saw no peer go.
+    let seen = crate::events(&mut a)?;
+    ensure!(
+        !seen.iter().any(|e| e.starts_with("peer_disconnected")),
+        "client 1 reported peers gone while it moved: {seen:?}"
+    );
     let dump = cluster.wait_all_converged(Duration::from_secs(30))?;
     ensure!(
         dump.contains("AfterKill") && dump.contains("Vector2(7.0, 8.0)"),

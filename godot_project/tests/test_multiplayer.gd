@@ -77,3 +77,35 @@ func test_a_spawned_node_freed_by_game_code_is_not_announced_and_the_frame_goes_
 	tree.node_spawned.disconnect(free_doomed)
 	spawner.queue_free()
 	scene_tree.set_multiplayer(previous)
+
+
+func test_game_code_may_call_the_api_while_a_synchronizer_replicates() -> void:
+	var scene_tree: SceneTree = runner
+	var previous := scene_tree.get_multiplayer()
+	var api = ClassDB.instantiate("SyncedMultiplayerAPI")
+	scene_tree.set_multiplayer(api)
+	var req = tree.spawn(^".", &"Nosy", "res://tests/fixtures/nosy.tscn", {})
+	await all_done([req])
+	check_ok(req, "the spawn of Nosy commits")
+	var nosy = tree.get_node_or_null(^"Nosy")
+	if not check(nosy != null, "Nosy was applied"):
+		scene_tree.set_multiplayer(previous)
+		return
+	# This server (the leader) is the authority of a synchronizer watching hp: replicating
+	# reads hp, and its getter asks the API for this process's id.
+	var sync := MultiplayerSynchronizer.new()
+	var config := SceneReplicationConfig.new()
+	config.add_property(NodePath(":hp"))
+	config.property_set_replication_mode(NodePath(":hp"), SceneReplicationConfig.REPLICATION_MODE_ON_CHANGE)
+	sync.replication_config = config
+	nosy.add_child(sync)
+	sync.root_path = sync.get_path_to(nosy)
+	nosy.seen_ids.clear()
+	nosy.hp = 5
+	for i in 20:
+		await scene_tree.process_frame
+	var ids: Array = nosy.seen_ids
+	check(ids.size() > 1, "the getter ran while replicating (%d calls)" % ids.size())
+	check(not ids.has(0), "the API answered every call from game code, never failing: %s" % [ids])
+	sync.queue_free()
+	scene_tree.set_multiplayer(previous)

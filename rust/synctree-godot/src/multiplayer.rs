@@ -956,7 +956,12 @@ impl SyncedMultiplayerAPI {
         // is busy (borrowed) right now.
         let me = link().map(|l| l.unique_id() as i32).unwrap_or(1);
         let now = Instant::now();
-        for s in &mut self.syncs {
+        // Reading and writing the properties runs game code (getters; a predicted write's
+        // setter), which may call this API (`is_multiplayer_authority()`) and add or remove
+        // synchronizers: the list is taken out and this API left open to such calls.
+        let mut syncs = std::mem::take(&mut self.syncs);
+        let reentrant = self.base_mut();
+        for s in &mut syncs {
             let (Ok(sync), Ok(root)) = (
                 Gd::<MultiplayerSynchronizer>::try_from_instance_id(s.sync),
                 Gd::<Node>::try_from_instance_id(s.root),
@@ -1005,6 +1010,10 @@ impl SyncedMultiplayerAPI {
                 }
             }
         }
+        drop(reentrant);
+        // Those registered meanwhile come after.
+        syncs.append(&mut self.syncs);
+        self.syncs = syncs;
         self.syncs
             .retain(|s| Gd::<MultiplayerSynchronizer>::try_from_instance_id(s.sync).is_ok());
     }

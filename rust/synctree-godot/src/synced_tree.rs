@@ -521,9 +521,14 @@ impl SyncedTree {
         ) {
             let id = self.live.intern(&property.to_string());
             let target = self.live.target(id).clone();
-            let shown = target.get(&node);
+            // The property's getter and setter are game code, which may call this tree.
+            let shown = {
+                let _reentrant = self.base_mut();
+                target.get(&node)
+            };
             self.predictions
                 .predict(ticket, key, id, shown, value.clone());
+            let _reentrant = self.base_mut();
             target.set(&mut node, &value);
         }
         req

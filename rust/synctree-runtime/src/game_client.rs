@@ -43,6 +43,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_MESSAGE_BYTES: usize = 256 << 20;
 /// Wait before trying the next server after a failure.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// How long a client moving between servers still reports its peers as connected (its
+/// game sees no one leave for a reconnect).
+const MOVING_GRACE: Duration = Duration::from_secs(10);
 /// A connect attempt (QUIC + TLS handshake) is abandoned after this long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -239,6 +243,7 @@ impl GameClient {
         let status = self.status.clone();
         let refusal = self.status.clone();
         let (numbering, admitting) = (self.own.clone(), self.own.clone());
+        let moving: Mutex<Option<Instant>> = Mutex::new(None);
         let untracked = |request| Pending {
             ticket: None,
             request,
@@ -251,12 +256,24 @@ impl GameClient {
             }),
             Arc::new(move || {
                 let s = status.lock().unwrap_or_else(|p| p.into_inner());
-                match s.server {
-                    Some(_) => std::iter::once(SERVER_PEER)
+                let known = || {
+                    std::iter::once(SERVER_PEER)
                         .chain(s.peers.iter().copied())
-                        .collect(),
-                    None => Vec::new(),
+                        .collect()
+                };
+                let mut since = lock(&moving);
+                if s.server.is_some() {
+                    *since = None;
+                    return known();
                 }
+                // Between two servers it is still in the cluster: the same peers, unless
+                // that lasts (then, or once refused, it is alone).
+                let gone = s.refused.is_some() || s.ended.is_some() || s.connections == 0;
+                let moving_for = since.get_or_insert_with(Instant::now).elapsed();
+                if gone || moving_for > MOVING_GRACE {
+                    return Vec::new();
+                }
+                known()
             }),
             inbox,
             crate::peers::EventualLink {
