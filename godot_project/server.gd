@@ -36,7 +36,8 @@ extends Node
 ##   {"cmd":"node_rpc","path":"P","method":"poke","value":V} -> {"ok":true,"error":ERR}:
 ##       rpc() of a method of the node at P under World, to every peer (game code)
 ##   {"cmd":"spawn_player","peer":P} -> adds res://game/player.tscn named P under World (game
-##       code; PlayerSpawner and its MultiplayerSynchronizer replicate it)
+##       code; PlayerSpawner and its MultiplayerSynchronizer replicate it); with "poke":V,
+##       then at once player.rpc("poke", V)
 ##   {"cmd":"spawn_bullet","id":N,"from":"Vector2(1, 2)","angle":0.5} -> {"name":..}:
 ##       BulletSpawner.spawn(data) (a custom spawn_function; spawn_limit 3); name "" if refused
 ##   {"cmd":"visibility","path":"P","public":false,"peer":7,"visible":true} -> sets the
@@ -349,6 +350,10 @@ func _handle(line: String) -> Dictionary:
 			player.name = str(peer)
 			player.position = Vector2(peer % 1000, 1)
 			world.add_child(player)
+			# As games do: the new player is told something at once, by an rpc that reaches
+			# the others before its spawn does.
+			if request.has("poke"):
+				player.rpc("poke", request.get("poke"))
 			return {"ok": true}
 		"visibility":
 			var synchronizer = world.get_node_or_null(NodePath(str(request.get("path", "")) + "/Sync"))

@@ -586,13 +586,31 @@ fn spawner_and_synchronizer(enet: bool) -> Result<()> {
         everywhere(value)?;
     }
 
-    // A second player for client 2, then server 2's game code frees client 1's player.
+    // A second player for client 2, which server 2's game code tells something at once by
+    // an rpc (it reaches the others before the spawn, through the log, does: it waits for
+    // the node there); then server 2's game code frees client 1's player.
     cluster
         .control(2)?
-        .request(&json!({"cmd": "spawn_player", "peer": pb}))?;
+        .request(&json!({"cmd": "spawn_player", "peer": pb, "poke": "welcome"}))?;
     wait_dump(&cluster, |d| {
         d.contains(&format!("{pb} (res://game/player.tscn"))
     })?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let get = json!({"cmd": "get", "path": pb.to_string(), "property": "pokes"});
+        let seen = [
+            cluster.client_control(1)?.request(&get)?["value"].clone(),
+            cluster.client_control(2)?.request(&get)?["value"].clone(),
+        ];
+        if seen.iter().all(|v| v == r#"["welcome"]"#) {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the rpc sent with the spawn did not run on the clients: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // PlayerSpawner's spawn_limit is 2: a third player is not replicated.
     cluster
         .control(1)?

@@ -37,7 +37,7 @@
 //! ```
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use godot::classes::scene_replication_config::ReplicationMode;
@@ -337,6 +337,21 @@ fn delivery_of(transfer_mode: i64) -> Delivery {
     }
 }
 
+/// Logs why `rpc` does not run here.
+fn refuse_rpc(rpc: &PeerRpc, why: &str) {
+    godot_error!(
+        "SyncedMultiplayerAPI: rpc '{}' on {} from peer {} refused: {why}",
+        rpc.method,
+        rpc.path,
+        rpc.from
+    )
+}
+
+/// Whether two rpcs travel in one ordered stream (same sender and channel, reliable).
+fn same_stream(a: &PeerRpc, b: &PeerRpc) -> bool {
+    a.delivery == Delivery::Reliable && (a.from, a.channel) == (b.from, b.channel)
+}
+
 /// The `@rpc` configuration of `method` on `node`: its script's, else the node's own
 /// (`Node.rpc_config`).
 fn rpc_config(node: &Gd<Node>, method: &StringName) -> Option<RpcConfig> {
@@ -419,7 +434,17 @@ pub struct SyncedMultiplayerAPI {
     /// looked at.
     viewed: HashSet<u64>,
     views_checked: Option<Instant>,
+    /// Reliable rpcs of nodes not here yet (a node spawned, then at once called, reaches the
+    /// others through the log, after the rpc), with when they arrived: run once the node is
+    /// applied, in order per sender and channel, or refused after [`RPC_HOLD`].
+    held: VecDeque<(PeerRpc, Instant)>,
 }
+
+/// How long a reliable rpc waits for its node to be applied here.
+const RPC_HOLD: Duration = Duration::from_secs(3);
+
+/// Reliable rpcs waiting for their node, at most (older ones are refused past it).
+const RPC_HELD_MAX: usize = 4096;
 
 /// How often a server looks at its synchronizers' visibility.
 const VIEW_EVERY: Duration = Duration::from_millis(100);
@@ -446,6 +471,7 @@ impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
             newest: HashMap::new(),
             viewed: HashSet::new(),
             views_checked: None,
+            held: VecDeque::new(),
         }
     }
 
@@ -465,7 +491,9 @@ impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
         };
         self.presence(&link);
         self.replicate();
-        // Rpcs that arrive while these run wait for the next poll.
+        // Those waiting for their node first (it may have been applied since), then new ones;
+        // rpcs that arrive while these run wait for the next poll.
+        self.retry_held();
         let mut budget = 4096;
         while budget > 0 {
             let Some(rpc) = link.try_recv() else { break };
@@ -690,17 +718,60 @@ impl SyncedMultiplayerAPI {
             }
             *newest = rpc.seq;
         }
-        let refuse = |why: String| {
-            godot_error!(
-                "SyncedMultiplayerAPI: rpc '{}' on {} from peer {} refused: {why}",
-                rpc.method,
-                rpc.path,
-                rpc.from
-            )
-        };
+        let reliable = rpc.delivery == Delivery::Reliable;
+        // Behind an earlier reliable rpc of the same sender and channel that waits: in order.
+        if reliable && self.held.iter().any(|(h, _)| same_stream(h, &rpc)) {
+            return self.hold(rpc, Instant::now());
+        }
         let Some(node) = scene_root().and_then(|r| r.get_node_or_null(rpc.path.as_str())) else {
-            return refuse("no such node here".into());
+            if reliable {
+                return self.hold(rpc, Instant::now());
+            }
+            return refuse_rpc(&rpc, "no such node here");
         };
+        self.run(rpc, node);
+    }
+
+    /// Keeps a reliable rpc until its node is applied here.
+    fn hold(&mut self, rpc: PeerRpc, since: Instant) {
+        if self.held.len() >= RPC_HELD_MAX {
+            if let Some((old, _)) = self.held.pop_front() {
+                refuse_rpc(&old, "too many rpcs wait for nodes not applied here");
+            }
+        }
+        self.held.push_back((rpc, since));
+    }
+
+    /// Runs the held rpcs whose node is here now, in order per sender and channel; refuses
+    /// those that waited [`RPC_HOLD`].
+    fn retry_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let mut blocked: Vec<(u64, u8)> = Vec::new();
+        for (rpc, since) in std::mem::take(&mut self.held) {
+            let stream = (rpc.from, rpc.channel);
+            if blocked.contains(&stream) {
+                self.held.push_back((rpc, since));
+                continue;
+            }
+            match scene_root().and_then(|r| r.get_node_or_null(rpc.path.as_str())) {
+                Some(node) => self.run(rpc, node),
+                None if since.elapsed() >= RPC_HOLD => refuse_rpc(
+                    &rpc,
+                    &format!("no such node here (waited {} s for it)", RPC_HOLD.as_secs()),
+                ),
+                None => {
+                    blocked.push(stream);
+                    self.held.push_back((rpc, since));
+                }
+            }
+        }
+    }
+
+    /// Runs `rpc` on `node` if its `@rpc` configuration allows the sender.
+    fn run(&mut self, rpc: PeerRpc, node: Gd<Node>) {
+        let refuse = |why: String| refuse_rpc(&rpc, &why);
         let method = StringName::from(rpc.method.as_str());
         let Some(config) = rpc_config(&node, &method) else {
             return refuse("the method is not declared with @rpc".into());
