@@ -33,6 +33,7 @@ extends Node
 ##       signals seen meanwhile ({predicted, committed, reason}).
 ##   {"cmd":"rpc","to":PEER,"method":"ping","value":V} -> {"ok":true,"error":ERR}: Probe.rpc_id
 ##   {"cmd":"rpc_log"} -> {"ok":true,"calls":[{method, sender, value, on}]}: rpcs Probe ran
+##   {"cmd":"new_api"} -> installs a fresh SyncedMultiplayerAPI (a game setting up again)
 ##   {"cmd":"node_rpc","path":"P","method":"poke","value":V} -> {"ok":true,"error":ERR}:
 ##       rpc() of a method of the node at P under World, to every peer (game code)
 ##   {"cmd":"spawn_player","peer":P} -> adds res://game/player.tscn named P under World (game
@@ -338,6 +339,10 @@ func _handle(line: String) -> Dictionary:
 				return _error("node_rpc: no node at %s" % request.get("path"))
 			var sent: int = callee.rpc(StringName(str(request.get("method", ""))), request.get("value"))
 			return {"ok": true, "error": sent}
+		"new_api":
+			# A game that sets its networking up again: a fresh API for the scene tree.
+			get_tree().set_multiplayer(ClassDB.instantiate("SyncedMultiplayerAPI"))
+			return {"ok": true}
 		"rpc":
 			var probe := get_node("Probe")
 			var err: int = probe.rpc_id(int(request.get("to", 0)), StringName(str(request.get("method", ""))), request.get("value"))

@@ -697,12 +697,21 @@ impl SyncedMultiplayerAPI {
     }
 
     /// The sequence number of this peer's next rpc sent with `delivery` on `channel` (only
-    /// unreliable_ordered ones need one).
+    /// unreliable_ordered ones need one). A channel's numbers start from the wall clock in
+    /// ms: receivers keep the newest number of a sender for as long as it stays in the
+    /// cluster, so a game that makes a new API (or restarts) within that time goes on above
+    /// its old numbers (unless it sent over 1000 a second), not below them and dropped.
     fn next_seq(&mut self, delivery: Delivery, channel: u8) -> u32 {
         if delivery != Delivery::UnreliableOrdered {
             return 0;
         }
-        let next = self.next_seq.entry(channel).or_insert(0);
+        let next = self.next_seq.entry(channel).or_insert_with(|| {
+            let ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or_default();
+            ms as u32
+        });
         *next = next.wrapping_add(1);
         *next
     }
@@ -711,12 +720,15 @@ impl SyncedMultiplayerAPI {
     fn deliver(&mut self, rpc: PeerRpc) {
         // Ordered per client sender (servers all send as peer 1, each with its own count).
         if rpc.delivery == Delivery::UnreliableOrdered && rpc.from != synctree_proto::SERVER_PEER {
-            let newest = self.newest.entry((rpc.from, rpc.channel)).or_insert(0);
-            // Wrapping comparison: a sequence within half the range ahead is newer.
-            if rpc.seq.wrapping_sub(*newest) as i32 <= 0 {
-                return; // overtaken by a newer one: dropped, as Godot does
+            let key = (rpc.from, rpc.channel);
+            // Wrapping comparison: a sequence within half the range ahead is newer (the
+            // first one heard from a sender is, whatever its number).
+            if let Some(newest) = self.newest.get(&key) {
+                if rpc.seq.wrapping_sub(*newest) as i32 <= 0 {
+                    return; // overtaken by a newer one: dropped, as Godot does
+                }
             }
-            *newest = rpc.seq;
+            self.newest.insert(key, rpc.seq);
         }
         let reliable = rpc.delivery == Delivery::Reliable;
         // Behind an earlier reliable rpc of the same sender and channel that waits: in order.
