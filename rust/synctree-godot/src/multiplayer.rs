@@ -112,6 +112,19 @@ thread_local! {
 }
 
 thread_local! {
+    /// Nodes spawned here moments ago (replicated by a spawner, or applied from the log),
+    /// and when: an rpc of one (or of a node below one) is marked `fresh`.
+    static FRESH: RefCell<HashMap<InstanceId, Instant>> = RefCell::new(HashMap::new());
+}
+
+/// Notes that `node` was just spawned here (while a multiplayer link is installed).
+pub fn note_fresh(node: InstanceId) {
+    if LINK.with(|l| l.borrow().is_some()) {
+        FRESH.with(|f| f.borrow_mut().insert(node, Instant::now()));
+    }
+}
+
+thread_local! {
     /// SceneTree's `node_added` is watched (once per process, whatever API instances exist).
     static WATCHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
@@ -434,10 +447,13 @@ pub struct SyncedMultiplayerAPI {
     /// looked at.
     viewed: HashSet<u64>,
     views_checked: Option<Instant>,
-    /// Reliable rpcs of nodes not here yet (a node spawned, then at once called, reaches the
-    /// others through the log, after the rpc), with when they arrived: run once the node is
-    /// applied, in order per sender and channel, or refused after [`RPC_HOLD`].
+    /// Reliable rpcs of nodes not here yet that their sender had just spawned (the spawn
+    /// reaches the others through the log, after the rpc), with when they arrived, and those
+    /// of the same sender and channel behind them: run once the node is applied, in order,
+    /// or refused after [`RPC_HOLD`].
     held: VecDeque<(PeerRpc, Instant)>,
+    /// Synchronizers removed while `synchronize` ran game code with the list taken out.
+    removed_syncs: Vec<InstanceId>,
 }
 
 /// How long a reliable rpc waits for its node to be applied here.
@@ -472,6 +488,7 @@ impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
             viewed: HashSet::new(),
             views_checked: None,
             held: VecDeque::new(),
+            removed_syncs: Vec::new(),
         }
     }
 
@@ -486,6 +503,12 @@ impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
             }
         }
         self.watch_spawners();
+        FRESH.with(|f| {
+            let mut f = f.borrow_mut();
+            if !f.is_empty() {
+                f.retain(|_, at| at.elapsed() < RPC_HOLD);
+            }
+        });
         let Some(link) = link() else {
             return Error::OK;
         };
@@ -596,6 +619,8 @@ impl IMultiplayerApiExtension for SyncedMultiplayerAPI {
             Some((node, Configured::Synchronizer(sync))) => {
                 let id = sync.instance_id();
                 self.syncs.retain(|s| s.sync != id);
+                // Removed while `synchronize` has the list out: dropped when it is back.
+                self.removed_syncs.push(id);
                 SYNC_ROOTS.with(|s| {
                     let mut s = s.borrow_mut();
                     if let Some(list) = s.get_mut(&node.instance_id()) {
@@ -666,6 +691,7 @@ impl SyncedMultiplayerAPI {
         }
         // Read before the local call: game code may free the node.
         let path = node.get_path().to_string();
+        let fresh = self.is_fresh(&node);
         if reaches_me && config.call_local {
             self.call_as(&node, method, &args, me as i32);
         }
@@ -692,8 +718,36 @@ impl SyncedMultiplayerAPI {
             delivery: config.delivery,
             channel: config.channel,
             seq: self.next_seq(config.delivery, config.channel),
+            fresh,
         });
         Ok(())
+    }
+
+    /// True if `node`, or a node it lies under, was spawned here moments ago or waits to be
+    /// replicated by a spawner with room under its `spawn_limit`.
+    fn is_fresh(&self, node: &Gd<Node>) -> bool {
+        let mut at = Some(node.clone());
+        while let Some(n) = at {
+            let id = n.instance_id();
+            if FRESH.with(|f| f.borrow().get(&id).is_some_and(|t| t.elapsed() < RPC_HOLD)) {
+                return true;
+            }
+            let pending = self.tracked.iter().any(|t| match t {
+                Tracked::Added(added, spawner) if *added == id => {
+                    Gd::<MultiplayerSpawner>::try_from_instance_id(*spawner).is_ok_and(|s| {
+                        let limit = s.get_spawn_limit();
+                        let count = self.spawned.get(spawner).map_or(0, |t| t.len());
+                        limit == 0 || count < limit as usize
+                    })
+                }
+                _ => false,
+            });
+            if pending {
+                return true;
+            }
+            at = n.get_parent();
+        }
+        false
     }
 
     /// The sequence number of this peer's next rpc sent with `delivery` on `channel` (only
@@ -736,7 +790,8 @@ impl SyncedMultiplayerAPI {
             return self.hold(rpc, Instant::now());
         }
         let Some(node) = scene_root().and_then(|r| r.get_node_or_null(rpc.path.as_str())) else {
-            if reliable {
+            // Only a node the sender spawned moments ago may still be on its way.
+            if reliable && rpc.fresh {
                 return self.hold(rpc, Instant::now());
             }
             return refuse_rpc(&rpc, "no such node here");
@@ -747,9 +802,9 @@ impl SyncedMultiplayerAPI {
     /// Keeps a reliable rpc until its node is applied here.
     fn hold(&mut self, rpc: PeerRpc, since: Instant) {
         if self.held.len() >= RPC_HELD_MAX {
-            if let Some((old, _)) = self.held.pop_front() {
-                refuse_rpc(&old, "too many rpcs wait for nodes not applied here");
-            }
+            // The newest goes: an older one dropped would let later ones of its stream run
+            // before it.
+            return refuse_rpc(&rpc, "too many rpcs wait for nodes not applied here");
         }
         self.held.push_back((rpc, since));
     }
@@ -860,6 +915,7 @@ impl SyncedMultiplayerAPI {
                         );
                         continue;
                     }
+                    note_fresh(id);
                     let mut props = self.spawn_properties(&node);
                     let mut scene = None;
                     if let Some((_, data)) = custom
@@ -1043,6 +1099,7 @@ impl SyncedMultiplayerAPI {
         // setter), which may call this API (`is_multiplayer_authority()`) and add or remove
         // synchronizers: the list is taken out and this API left open to such calls.
         let mut syncs = std::mem::take(&mut self.syncs);
+        self.removed_syncs.clear();
         let reentrant = self.base_mut();
         for s in &mut syncs {
             let (Ok(sync), Ok(root)) = (
@@ -1094,7 +1151,9 @@ impl SyncedMultiplayerAPI {
             }
         }
         drop(reentrant);
-        // Those registered meanwhile come after.
+        // Those registered meanwhile come after; those removed meanwhile go.
+        let removed = std::mem::take(&mut self.removed_syncs);
+        syncs.retain(|s| !removed.contains(&s.sync));
         syncs.append(&mut self.syncs);
         self.syncs = syncs;
         self.syncs

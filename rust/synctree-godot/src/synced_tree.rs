@@ -1650,6 +1650,7 @@ impl SyncedTree {
             });
         match self.live.apply_made(root, effect, made) {
             live::Applied::Spawned { key, node, adopted } => {
+                crate::multiplayer::note_fresh(node.instance_id_unchecked());
                 if !self.pending_scenes.is_empty() {
                     if let Some(p) = self.live.path_of(key) {
                         self.pending_scenes.remove(p);
@@ -1749,7 +1750,12 @@ impl SyncedTree {
             return;
         };
         let name = self.live.prop_name(s.property).clone();
-        self.live.target(s.property).set(&mut node, &s.show);
+        let target = self.live.target(s.property).clone();
+        {
+            // The setter is game code, which may call this tree.
+            let _reentrant = self.base_mut();
+            target.set(&mut node, &s.show);
+        }
         if s.rolled_back {
             self.reconciled += 1;
             if let Some(path) = self.live.node_path(s.node) {

@@ -262,6 +262,10 @@ pub struct PeerRpc {
     /// The sender's sequence number on (delivery, channel), for unreliable_ordered.
     #[serde(default)]
     pub seq: u32,
+    /// The node was spawned moments ago where the rpc was made (its spawn may reach a
+    /// receiver after the rpc): a receiver that lacks it waits for it a while.
+    #[serde(default)]
+    pub fresh: bool,
 }
 
 impl PeerRpc {

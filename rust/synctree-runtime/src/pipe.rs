@@ -94,28 +94,35 @@ pub(crate) struct QuicOut {
 /// session, and what waits to be sent to it, for as long as it stays connected.
 pub(crate) const CLIENT_STALLED: Duration = Duration::from_secs(15);
 
+/// The slowest reading a write of many bytes allows on top of [`QuicOut::stalled_after`]:
+/// a large frame (a whole tree) to a slow but reading peer is not a stall.
+const SLOWEST_READ_BYTES_PER_S: u64 = 32 * 1024;
+
 impl QuicOut {
-    fn stalled(&self) -> impl Fn(tokio::time::error::Elapsed) -> String {
-        let after = self.stalled_after;
-        move |_| format!("the other side read nothing for {after:?} (its stream is full)")
+    /// How long writing `parts` may take, and what a write that took longer says.
+    fn allowance(
+        &self,
+        parts: &[&[u8]],
+    ) -> (Duration, impl Fn(tokio::time::error::Elapsed) -> String) {
+        let bytes: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        let after = self.stalled_after + Duration::from_secs(bytes / SLOWEST_READ_BYTES_PER_S);
+        let why =
+            move |_| format!("the other side read too little for {after:?} (its stream is full)");
+        (after, why)
     }
 }
 
 impl FrameWrite for QuicOut {
     async fn write(&mut self, parts: &[&[u8]]) -> Result<(), String> {
-        let stalled = self.stalled();
+        let (after, stalled) = self.allowance(parts);
         let write = FrameWrite::write(&mut self.send, parts);
-        tokio::time::timeout(self.stalled_after, write)
-            .await
-            .map_err(stalled)?
+        tokio::time::timeout(after, write).await.map_err(stalled)?
     }
 
     async fn write_frames(&mut self, frames: &[&[u8]]) -> Result<(), String> {
-        let stalled = self.stalled();
+        let (after, stalled) = self.allowance(frames);
         let write = FrameWrite::write_frames(&mut self.send, frames);
-        tokio::time::timeout(self.stalled_after, write)
-            .await
-            .map_err(stalled)?
+        tokio::time::timeout(after, write).await.map_err(stalled)?
     }
 
     async fn send_datagram(&mut self, bytes: Vec<u8>) -> Result<(), String> {

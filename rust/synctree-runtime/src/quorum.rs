@@ -95,11 +95,16 @@ fn out_of_touch(inner: &Inner, started: Instant) -> Duration {
 pub(crate) async fn watch(inner: Arc<Inner>, after: Duration) {
     let cut_off = &inner.cut_off;
     let started = Instant::now();
+    // The latest moment known in touch, in either role: a leader that steps down has heard
+    // from no leader while it led, but was in touch a moment ago.
+    let mut touched = started;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let away = out_of_touch(&inner, started);
+        let now = Instant::now();
+        touched = touched.max(now - out_of_touch(&inner, started).min(now - started));
+        let away = now.saturating_duration_since(touched);
         let reason = (away > after).then(|| {
             format!(
                 "server {} has had no quorum for {} ms: try another server",
