@@ -274,9 +274,11 @@ impl Model {
 }
 
 /// A random mix of appends (small to larger than the journal), truncations, purges and
-/// votes, killed at random moments; each kill's copy is opened and compared with what was
-/// acknowledged, and the run goes on from the reopened store, so recovery itself (which
-/// commits what it replays and starts a new generation) is killed too.
+/// votes, killed at random moments between calls; each kill's copy is opened and compared
+/// with what was acknowledged, and the run goes on from the reopened store, so later kills
+/// land on a store that recovered (it commits what it replays and starts a new generation).
+/// A kill inside a call, or a missing fsync, is not what this finds (the copy reads the
+/// page cache): those are the unit tests' torn records and the e2e kill -9 runs.
 async fn random_run(seed: u64) {
     use rand08::{Rng, SeedableRng};
     let mut rng = rand08::rngs::StdRng::seed_from_u64(seed);
